@@ -1,0 +1,5 @@
+import sys
+
+from lesionprop.cli import main
+
+sys.exit(main())

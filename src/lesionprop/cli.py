@@ -1,0 +1,73 @@
+"""The ``lesionprop`` command line: a thin dispatcher.
+
+Each subcommand lives in ``lesionprop/commands/<name>.py`` and defines
+``add_arguments(parser)`` and ``run(args) -> int``.  Modules are imported only
+when their command runs, so ``lesionprop --help`` stays fast (no torch import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from lesionprop import __version__
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("lesionprop.commands.synth", "write a synthetic DeepLesion-format dataset with complete truth"),
+    "import": ("lesionprop.commands.import_ct", "convert a DICOM series or NIfTI volume to the DeepLesion layout"),
+    "summary": ("lesionprop.commands.summary", "summarise a DeepLesion-layout dataset (splits, sizes, intervals)"),
+    "train": ("lesionprop.commands.train", "train an FPN-3DCE detector"),
+    "predict": ("lesionprop.commands.predict", "predict boxes on key and/or adjacent slices (with TTA)"),
+    "evaluate": ("lesionprop.commands.evaluate", "sensitivity at 0.5, 1, 2, 4, 8 FPs per image (FROC)"),
+    "propagate": ("lesionprop.commands.propagate", "Algorithm 1: slice-level label propagation"),
+    "mine": ("lesionprop.commands.mine", "Algorithm 2: missing ground-truth mining"),
+    "distill": ("lesionprop.commands.distill", "data-distillation baseline pseudo-labels"),
+    "pipeline": ("lesionprop.commands.pipeline", "the paper's workflow: baseline -> MM/LP/DD -> retrain -> report"),
+    "demo": ("lesionprop.commands.demo", "the pipeline on a fresh synthetic dataset with the CPU preset"),
+}
+
+
+class CommandError(Exception):
+    """An error for the user: printed as one line, exit status 2."""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lesionprop",
+        description="Semi-supervised lesion detection in CT (FPN-3DCE, label propagation, missing GT mining).",
+    )
+    parser.add_argument("--version", action="version", version=f"lesionprop {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in COMMANDS:
+        command = None
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except (CommandError, FileNotFoundError, ValueError) as exc:
+        print(f"lesionprop {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lesionprop {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

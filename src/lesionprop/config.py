@@ -1,0 +1,267 @@
+"""The one typed configuration of lesionprop, read in one place.
+
+A config is a tree of frozen dataclasses.  Presets live in
+``lesionprop/configs/*.yaml``; a YAML file only needs the keys it changes
+(``preset: cpu`` at its top starts from a preset).  Command-line overrides use
+dotted keys: ``train.iterations=200``.  The resolved config is saved into every
+run directory and checkpoint (``Config.to_dict``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How a multi-slice (3DCE) sample is built from the stored slices."""
+
+    num_slices: int = 9                     # 3 x M slices (M groups of 3)
+    slice_interval_mm: float = 2.0          # neighbours resampled to this z spacing
+    window: tuple[float, float] = (-1024.0, 3071.0)   # HU mapped to 0..255
+    clip_border: bool = False               # crop to the body's bounding box
+    target_spacing_mm: float = 0.8          # rescale pixels to this spacing
+    max_size: int = 512                     # then cap the longer side
+    # training augmentation (MULAN-style)
+    aug_scale: tuple[float, float] = (0.8, 1.2)
+    aug_shift_px: int = 8
+    aug_flip: bool = True
+    cache_dir: str | None = None            # decoded-slice cache (None: in memory)
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The FPN-3DCE detector (torchvision Faster R-CNN parts)."""
+
+    backbone: str = "resnet50"              # resnet50 | resnet18 | tiny
+    pretrained: str | None = None           # local ImageNet weights file; never downloaded
+    trainable_layers: int = 3
+    fpn_channels: int = 256
+    box_head_dim: int = 1024
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_batch_size_per_image: int = 256
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
+    box_batch_size_per_image: int = 512
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    box_detections_per_img: int = 50
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SGD schedule of the paper (lr 0.02 at 16 images per batch, step decay)."""
+
+    iterations: int = 36000
+    batch_size: int = 16                    # images per step, all ranks together
+    base_lr: float = 0.02                   # at reference_batch_size; scaled linearly
+    reference_batch_size: int = 16
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 500
+    warmup_factor: float = 1.0 / 3
+    lr_steps: tuple[float, ...] = (34000 / 36000, 36000 / 36000)   # fractions of iterations
+    lr_gamma: float = 0.1
+    grad_clip: float = 10.0
+    amp: bool = True                        # CUDA only
+    channels_last: bool = True              # CUDA only
+    checkpoint_every: int = 1000
+    eval_every: int = 2000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Inference and test-time augmentation."""
+
+    tta: str = "none"                       # none | flip | scales | flip+scales
+    tta_scales: tuple[float, ...] = (0.8, 1.0, 1.2)
+    merge: str = "wbf"                      # how TTA boxes are merged: wbf | nms
+    merge_iou: float = 0.55
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Algorithms 1 and 2 and the distillation baseline."""
+
+    iou: float = 0.5                        # tau
+    score: float = 0.9                      # alpha
+    offsets: tuple[int, ...] = (-1, 1)
+    keep: str = "best"
+    distill_score: float = 0.9
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The paper's Section 4.3 workflow."""
+
+    retrain_from: str = "scratch"           # scratch | baseline
+    variants: tuple[str, ...] = ("baseline", "dd", "lp", "mm", "mm_lp")
+    synth_series: int = 100
+    synth_seed: int = 0
+    synth_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+
+def _to_plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_plain(v) for v in x]
+    return x
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Convert a YAML value to the dataclass field type ``tp`` (tuples, optionals)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, key)
+            except (TypeError, ValueError):
+                continue
+        raise ValueError(f"config key {key}: cannot use {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config key {key}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        return tuple(_coerce(inner, v, key) for v in value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"config key {key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"config key {key}: expected true/false, got {value!r}")
+        return bool(value)
+    if tp in (int, float, str):
+        try:
+            out = tp(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"config key {key}: expected {tp.__name__}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"config key {key}: expected an integer, got {value!r}")
+        return out
+    return value
+
+
+def _build(cls: type, values: dict[str, Any] | None, prefix: str = "") -> Any:
+    values = values or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"config section {prefix or '<root>'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown config key(s) in {prefix or '<root>'}: {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("lesionprop.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(path: Path | Any, label: str) -> dict:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{label}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{label}: expected a mapping at the top level")
+    if "preset" in data:
+        base = _preset_dict(str(data.pop("preset")))
+        data = _deep_merge(base, data)
+    return data
+
+
+def _preset_dict(name: str) -> dict:
+    f = resources.files("lesionprop.configs") / f"{name}.yaml"
+    if not f.is_file():
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
+    return _read_yaml(f, f"preset {name}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ValueError(f"override must look like section.key=value, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def load_config(path: str | Path | None = None, preset: str | None = None,
+                overrides: Sequence[str] = ()) -> Config:
+    """Build the config: defaults <- preset <- YAML file <- dotted overrides."""
+    data: dict = {}
+    if preset:
+        data = _preset_dict(preset)
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        data = _deep_merge(data, _read_yaml(p, str(p)))
+    for ov in overrides:
+        keys, value = parse_override(ov)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return _build(Config, data)
+
+
+def config_from_dict(data: dict) -> Config:
+    """Rebuild a Config saved with :meth:`Config.to_dict` (e.g. from a checkpoint)."""
+    return _build(Config, data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from lesionprop.fileio import atomic_write
+
+    with atomic_write(path) as fh:
+        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
