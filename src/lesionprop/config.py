@@ -41,12 +41,17 @@ class DataConfig:
 class ModelConfig:
     """The FPN-3DCE detector (torchvision Faster R-CNN parts)."""
 
-    backbone: str = "resnet50"              # resnet50 | resnet18 | tiny
+    backbone: str = "resnet50"              # resnet50 | resnet18 | resnet10
     pretrained: str | None = None           # local ImageNet weights file; never downloaded
-    trainable_layers: int = 3
+    trainable_layers: int = 3               # 0..5 ResNet stages trained (5 = all, for random init)
+    base_width: int = 64                    # basic-block ResNets: narrower than 64 for CPU presets
+    norm: str = "auto"                      # auto (frozen_bn if pretrained else gn) | frozen_bn | bn | gn
+    pixel_mean: float = 50.0                # 3DCE's mean on the 0..255 window (ImageNet stats if pretrained)
+    pixel_std: float = 50.0
     fpn_channels: int = 256
     box_head_dim: int = 1024
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    anchor_scale: float = 1.0               # = 0.8 mm / data.target_spacing_mm for coarser presets
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     rpn_batch_size_per_image: int = 256
     rpn_pre_nms_top_n_train: int = 2000
@@ -77,7 +82,8 @@ class TrainConfig:
     amp: bool = True                        # CUDA only
     channels_last: bool = True              # CUDA only
     checkpoint_every: int = 1000
-    eval_every: int = 2000
+    eval_every: int = 2000                  # 0: evaluate only at the end
+    log_every: int = 20
     seed: int = 0
 
 
@@ -107,7 +113,11 @@ class LabelConfig:
 class PipelineConfig:
     """The paper's Section 4.3 workflow."""
 
-    retrain_from: str = "scratch"           # scratch | baseline
+    data: str | None = None                 # dataset root; None -> a synthetic dataset in RUN/data
+    annotations: str | None = None          # default DATA/DL_info.csv
+    truth: str | None = None                # default DATA/truth.csv when present
+    label_tta: str = "flip+scales"          # TTA of the predictions the label tools use (paper: both)
+    retrain_from: str = "scratch"           # scratch | baseline (paper: retrain, backbone from ImageNet init)
     variants: tuple[str, ...] = ("baseline", "dd", "lp", "mm", "mm_lp")
     synth_series: int = 100
     synth_seed: int = 0

@@ -1,0 +1,121 @@
+"""Figures like the paper's Figures 2-4: slices K - 1, K, K + 1 with human labels
+(red), pseudo-labels (yellow) and, when known, truth (green, dashed).
+
+Boxes come from annotation files (file frame) and are drawn in the pixel frame
+(``boxes.file_to_pixel``).  Cases are picked deterministically: the first
+correct and the first wrong pseudo-labels in file order.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lesionprop.boxes import box_iou, file_to_pixel
+from lesionprop.data.deeplesion import Lesion, group_by_slice, parse_file_name, read_annotations, slice_file_name
+from lesionprop.fileio import atomic_write
+
+DISPLAY_WINDOW = (-160.0, 240.0)   # soft-tissue window for looking at lesions
+
+
+def _key_slice_of(row: Lesion, key_names: set[str]) -> str:
+    """The human key slice a pseudo-label belongs to (itself for mined rows)."""
+    if row.file_name in key_names:
+        return row.file_name
+    series, s = parse_file_name(row.file_name)
+    for k in (s - 1, s + 1, s - 2, s + 2):
+        name = slice_file_name(series, k)
+        if name in key_names:
+            return name
+    return row.file_name
+
+
+def pick_cases(pseudo: Sequence[Lesion], truth_by: dict[str, list[Lesion]], n: int = 3
+               ) -> tuple[list[Lesion], list[Lesion]]:
+    """First ``n`` correct (IoU >= 0.5 with truth) and first ``n`` wrong pseudo-labels."""
+    good, wrong = [], []
+    for r in pseudo:
+        t = np.array([x.box for x in truth_by.get(r.file_name, [])]).reshape(-1, 4)
+        ok = len(t) > 0 and (box_iou(np.array([r.box]), t) >= 0.5).any()
+        (good if ok else wrong).append(r)
+    return good[:n], wrong[:n]
+
+
+def _draw(ax, boxes: np.ndarray, color: str, style: str = "-", width: float = 1.4) -> None:
+    import matplotlib.patches as patches
+
+    for x1, y1, x2, y2 in file_to_pixel(boxes).reshape(-1, 4):
+        ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color,
+                                       linestyle=style, linewidth=width))
+
+
+def render_cases(root: Path, cases: Sequence[Lesion], rows_by: dict[str, list[Lesion]],
+                 truth_by: dict[str, list[Lesion]], key_names: set[str], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lesionprop.data.slices import SliceReader
+
+    reader = SliceReader(root)
+    fig, axes = plt.subplots(len(cases), 3, figsize=(9, 3.1 * len(cases)), squeeze=False)
+    lo, hi = DISPLAY_WINDOW
+    for row_axes, case in zip(axes, cases):
+        key = _key_slice_of(case, key_names)
+        series, k = parse_file_name(key)
+        # crop around the case's box so small lesions are visible
+        x1, y1, x2, y2 = file_to_pixel(np.array(case.box))
+        cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, max(48.0, 1.5 * max(x2 - x1, y2 - y1))
+        for ax, s in zip(row_axes, (k - 1, k, k + 1)):
+            name = slice_file_name(series, s)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            try:
+                hu = reader.read_hu(series, s)
+            except (FileNotFoundError, ValueError):
+                ax.set_title(f"{name}: not on disk", fontsize=8)
+                continue
+            ax.imshow(np.clip((hu - lo) / (hi - lo), 0, 1), cmap="gray", vmin=0, vmax=1)
+            on = rows_by.get(name, [])
+            _draw(ax, np.array([r.box for r in on if r.source == "human"]), "red")
+            _draw(ax, np.array([r.box for r in on if r.source != "human"]), "yellow")
+            _draw(ax, np.array([r.box for r in truth_by.get(name, [])]), "lime", "--", 0.9)
+            ax.set_xlim(cx - half, cx + half)
+            ax.set_ylim(cy + half, cy - half)
+            ax.set_title(("S" if s == k else f"S{s - k:+d}") + f"  {name}", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    with atomic_write(path, "wb") as fh:
+        fh.write(buf.getvalue())
+
+
+def draw_label_figures(root: Path, annotations: Path, truth: Path | None, label_files: dict[str, Path],
+                       out_dir: Path, n: int = 3) -> list[Path]:
+    """One good-cases and one wrong-cases figure per label set; returns the written paths."""
+    human = read_annotations(annotations)
+    key_names = {r.file_name for r in human}
+    truth_by = group_by_slice(read_annotations(truth)) if truth is not None and truth.is_file() else {}
+    written = []
+    for name, f in label_files.items():
+        rows = read_annotations(f)
+        pseudo = [r for r in rows if r.source != "human"]
+        if not pseudo:
+            continue
+        rows_by = group_by_slice(rows)
+        good, wrong = pick_cases(pseudo, truth_by, n) if truth_by else (pseudo[:n], [])
+        for kind, cases in (("good", good), ("wrong", wrong)):
+            if not cases:
+                continue
+            path = out_dir / f"{name}_{kind}.png"
+            label = "correct" if kind == "good" else "wrong (no truth lesion at IoU >= 0.5)"
+            render_cases(root, cases, rows_by, truth_by, key_names,
+                         f"labels_{name}: {label} pseudo-labels (yellow), human (red), truth (green)", path)
+            written.append(path)
+    return written

@@ -1,0 +1,217 @@
+"""The pipeline of the paper's Section 4.3, as resumable stages under one run folder.
+
+RUN/
+  config.yaml                 the resolved config
+  data/                       synthetic dataset (when no data root is configured)
+  models/<variant>/           one training run per label set (baseline, dd, lp, mm, mm_lp)
+  preds/train_tta.csv         baseline predictions (flip + scales) on train key and K +/- 1 slices
+  labels/labels_<v>.csv       human rows followed by the pseudo-label rows of each variant
+  preds/test_<variant>.csv    each model's predictions on the test key slices
+  eval/<variant>.json         sensitivity at FPs (official key-slice labels, and truth when known)
+  report/                     tables, FROC plot, pseudo-label quality, figures
+  stages/<stage>.json         done-markers with input fingerprints
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from lesionprop.config import Config, save_config
+from lesionprop.data.deeplesion import read_annotations, write_annotations
+from lesionprop.fileio import atomic_write
+from lesionprop.pipeline.stages import StageRunner, hash_file, hash_object, hash_tree_listing
+
+#: label set -> the annotation file each retrained model learns from
+VARIANT_LABELS = {"baseline": None, "dd": "labels_dd.csv", "lp": "labels_lp.csv",
+                  "mm": "labels_mm.csv", "mm_lp": "labels_mm_lp.csv"}
+
+
+@dataclass
+class PipelineResult:
+    run_dir: Path
+    official: dict[str, Any] = field(default_factory=dict)   # variant -> FrocResult
+    truth: dict[str, Any] = field(default_factory=dict)
+    report_dir: Path | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _data_paths(cfg: Config, run_dir: Path) -> tuple[Path, Path, Path | None]:
+    p = cfg.pipeline
+    if p.data:
+        root = Path(p.data)
+        ann = Path(p.annotations) if p.annotations else root / "DL_info.csv"
+        truth = Path(p.truth) if p.truth else (root / "truth.csv" if (root / "truth.csv").is_file() else None)
+        return root, ann, truth
+    root = run_dir / "data"
+    return root, root / "DL_info.csv", root / "truth.csv"
+
+
+def _synth_stage(cfg: Config, root: Path) -> dict[str, Any]:
+    from lesionprop.data.synth import generate_dataset
+
+    partial = root.with_name(root.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    summary = generate_dataset(partial, series=cfg.pipeline.synth_series, seed=cfg.pipeline.synth_seed,
+                               **dict(cfg.pipeline.synth_args))
+    if root.exists():
+        shutil.rmtree(root)
+    os.replace(partial, root)
+    return {"summary": str(summary)}
+
+
+def _train_stage(cfg: Config, root: Path, annotations: Path, run: Path, fp: str,
+                 init_checkpoint: Path | None) -> dict[str, Any]:
+    from lesionprop.engine.train import train
+
+    stamp = run / "pipeline_fingerprint.txt"
+    resume = stamp.is_file() and stamp.read_text().strip() == fp and (run / "last.pt").is_file()
+    if run.exists() and not resume:
+        shutil.rmtree(run)       # a stale run of other inputs, made by this pipeline: restart it
+    run.mkdir(parents=True, exist_ok=True)
+    with atomic_write(stamp) as fh:
+        fh.write(fp)
+    kwargs = {"init_checkpoint": init_checkpoint} if init_checkpoint else {}
+    result = train(cfg, root, annotations, run, resume=resume, **kwargs)
+    return {"best_checkpoint": str(result.best_checkpoint), "resumed": resume}
+
+
+def _label_stage(cfg: Config, annotations: Path, preds_csv: Path, out_dir: Path) -> dict[str, Any]:
+    from lesionprop.labels.distill import distill
+    from lesionprop.labels.mine import mine
+    from lesionprop.labels.propagate import propagate
+    from lesionprop.predictions import read_predictions
+
+    lc = cfg.labels
+    rows = read_annotations(annotations)
+    preds = read_predictions(preds_csv)
+    mined = mine(rows, preds, score=lc.score, iou=lc.iou, split="train")
+    lp = propagate(rows, preds, iou=lc.iou, offsets=lc.offsets, keep=lc.keep, split="train")
+    mm_lp = propagate(rows + mined, preds, iou=lc.iou, offsets=lc.offsets, keep=lc.keep, split="train")
+    dd = distill(rows, preds, score=lc.distill_score, offsets=lc.offsets, split="train")
+    sets = {"mm": mined, "lp": lp, "mm_lp": mined + mm_lp, "dd": dd}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, new in sets.items():
+        write_annotations(out_dir / f"labels_{name}.csv", rows + new, with_source=True)
+    return {f"new_rows_{k}": len(v) for k, v in sets.items()}
+
+
+def _eval_stage(cfg: Config, checkpoint: Path, root: Path, annotations: Path, truth: Path | None,
+                preds_csv: Path, out_json: Path) -> dict[str, Any]:
+    from lesionprop.engine.predict import predict
+    from lesionprop.eval.froc import evaluate
+
+    preds = predict(checkpoint, root, annotations, slices="key", split="test", tta="none", out_csv=preds_csv)
+    rows = read_annotations(annotations)
+    fps = (0.5, 1, 2, 4, 8)
+    res = {"official": _froc_dict(evaluate(rows, preds, split="test", fps=fps))}
+    if truth is not None and truth.is_file():
+        res["truth"] = _froc_dict(evaluate(rows, preds, split="test", fps=fps, truth=read_annotations(truth)))
+    with atomic_write(out_json) as fh:
+        json.dump(res, fh, indent=2)
+    return {k: v["sensitivity"] for k, v in res.items()}
+
+
+def _froc_dict(r: Any) -> dict[str, Any]:
+    return {"fps": [float(x) for x in r.fps], "sensitivity": [float(x) for x in r.sensitivity],
+            "images": int(r.images), "lesions": int(r.lesions),
+            "fp_curve": [float(x) for x in r.fp_curve], "sens_curve": [float(x) for x in r.sens_curve]}
+
+
+def run_pipeline(cfg: Config, run_dir: str | os.PathLike, log: Callable[[str], None] = print) -> PipelineResult:
+    """Run (or finish) the whole pipeline under ``run_dir``; finished stages are skipped."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    runner = StageRunner(run_dir, log)
+    root, annotations, truth = _data_paths(cfg, run_dir)
+    variants = [v for v in cfg.pipeline.variants if v in VARIANT_LABELS]
+    unknown = set(cfg.pipeline.variants) - set(VARIANT_LABELS)
+    if unknown:
+        raise ValueError(f"unknown pipeline variants {sorted(unknown)}; known: {', '.join(VARIANT_LABELS)}")
+    if "baseline" not in variants:
+        variants.insert(0, "baseline")
+
+    # 1. data
+    if not cfg.pipeline.data:
+        runner.run("synth", hash_object(["synth", cfg.pipeline.synth_series, cfg.pipeline.synth_seed,
+                                         cfg.pipeline.synth_args]),
+                   [annotations], lambda: _synth_stage(cfg, root))
+    elif not annotations.is_file():
+        raise FileNotFoundError(f"annotation file not found: {annotations}")
+    data_fp = hash_object([hash_file(annotations), hash_tree_listing(root / "Images_png")])
+    train_cfg_fp = hash_object([cfg.data.__dict__, cfg.model.__dict__, cfg.train.__dict__])
+
+    # 2. baseline
+    base_run = run_dir / "models" / "baseline"
+    fp_base = hash_object(["train", data_fp, train_cfg_fp])
+    info = runner.run("train_baseline", fp_base, [base_run / "best.pt"],
+                      lambda: _train_stage(cfg, root, annotations, base_run, fp_base, None))
+    base_ckpt = base_run / "best.pt"
+
+    # 3. predictions with TTA on train key slices and their neighbours
+    preds_train = run_dir / "preds" / "train_tta.csv"
+    fp_pred = hash_object(["predict", hash_file(base_ckpt), data_fp, cfg.predict.__dict__, cfg.pipeline.label_tta])
+
+    def _predict_train() -> dict[str, Any]:
+        from lesionprop.engine.predict import predict
+
+        p = predict(base_ckpt, root, annotations, slices="both", split="train", tta=cfg.pipeline.label_tta,
+                    out_csv=preds_train)
+        return {"predictions": len(p.scores)}
+
+    runner.run("predict_train", fp_pred, [preds_train], _predict_train)
+
+    # 4-5. pseudo-labels
+    label_dir = run_dir / "labels"
+    label_files = [label_dir / f"labels_{v}.csv" for v in ("mm", "lp", "mm_lp", "dd")]
+    fp_labels = hash_object(["labels", hash_file(preds_train), hash_file(annotations), cfg.labels.__dict__])
+    runner.run("labels", fp_labels, label_files, lambda: _label_stage(cfg, annotations, preds_train, label_dir))
+
+    # 6. retrain per label set
+    checkpoints = {"baseline": base_ckpt}
+    init = base_ckpt if cfg.pipeline.retrain_from == "baseline" else None
+    for v in variants:
+        if v == "baseline":
+            continue
+        ann_v = label_dir / VARIANT_LABELS[v]
+        run_v = run_dir / "models" / v
+        fp_v = hash_object(["train", hash_file(ann_v), data_fp, train_cfg_fp,
+                            hash_file(init) if init else "scratch"])
+        runner.run(f"train_{v}", fp_v, [run_v / "best.pt"],
+                   lambda ann_v=ann_v, run_v=run_v, fp_v=fp_v: _train_stage(cfg, root, ann_v, run_v, fp_v, init))
+        checkpoints[v] = run_v / "best.pt"
+
+    # 7. evaluation on the test split
+    result = PipelineResult(run_dir)
+    for v in variants:
+        out_json = run_dir / "eval" / f"{v}.json"
+        preds_csv = run_dir / "preds" / f"test_{v}.csv"
+        fp_e = hash_object(["eval", hash_file(checkpoints[v]), data_fp,
+                            hash_file(truth) if truth and truth.is_file() else None])
+        runner.run(f"eval_{v}", fp_e, [out_json, preds_csv],
+                   lambda v=v, out_json=out_json, preds_csv=preds_csv: _eval_stage(
+                       cfg, checkpoints[v], root, annotations, truth, preds_csv, out_json))
+        res = json.loads(out_json.read_text())
+        result.official[v] = res["official"]
+        if "truth" in res:
+            result.truth[v] = res["truth"]
+
+    # report
+    from lesionprop.pipeline.report import write_report
+
+    report_dir = run_dir / "report"
+    fp_rep = hash_object(["report", [hash_file(run_dir / "eval" / f"{v}.json") for v in variants],
+                          [hash_file(f) for f in label_files]])
+    runner.run("report", fp_rep, [report_dir / "table.json", report_dir / "table.md"],
+               lambda: write_report(result, report_dir, root=root, annotations=annotations, truth=truth,
+                                    label_files=dict(zip(("mm", "lp", "mm_lp", "dd"), label_files)),
+                                    fps=(0.5, 1, 2, 4, 8)))
+    result.report_dir = report_dir
+    result.stage_seconds = {k: r.seconds for k, r in runner.records.items()}
+    return result
