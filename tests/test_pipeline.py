@@ -1,0 +1,91 @@
+"""The miniature pipeline end to end (tiny preset, a few iterations), then killed and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lesionprop.config import load_config
+from lesionprop.pipeline.run import run_pipeline
+from lesionprop.pipeline.stages import StageRunner
+
+pytestmark = pytest.mark.slow
+
+TINY = ["pipeline.synth_series=6", "train.iterations=12", "train.eval_every=0", "train.checkpoint_every=6"]
+
+
+def _tiny_cfg(tmp_path: Path, extra=()):
+    return load_config(preset="tiny", overrides=TINY + list(extra))
+
+
+def test_stage_runner_skips_done_and_reruns_changed(tmp_path):
+    calls = []
+    out = tmp_path / "a.txt"
+
+    def make():
+        calls.append(1)
+        out.write_text("x")
+
+    r = StageRunner(tmp_path, log=lambda s: None)
+    r.run("a", "fp1", [out], make)
+    r.run("a", "fp1", [out], make)
+    assert len(calls) == 1
+    r.run("a", "fp2", [out], make)          # inputs changed -> rerun
+    assert len(calls) == 2
+    out.unlink()
+    r.run("a", "fp2", [out], make)          # output gone -> rerun
+    assert len(calls) == 3
+    with pytest.raises(RuntimeError, match="without writing"):
+        r.run("b", "fp", [tmp_path / "never.txt"], lambda: None)
+
+
+def test_pipeline_end_to_end_then_kill_and_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "lesionprop", "pipeline", "--preset", "tiny", "--out", str(run_dir)]
+    for o in TINY:
+        cmd += ["--set", o]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = run_dir / "stages" / "labels.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not marker.exists():
+        time.sleep(0.2)
+    assert marker.exists(), "pipeline did not reach the labels stage"
+    proc.send_signal(signal.SIGKILL)        # killed while retraining the variants
+    proc.wait()
+    done_before = {p.name: p.stat().st_mtime for p in (run_dir / "stages").glob("*.json")}
+    assert {"synth.json", "train_baseline.json", "predict_train.json", "labels.json"} <= set(done_before)
+
+    logs: list[str] = []
+    result = run_pipeline(_tiny_cfg(tmp_path), run_dir, log=logs.append)
+    for name in ("synth", "train_baseline", "predict_train", "labels"):
+        assert f"[{name}] up to date, skipped" in logs
+        assert (run_dir / "stages" / f"{name}.json").stat().st_mtime == done_before[f"{name}.json"]
+
+    report = run_dir / "report"
+    table = json.loads((report / "table.json").read_text())
+    assert table["fps"] == [0.5, 1, 2, 4, 8]
+    assert set(table["variants"]) == {"baseline", "dd", "lp", "mm", "mm_lp"}
+    assert all(len(v) == 5 and all(0 <= x <= 1 for x in v) for v in table["variants"].values())
+    assert set(table["truth"]["variants"]) == set(table["variants"])
+    assert (report / "table.md").read_text().count("|") > 20
+    assert (report / "table.csv").is_file() and (report / "froc.png").stat().st_size > 1000
+    assert set(table["label_quality"]) == {"mm", "lp", "mm_lp", "dd"}
+    # the labels written for the retrains hold every human row first, unchanged
+    human = (run_dir / "data" / "DL_info.csv").read_text().splitlines()
+    for name in ("mm", "lp", "mm_lp", "dd"):
+        lines = (run_dir / "labels" / f"labels_{name}.csv").read_text().splitlines()
+        assert [ln.rsplit(",", 2)[0] for ln in lines[1:len(human)]] == human[1:]
+
+    # a third run does nothing
+    logs.clear()
+    run_pipeline(_tiny_cfg(tmp_path), run_dir, log=logs.append)
+    assert all(line.endswith("skipped") for line in logs), logs
+    assert result.official.keys() == table["variants"].keys()
