@@ -1,0 +1,46 @@
+"""``lesionprop import SRC --out DIR``: a DICOM series folder or a NIfTI volume -> DeepLesion layout.
+
+Writes ``DIR/Images_png/PPPPPP_SS_SS/001.png ...`` (16-bit, HU + 32768, slice 001
+the most superior) and adds the series' row (spacing, size, slice range) to
+``DIR/series_info.csv``.  See :mod:`lesionprop.data.volumes` for orientation.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lesionprop.data.deeplesion import read_series_info
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", help="DICOM series folder (one file per slice) or NIfTI file (.nii / .nii.gz)")
+    parser.add_argument("--out", required=True, help="dataset root to write into (created if missing)")
+    parser.add_argument("--series-name", default=None,
+                        help="series folder name PPPPPP_SS_SS (default: the next free patient number, _01_01)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing series folder of that name")
+
+
+def _next_series_name(root: Path) -> str:
+    known = set(read_series_info(root / "series_info.csv")) if (root / "series_info.csv").is_file() else set()
+    img = root / "Images_png"
+    if img.is_dir():
+        known |= {p.name for p in img.iterdir() if p.is_dir()}
+    patients = [int(n[:6]) for n in known if n[:6].isdigit()]
+    return f"{(max(patients) + 1) if patients else 1:06d}_01_01"
+
+
+def run(args: argparse.Namespace) -> int:
+    from lesionprop.data.volumes import check_series_name, load_ct, write_series
+
+    src, root = Path(args.src), Path(args.out)
+    if root.resolve() == src.resolve() or src.resolve() in root.resolve().parents:
+        raise ValueError(f"--out {root} must not be inside the input {src}")
+    name = check_series_name(args.series_name) if args.series_name else _next_series_name(root)
+    vol = load_ct(src)
+    info = write_series(root, name, vol.hu, vol.spacing, source=f"import:{vol.source}", overwrite=args.overwrite)
+    sx, sy, sz = info.spacing
+    print(f"imported {src} -> {root / 'Images_png' / name}: {vol.hu.shape[0]} slices "
+          f"{info.image_size[0]}x{info.image_size[1]}, spacing {sx:.4g} x {sy:.4g} x {sz:.4g} mm, "
+          f"HU {int(vol.hu.min())}..{int(vol.hu.max())}; recorded in {root / 'series_info.csv'}")
+    return 0

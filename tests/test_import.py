@@ -1,0 +1,131 @@
+"""``lesionprop import`` and DICOM / NIfTI loading on the shared real CT, plus bad inputs built in tmp dirs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lesionprop.cli import main
+from lesionprop.data.deeplesion import read_series_info
+from lesionprop.data.volumes import VolumeError, load_ct, load_label_volume
+
+
+def _dicoms(shared_data) -> list[Path]:
+    return sorted((shared_data / "realct" / "dicom_series").glob("*.dcm"))
+
+
+def _copy(files, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copy(f, folder / f.name)
+    return folder
+
+
+def test_import_dicom_matches_pydicom_rescale(shared_data, tmp_path):
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    files = _dicoms(shared_data)
+    assert len(files) == 20
+    out = tmp_path / "ds"
+    assert main(["import", str(files[0].parent), "--out", str(out), "--series-name", "000007_01_02"]) == 0
+    info = read_series_info(out / "series_info.csv")["000007_01_02"]
+    assert info.slice_range == (1, 20) and info.image_size == (512, 512)
+    assert info.spacing == pytest.approx((0.9765625, 0.9765625, 2.0), abs=1e-6)
+    # expected order: most superior (largest patient z) first
+    dss = [pydicom.dcmread(f) for f in files]
+    dss.sort(key=lambda d: -float(d.ImagePositionPatient[2]))
+    for i, ds in enumerate(dss, start=1):
+        png = cv2.imread(str(out / "Images_png" / "000007_01_02" / f"{i:03d}.png"), cv2.IMREAD_UNCHANGED)
+        assert png.dtype == np.uint16
+        expected = apply_modality_lut(ds.pixel_array, ds)
+        np.testing.assert_array_equal(png.astype(np.int32) - 32768, expected.astype(np.int32))
+    # refuses to overwrite without --overwrite, accepts with it
+    assert main(["import", str(files[0].parent), "--out", str(out), "--series-name", "000007_01_02"]) == 2
+    assert main(["import", str(files[0].parent), "--out", str(out), "--series-name", "000007_01_02",
+                 "--overwrite"]) == 0
+
+
+def test_dicom_slice_order_is_independent_of_file_names(shared_data, tmp_path):
+    files = _dicoms(shared_data)[:4]
+    folder = tmp_path / "renamed"
+    folder.mkdir()
+    for i, f in enumerate(files):           # reverse the name order
+        shutil.copy(f, folder / f"s{len(files) - i}.dcm")
+    vol = load_ct(folder)
+    assert np.all(np.diff(vol.z_positions) < 0)          # superior first
+    assert vol.spacing[2] == pytest.approx(2.0)
+
+
+def test_import_nifti_and_label_map(shared_data, tmp_path):
+    src = shared_data / "realct" / "ct_small_3mm.nii.gz"
+    out = tmp_path / "ds"
+    assert main(["import", str(src), "--out", str(out)]) == 0
+    info = read_series_info(out / "series_info.csv")["000001_01_01"]
+    assert info.spacing == (3.0, 3.0, 3.0) and info.slice_range == (1, 30) and info.image_size == (101, 122)
+    vol = load_ct(src)
+    png = cv2.imread(str(out / "Images_png" / "000001_01_01" / "015.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(png.astype(np.int32) - 32768, vol.hu[14])
+    labels, spacing = load_label_volume(shared_data / "realct" / "ct_small_3mm_organs.nii.gz")
+    assert labels.shape == vol.hu.shape and spacing == vol.spacing
+    # display orientation: the liver (label 5) lies on the image's left half (patient right)
+    zz, yy, xx = np.nonzero(labels == 5)
+    assert xx.mean() < labels.shape[2] / 2
+    # a second import gets the next patient number
+    assert main(["import", str(src), "--out", str(out)]) == 0
+    assert "000002_01_01" in read_series_info(out / "series_info.csv")
+
+
+def test_bad_inputs_name_the_file(shared_data, tmp_path):
+    import pydicom
+
+    files = _dicoms(shared_data)
+    # a non-DICOM file in the folder
+    d = _copy(files[:2], tmp_path / "junk")
+    (d / "notes.txt").write_text("not a dicom file")
+    with pytest.raises(VolumeError, match=r"notes\.txt: not a DICOM file"):
+        load_ct(d)
+    # Modality MR
+    d = _copy(files[:2], tmp_path / "mr")
+    ds = pydicom.dcmread(d / files[1].name)
+    ds.Modality = "MR"
+    ds.save_as(d / files[1].name)
+    with pytest.raises(VolumeError, match=rf"{files[1].name}: not a CT image \(Modality = 'MR'\)"):
+        load_ct(d)
+    # two series mixed
+    d = _copy(files[:3], tmp_path / "mixed")
+    ds = pydicom.dcmread(d / files[2].name)
+    ds.SeriesInstanceUID = "1.2.3.4.5"
+    ds.save_as(d / files[2].name)
+    with pytest.raises(VolumeError, match=rf"{files[2].name}: mixed series"):
+        load_ct(d)
+    # a removed middle slice
+    d = _copy(files[:2] + files[3:5], tmp_path / "gap")
+    with pytest.raises(VolumeError, match="missing slices between"):
+        load_ct(d)
+    # a truncated file
+    d = _copy(files[:2], tmp_path / "trunc")
+    data = (d / files[1].name).read_bytes()
+    (d / files[1].name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(VolumeError, match=rf"{files[1].name}: (unreadable DICOM|cannot decode)"):
+        load_ct(d)
+    # the CLI turns these into one-line errors, exit status 2
+    assert main(["import", str(tmp_path / "gap"), "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o" / "Images_png").exists()
+
+
+def test_not_a_volume(tmp_path):
+    bad = tmp_path / "x.nii.gz"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(VolumeError, match=r"x\.nii\.gz: unreadable NIfTI"):
+        load_ct(bad)
+    other = tmp_path / "x.txt"
+    other.write_text("?")
+    with pytest.raises(VolumeError, match="expected a DICOM series folder or a NIfTI file"):
+        load_ct(other)
+    with pytest.raises(FileNotFoundError):
+        load_ct(tmp_path / "missing")
