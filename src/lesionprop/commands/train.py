@@ -1,0 +1,39 @@
+"""``lesionprop train``: train an FPN-3DCE detector into a run directory (works under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset root (Images_png/, series_info.csv)")
+    p.add_argument("--annotations", required=True, help="DL_info.csv-schema file (may hold pseudo-label rows)")
+    p.add_argument("--out", required=True, help="run directory (config.yaml, metrics.jsonl, last.pt, best.pt)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--config", help="YAML config file")
+    g.add_argument("--preset", help="preset name (resnet50, resnet18, cpu, tiny)")
+    p.add_argument("--iterations", type=int, help="override train.iterations")
+    p.add_argument("--pretrained", help="local ImageNet weights (torchvision state dict) for the backbone")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+    p.add_argument("--init", help="start from this checkpoint's weights (a run directory: its best.pt)")
+    p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted config override, e.g. train.batch_size=8 (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lesionprop.config import load_config
+    from lesionprop.engine.train import train
+
+    overrides = list(args.overrides)
+    if args.iterations is not None:
+        overrides.append(f"train.iterations={args.iterations}")
+    if args.pretrained:
+        overrides.append(f"model.pretrained={args.pretrained}")
+    cfg = load_config(args.config, args.preset, overrides)
+    result = train(cfg, args.data, args.annotations, args.out, resume=args.resume,
+                   init_checkpoint=args.init, device=args.device)
+    best = "n/a" if result.best_sensitivity is None else f"{result.best_sensitivity:.4f}"
+    print(f"trained {result.iterations} iterations, final loss {result.final_loss:.4f}, "
+          f"best val sensitivity at 4 FPs {best}; best checkpoint {result.best_checkpoint}")
+    return 0

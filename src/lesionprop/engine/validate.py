@@ -1,0 +1,50 @@
+"""Validation during training: sensitivity at 4 FPs per image on the val split's key slices.
+
+Predicts (no TTA) on the distinct key slices of the val split's human rows with
+``Possibly_noisy == 0`` and scores them with :func:`lesionprop.eval.froc.evaluate`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lesionprop.config import Config
+from lesionprop.data.deeplesion import Lesion, SeriesInfo, drop_noisy, select_split
+from lesionprop.engine import distributed
+from lesionprop.engine.predict import flatten, infer
+
+VAL_FPS = 4.0
+
+
+class Validator:
+    def __init__(self, cfg: Config, data_root: str | Path, lesions: list[Lesion],
+                 geometry: dict[str, SeriesInfo], dist: distributed.DistInfo) -> None:
+        self.cfg, self.data_root, self.geometry, self.dist = cfg, data_root, geometry, dist
+        self.lesions = lesions
+        val = [les for les in drop_noisy(select_split(lesions, "val")) if les.source == "human"]
+        self.file_names = list(dict.fromkeys(les.file_name for les in val))
+
+    @property
+    def has_lesions(self) -> bool:
+        return bool(self.file_names)
+
+    def __call__(self, model: torch.nn.Module) -> float:
+        from lesionprop.eval.froc import evaluate
+        from lesionprop.predictions import Predictions
+
+        names, boxes, scores = infer(model, self.cfg, self.data_root, self.file_names, self.geometry,
+                                     tta="none", dist=self.dist, progress=False)
+        preds = Predictions.from_arrays(*flatten(names, boxes, scores))
+        result = evaluate(self.lesions, preds, split="val", fps=(VAL_FPS,))
+        return sensitivity_at(result, VAL_FPS)
+
+
+def sensitivity_at(result, fps: float) -> float:
+    """The sensitivity of a ``FrocResult`` at ``fps`` false positives per image."""
+    sens = result.sensitivity
+    if isinstance(sens, dict):
+        return float(sens[fps] if fps in sens else sens[int(fps)])
+    return float(np.asarray(sens).reshape(-1)[0])

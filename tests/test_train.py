@@ -1,0 +1,148 @@
+"""Training loop: loss goes down, empty images train, resume is exact, bad losses stop the run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lesionprop.config import load_config
+from lesionprop.data.deeplesion import Lesion, write_annotations
+from lesionprop.engine.batches import GlobalBatchSampler, stream_items
+from lesionprop.engine.schedule import build_schedule
+from lesionprop.engine.train import NonFiniteLossError, train
+
+
+def write_blob_dataset(root: Path, *, series: int = 4, size: int = 128, slices: int = 7, seed: int = 0,
+                       splits: tuple[int, ...] = (1, 1, 2, 3), empty_train_slice: bool = False) -> Path:
+    """A tiny DeepLesion-layout dataset: a body disc with one bright blob per series; returns DL_info.csv.
+
+    Every series has slices 0..slices-1 at 0.8 mm pixels and 2 mm intervals; the
+    blob spans all slices, its key slice is the middle one.  ``empty_train_slice``
+    adds a train row whose box lies outside the image (the slice trains with no box).
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    yy, xx = np.mgrid[:size, :size]
+    for s in range(series):
+        name = f"{s + 1:06d}_01_01"
+        folder = root / "Images_png" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        r = rng.uniform(9, 15)
+        cx, cy = rng.uniform(size * 0.3, size * 0.7, size=2)
+        for k in range(slices):
+            hu = np.full((size, size), -1000.0)
+            hu[(xx - size / 2) ** 2 + (yy - size / 2) ** 2 < (size * 0.45) ** 2] = 40.0
+            hu[(xx - cx) ** 2 + (yy - cy) ** 2 < r ** 2] = 1500.0
+            cv2.imwrite(str(folder / f"{k:03d}.png"), (hu + 32768).astype(np.uint16))
+        key = slices // 2
+        box = (cx - r + 1, cy - r + 1, cx + r + 1, cy + r + 1)   # file frame = pixel + 1
+        rows.append(_row(name, s + 1, key, box, splits[s % len(splits)], size))
+    if empty_train_slice:
+        rows.append(_row("000001_01_01", 1, 1, (size + 10, size + 10, size + 20, size + 20), 1, size))
+    path = root / "DL_info.csv"
+    write_annotations(path, rows)
+    return path
+
+
+def _row(series: str, patient: int, key: int, box, split: int, size: int) -> Lesion:
+    x1, y1, x2, y2 = box
+    return Lesion(file_name=f"{series}_{key:03d}.png", patient=patient, study=1, series_id=1, key_slice=key,
+                  measurement=(x1, y1, x2, y2, x1, y2, x2, y1), box=(x1, y1, x2, y2),
+                  diameters=(x2 - x1, y2 - y1), location=(0.5, 0.5, 0.5), lesion_type=-1, noisy=0,
+                  slice_range=(0, 6), spacing=(0.8, 0.8, 2.0), image_size=(size, size),
+                  windows=(-1024.0, 3071.0), gender="F", age=50.0, split=split)
+
+
+def tiny_cfg(*overrides: str):
+    return load_config(preset="tiny", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("blobs")
+    return root, write_blob_dataset(root, empty_train_slice=True)
+
+
+def _losses(run: Path) -> dict[int, float]:
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["iteration"]: r["loss"] for r in recs if "loss" in r}
+
+
+def test_schedule_warmup_and_steps():
+    cfg = tiny_cfg("train.iterations=100", "train.warmup_iters=10", "train.lr_steps=[0.5, 0.8]").train
+    f = build_schedule(cfg)
+    assert f(0) == pytest.approx(cfg.warmup_factor)
+    assert f(5) == pytest.approx(cfg.warmup_factor * 0.5 + 0.5)
+    assert f(10) == 1.0 and f(49) == 1.0
+    assert f(50) == pytest.approx(0.1) and f(80) == pytest.approx(0.01)
+
+
+def test_global_order_is_sharded_and_resumable():
+    full = list(GlobalBatchSampler(5, 4, seed=3, start=0, stop=3))
+    assert [len(b) for b in full] == [4, 4, 4]
+    r0 = list(GlobalBatchSampler(5, 4, seed=3, start=0, stop=3, rank=0, world=2))
+    r1 = list(GlobalBatchSampler(5, 4, seed=3, start=0, stop=3, rank=1, world=2))
+    assert [a + b for a, b in zip(r0, r1)] == full
+    assert list(GlobalBatchSampler(5, 4, seed=3, start=1, stop=3)) == full[1:]
+    epoch0 = stream_items(5, 3, 0, 5)
+    assert sorted(i for _, i in epoch0) == list(range(5)) and {e for e, _ in epoch0} == {0}
+    with pytest.raises(ValueError, match="multiple of the number of processes"):
+        GlobalBatchSampler(5, 3, seed=0, start=0, stop=1, rank=0, world=2)
+
+
+def test_training_lowers_the_loss_and_writes_the_run(blobs, tmp_path):
+    root, ann = blobs
+    cfg = tiny_cfg("train.iterations=30", "train.batch_size=2", "train.base_lr=0.08", "train.warmup_iters=5",
+                   "train.checkpoint_every=100", "train.log_every=1")
+    result = train(cfg, root, ann, tmp_path / "run", progress=False)
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == 30 and all(math.isfinite(v) for v in losses.values())
+    first, last = np.mean([losses[i] for i in range(1, 6)]), np.mean([losses[i] for i in range(26, 31)])
+    assert last < 0.7 * first
+    assert result.iterations == 30 and result.last_checkpoint.is_file() and result.best_checkpoint.is_file()
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    state = torch.load(result.last_checkpoint, weights_only=False)
+    assert state["iteration"] == 30 and state["config"]["train"]["iterations"] == 30
+    assert result.best_sensitivity is not None and 0.0 <= result.best_sensitivity <= 1.0
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(cfg, root, ann, tmp_path / "run", progress=False)
+
+
+def test_images_without_boxes_train(tmp_path):
+    root = tmp_path / "d"
+    ann = write_blob_dataset(root, series=2, splits=(1,), empty_train_slice=True)
+    cfg = tiny_cfg("train.iterations=3", "train.batch_size=3")
+    result = train(cfg, root, ann, tmp_path / "run", progress=False)
+    assert math.isfinite(result.final_loss)
+    # no val lesions: best.pt is the last checkpoint and the log says so
+    notes = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("no lesions" in r.get("note", "") for r in notes)
+
+
+def test_resume_continues_exactly(blobs, tmp_path):
+    root, ann = blobs
+    cfg = tiny_cfg("train.iterations=4", "train.checkpoint_every=2")
+    train(cfg, root, ann, tmp_path / "full", progress=False)
+    train(cfg, root, ann, tmp_path / "killed", progress=False, stop_after=2)
+    assert set(_losses(tmp_path / "killed")) == {1, 2}
+    train(cfg, root, ann, tmp_path / "killed", progress=False, resume=True)
+    full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "killed")
+    assert sorted(resumed) == [1, 2, 3, 4]
+    for i in (3, 4):
+        assert resumed[i] == pytest.approx(full[i], rel=1e-5, abs=1e-6)
+    with pytest.raises(ValueError, match="config differs"):
+        train(tiny_cfg("train.iterations=4", "train.base_lr=0.5"), root, ann, tmp_path / "killed",
+              progress=False, resume=True)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(blobs, tmp_path):
+    root, ann = blobs
+    cfg = tiny_cfg("train.iterations=3", "train.base_lr=1e30", "train.warmup_iters=0", "train.grad_clip=1e38")
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at iteration"):
+        train(cfg, root, ann, tmp_path / "run", progress=False)
