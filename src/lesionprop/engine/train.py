@@ -185,7 +185,8 @@ def train(cfg: Config, data_root: str | Path, annotations_path: str | Path, run_
             improved = best is None or sens > best
             best = sens if improved else best
             log.write({"iteration": it, "val_sensitivity_4fp": sens, "best": best})
-            bar.write(f"iteration {it}: validation sensitivity at 4 FPs/image = {sens:.4f} (best {best:.4f})")
+            if dist.main:
+                bar.write(f"iteration {it}: validation sensitivity at 4 FPs/image = {sens:.4f} (best {best:.4f})")
             model.train()
         if final or improved or it % tc.checkpoint_every == 0:
             state = {"config": cfg.to_dict(), "num_slices": cfg.data.num_slices, "iteration": it,

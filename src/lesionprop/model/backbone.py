@@ -95,7 +95,7 @@ def load_imagenet(body: nn.Module, path: str | Path) -> None:
     state = {k.removeprefix("module.").removeprefix("backbone.body."): v for k, v in state.items()
              if not k.startswith("fc.")}
     own = body.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    missing = [k for k in own if k not in state and not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
     if missing:
         raise ValueError(f"{path}: not a state dict for this backbone; missing {missing[:3]} ...")
     for k, v in state.items():

@@ -1,0 +1,91 @@
+"""FPN-3DCE model: shapes, group layout, no resizing, pretrained loading."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from torchvision.models import resnet18
+
+from lesionprop.config import load_config
+from lesionprop.model.backbone import build_backbone
+from lesionprop.model.context import ContextRoIPool, central_features, groups_to_batch
+from lesionprop.model.detector import build_detector
+
+
+def tiny_model_cfg(**kw):
+    return load_config(preset="tiny", overrides=[f"model.{k}={v}" for k, v in kw.items()]).model
+
+
+def test_groups_to_batch_is_group_major():
+    x = torch.arange(2 * 9, dtype=torch.float32).reshape(2, 9, 1, 1).expand(2, 9, 4, 5)
+    y = groups_to_batch(x, 3)
+    assert y.shape == (6, 3, 4, 5)
+    # row q*B + b holds channels 3q..3q+2 of image b
+    assert y[1 * 2 + 1, :, 0, 0].tolist() == [9 + 3, 9 + 4, 9 + 5]
+    feats = {"0": y}
+    assert central_features(feats, 3)["0"].equal(y[2:4])
+    with pytest.raises(ValueError, match="expected 9 input channels"):
+        groups_to_batch(torch.zeros(1, 6, 4, 4), 3)
+
+
+def test_context_roi_pool_concatenates_groups_in_order():
+    torch.manual_seed(0)
+    b, m, c = 2, 3, 4
+    feats = OrderedDict((str(i), torch.randn(m * b, c, 32 // 2 ** i, 32 // 2 ** i)) for i in range(4))
+    props = [torch.tensor([[1.0, 2.0, 20.0, 25.0]]), torch.tensor([[0.0, 0.0, 10.0, 12.0], [5.0, 5, 30, 30]])]
+    pooled = ContextRoIPool(m)(feats, props, [(128, 128)] * b)
+    assert pooled.shape == (3, m * c, 7, 7)
+    single = ContextRoIPool(1)
+    for q in range(m):
+        group = OrderedDict((k, v[q * b:(q + 1) * b]) for k, v in feats.items())
+        assert torch.allclose(pooled[:, q * c:(q + 1) * c], single(group, props, [(128, 128)] * b))
+
+
+@pytest.mark.parametrize("num_slices", [3, 9])
+def test_detector_shapes_and_no_resize(num_slices):
+    torch.manual_seed(0)
+    model = build_detector(tiny_model_cfg(), num_slices)
+    assert model.roi_heads.box_head.fc6.in_features == (num_slices // 3) * 16 * 7 * 7
+    images = [torch.rand(num_slices, 50, 70) * 255, torch.rand(num_slices, 64, 40) * 255]
+    targets = [{"boxes": torch.tensor([[5.0, 6.0, 30.0, 40.0]]), "labels": torch.ones(1, dtype=torch.int64)},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    model.train()
+    losses = model(images, targets)
+    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    image_list, _ = model.transform(images)
+    assert image_list.image_sizes == [(50, 70), (64, 40)]          # kept, only padded to /32
+    assert image_list.tensors.shape[-2:] == (64, 96)
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == 2
+    for o, im in zip(out, images):
+        assert o["boxes"].shape[1] == 4 and o["scores"].shape == o["labels"].shape
+        assert (o["boxes"][:, 2] <= im.shape[-1]).all() and (o["boxes"][:, 3] <= im.shape[-2]).all()
+
+
+def test_bad_slice_count_and_backbone_are_refused():
+    with pytest.raises(ValueError, match="3 x M with M odd"):
+        build_detector(tiny_model_cfg(), 6)
+    with pytest.raises(ValueError, match="model.backbone must be one of"):
+        build_detector(tiny_model_cfg(backbone="vgg"), 3)
+
+
+def test_pretrained_weights_from_a_local_file(tmp_path):
+    ref = resnet18(weights=None)
+    path = tmp_path / "resnet18_imagenet.pth"
+    torch.save(ref.state_dict(), path)
+    fpn = build_backbone("resnet18", fpn_channels=16, pretrained=path, trainable_layers=3)
+    assert torch.equal(fpn.body.conv1.weight, ref.conv1.weight)
+    assert not fpn.body.conv1.weight.requires_grad and fpn.body.layer4[0].conv1.weight.requires_grad
+    assert type(fpn.body.bn1).__name__ == "FrozenBatchNorm2d"
+    model = build_detector(tiny_model_cfg(backbone="resnet18", base_width=64, pretrained=str(path)), 3)
+    assert model.transform.image_mean[0] == pytest.approx(0.485 * 255)
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        build_backbone("resnet18", fpn_channels=16, pretrained=tmp_path / "missing.pth")
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="not a state dict for this backbone"):
+        build_backbone("resnet18", fpn_channels=16, pretrained=tmp_path / "bad.pth")

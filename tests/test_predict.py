@@ -1,0 +1,98 @@
+"""Inference: slice selection, frames (sample -> stored pixel -> file), TTA mapping and merging, CSV output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lesionprop.config import load_config
+from lesionprop.data.deeplesion import read_annotations, series_geometry
+from lesionprop.engine.predict import flatten, infer, predict, slice_names
+from lesionprop.engine.train import train
+from lesionprop.engine.tta import hflip_boxes, merge_views, tta_views, weighted_box_fusion
+from lesionprop.predictions import read_predictions
+from test_train import write_blob_dataset
+
+
+class BrightestBlob(torch.nn.Module):
+    """A stand-in detector: the bounding box of the central slice's pixels above 120 (sample frame)."""
+
+    def forward(self, images):
+        out = []
+        for im in images:
+            c = im.shape[0] // 2
+            ys, xs = torch.nonzero(im[c] > 120, as_tuple=True)
+            box = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32)
+            out.append({"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.ones(1, dtype=torch.int64)})
+        return out
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pred")
+    ann = write_blob_dataset(root, series=3, splits=(1, 3, 3))
+    return root, ann
+
+
+def test_slice_selection(blobs):
+    root, ann = blobs
+    lesions = read_annotations(ann)
+    assert slice_names(lesions, root, "key", "test") == ["000002_01_01_003.png", "000003_01_01_003.png"]
+    adj = slice_names(lesions, root, "adjacent", "test")
+    assert adj == ["000002_01_01_002.png", "000002_01_01_004.png", "000003_01_01_002.png", "000003_01_01_004.png"]
+    assert len(slice_names(lesions, root, "both", "test")) == 6
+    with pytest.raises(ValueError, match="slices must be one of"):
+        slice_names(lesions, root, "middle", "test")
+
+
+@pytest.mark.parametrize("tta", ["none", "flip", "scales", "flip+scales"])
+def test_tta_views_map_back_to_the_stored_slice(blobs, tta):
+    root, ann = blobs
+    lesions = read_annotations(ann)
+    cfg = load_config(preset="tiny")
+    names = [les.file_name for les in lesions]
+    _, boxes, scores = infer(BrightestBlob(), cfg, root, names, series_geometry(root, lesions), tta=tta,
+                             progress=False)
+    for les, b, s in zip(lesions, boxes, scores):
+        assert b.shape == (1, 4) and s[0] == pytest.approx(0.9)
+        truth_px = np.asarray(les.box) - 1.0            # the blob's box, pixel frame of the stored slice
+        # the sample is at half resolution: the blob's box is found to within a sample pixel (2-2.5 stored px)
+        assert np.abs(b[0] - truth_px).max() <= 4.0, (tta, b[0], truth_px)
+    names_f, fboxes, _ = flatten(names, boxes, scores)
+    assert names_f == names and np.allclose(fboxes, np.concatenate(boxes) + 1.0)
+
+
+def test_hflip_and_fusion():
+    b = np.array([[2.0, 3.0, 10.0, 8.0]])
+    assert hflip_boxes(b, 20).tolist() == [[10.0, 3.0, 18.0, 8.0]]
+    assert np.allclose(hflip_boxes(hflip_boxes(b, 20), 20), b)
+    views = [(np.array([[0.0, 0, 10, 10]]), np.array([0.8])), (np.array([[2.0, 0, 12, 10]]), np.array([0.4])),
+             (np.array([[50.0, 50, 60, 60]]), np.array([0.6]))]
+    fb, fs = weighted_box_fusion(views, 0.55, 10)
+    assert fb.shape == (2, 4)
+    assert np.allclose(fb[0], [2 / 3 * 0 + 1 / 3 * 2, 0, 10 + 2 / 3, 10])
+    assert fs[0] == pytest.approx(0.6 * 2 / 3) and fs[1] == pytest.approx(0.6 / 3)
+    nb, ns = merge_views(views, "nms", 0.5)
+    assert nb.tolist() == [[0, 0, 10, 10], [50, 50, 60, 60]] and ns.tolist() == [0.8, 0.6]
+    assert tta_views("flip+scales", (0.5, 1.0)) == [(0.5, False), (0.5, True), (1.0, False), (1.0, True)]
+    with pytest.raises(ValueError, match="tta must be one of"):
+        tta_views("rotate", (1.0,))
+
+
+def test_predict_writes_a_valid_csv(blobs, tmp_path):
+    root, ann = blobs
+    run = tmp_path / "run"
+    train(load_config(preset="tiny", overrides=["train.iterations=2"]), root, ann, run, progress=False)
+    out = tmp_path / "preds.csv"
+    preds = predict(run, root, ann, slices="both", split="test", tta="flip", out_csv=out, progress=False)
+    back = read_predictions(out)
+    assert len(back) == len(preds)
+    assert set(back.file_names) <= set(slice_names(read_annotations(ann), root, "both", "test"))
+    if len(back):
+        assert (back.boxes[:, 2] >= back.boxes[:, 0]).all() and (back.boxes[:, 0] >= 1.0).all()
+        assert ((back.scores >= 0) & (back.scores <= 1)).all()
+    with pytest.raises(ValueError, match="refusing to overwrite"):
+        predict(run, root, ann, out_csv=ann, progress=False)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        predict(tmp_path / "nowhere", root, ann, progress=False)
