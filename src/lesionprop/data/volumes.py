@@ -271,8 +271,11 @@ def check_series_name(name: str) -> str:
 
 
 def hu_to_png16(hu: np.ndarray) -> np.ndarray:
-    """HU -> stored uint16 (HU + 32768, clipped to 0..65535)."""
-    return np.clip(np.asarray(hu, dtype=np.int32) + HU_OFFSET, 0, 65535).astype(np.uint16)
+    """HU -> stored uint16 (HU + 32768, clipped to 0..65535; float HU rounded to the nearest integer)."""
+    hu = np.asarray(hu)
+    if hu.dtype.kind == "f":
+        return np.clip(np.rint(hu) + HU_OFFSET, 0, 65535).astype(np.uint16)
+    return np.clip(hu.astype(np.int32) + HU_OFFSET, 0, 65535).astype(np.uint16)
 
 
 def write_png16(path: Path, hu_slice: np.ndarray) -> None:

@@ -1,0 +1,125 @@
+"""``lesionprop synth --out DIR``: a synthetic DeepLesion-format dataset with complete truth.
+
+Prints a summary and, when ``../shared/data/deeplesion/DL_info_sample.csv`` (or
+``--compare CSV``) exists, the dataset's statistics side by side with those real rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from lesionprop.data.deeplesion import Lesion, read_annotations
+
+_SAMPLE = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "deeplesion" / "DL_info_sample.csv"
+
+
+def _intervals(text: str) -> tuple[tuple[float, float], ...]:
+    try:
+        pairs = [p.split(":") for p in text.split(",") if p.strip()]
+        return tuple((float(a), float(b)) for a, b in pairs)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MM:WEIGHT pairs like 1:0.48,2:0.03,5:0.49, got {text!r}") from None
+
+
+def _labels(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integer labels, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lesionprop.data.synth import DEFAULT_INTERVALS, SynthOptions
+
+    d = SynthOptions()
+    parser.add_argument("--out", required=True, help="output folder (must be empty unless --overwrite)")
+    parser.add_argument("--series", type=int, default=100, help="number of series (default 100)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed -> identical files")
+    parser.add_argument("--background", default=None, help="real CT (DICOM folder or NIfTI) to insert lesions into")
+    parser.add_argument("--organ-mask", default=None, help="NIfTI label map aligned with --background")
+    parser.add_argument("--organ-labels", type=_labels, default=d.organ_labels,
+                        help="labels of --organ-mask that host lesions (default 5 = liver in TotalSegmentator)")
+    parser.add_argument("--image-size", type=int, default=d.image_size, help="slice size in px (default 512)")
+    parser.add_argument("--z-extent", type=float, default=d.z_extent_mm, help="mm of slices per series (default 60)")
+    parser.add_argument("--max-slices", type=int, default=None, help="at most this many slices per series")
+    parser.add_argument("--intervals", type=_intervals, default=DEFAULT_INTERVALS,
+                        help="slice interval mix MM:WEIGHT,... (default 1:0.48,2:0.03,5:0.49)")
+    parser.add_argument("--lesions-per-series", type=float, default=d.lesions_per_series, help="mean (default 3)")
+    parser.add_argument("--unlabeled-share", type=float, default=d.unlabeled_share,
+                        help="share of lesions left unannotated in every split (default 0.3)")
+    parser.add_argument("--on-key-share", type=float, default=d.on_key_share,
+                        help="share of the unannotated ones picked on another lesion's key slice (default 0.5)")
+    parser.add_argument("--noisy-share", type=float, default=d.noisy_share,
+                        help="share of test labels flagged Possibly_noisy (default 0.02)")
+    parser.add_argument("--noise-hu", type=float, default=d.noise_hu, help="image noise std in HU (default 12)")
+    parser.add_argument("--workers", type=int, default=d.workers, help="processes (0: auto, 1: none)")
+    parser.add_argument("--preview", action="store_true", help="write preview.png (slices with truth boxes)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the synthetic files of a non-empty --out")
+    parser.add_argument("--compare", default=None, help="real DL_info.csv rows to compare with "
+                        "(default: ../shared/data/deeplesion/DL_info_sample.csv when present)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lesionprop.data.synth import generate_dataset
+
+    summary = generate_dataset(
+        args.out, series=args.series, seed=args.seed, background=args.background, organ_mask=args.organ_mask,
+        organ_labels=args.organ_labels, image_size=args.image_size, z_extent_mm=args.z_extent,
+        max_slices=args.max_slices, intervals=args.intervals, lesions_per_series=args.lesions_per_series,
+        unlabeled_share=args.unlabeled_share, on_key_share=args.on_key_share, noisy_share=args.noisy_share,
+        noise_hu=args.noise_hu, workers=args.workers, preview=args.preview, overwrite=args.overwrite,
+        progress=not args.quiet)
+    print(summary)
+    compare = Path(args.compare) if args.compare else _SAMPLE
+    if args.compare and not compare.is_file():
+        raise FileNotFoundError(f"--compare file not found: {compare}")
+    if compare.is_file():
+        print(comparison_table(read_annotations(Path(args.out) / "DL_info.csv"), read_annotations(compare),
+                               str(compare)))
+    if args.preview:
+        print(f"preview: {Path(args.out) / 'preview.png'}")
+    return 0
+
+
+def _stats(rows: list[Lesion]) -> dict[str, str]:
+    if not rows:
+        return {}
+    series: dict[str, Lesion] = {}
+    for r in rows:
+        series.setdefault(r.series, r)
+    iv = np.array([s.spacing[2] for s in series.values()])
+    px = np.array([s.spacing[0] for s in series.values()])
+    long_mm = np.array([r.diameters[0] * r.spacing[0] for r in rows if r.diameters])
+    short_mm = np.array([r.diameters[1] * r.spacing[0] for r in rows if len(r.diameters) > 1])
+    per_slice = np.array([sum(1 for x in rows if x.file_name == f) for f in {r.file_name for r in rows}])
+    ctx = np.array([(s.slice_range[1] - s.slice_range[0] + 1) * s.spacing[2] for s in series.values()])
+    q = lambda a: f"{np.median(a):.1f} [{np.percentile(a, 10):.1f}, {np.percentile(a, 90):.1f}]"  # noqa: E731
+    splits = [sum(1 for r in rows if r.split == k) / len(rows) for k in (1, 2, 3)]
+    return {
+        "label rows": str(len(rows)),
+        "series": str(len(series)),
+        "image size": ", ".join(sorted({f"{r.image_size[0]}x{r.image_size[1]}" for r in rows})),
+        "interval 1 / 2 / 5 mm / other": " / ".join(f"{np.mean(iv == v):.0%}" for v in (1, 2, 5))
+                                          + f" / {np.mean(~np.isin(iv, (1, 2, 5))):.0%}",
+        "pixel spacing mm (median [p10, p90])": q(px),
+        "long diameter mm (median [p10, p90])": q(long_mm),
+        "short diameter mm": q(short_mm),
+        "lesions per key slice": f"{per_slice.mean():.2f}",
+        "z range released per series, mm": q(ctx),
+        "split train / val / test (rows)": " / ".join(f"{s:.0%}" for s in splits),
+        "typed rows (val+test)": f"{np.mean([r.lesion_type != -1 for r in rows]):.0%}",
+    }
+
+
+def comparison_table(synth: list[Lesion], real: list[Lesion], real_name: str) -> str:
+    """The dataset's label statistics next to real DeepLesion rows (informative, nothing is tuned to them)."""
+    a, b = _stats(synth), _stats(real)
+    w = max(len(k) for k in a) if a else 10
+    lines = [f"{'statistic':{w}s} | {'synthetic DL_info.csv':28s} | real rows ({Path(real_name).name})"]
+    for k in a:
+        lines.append(f"{k:{w}s} | {a[k]:28s} | {b.get(k, '-')}")
+    return "\n".join(lines)

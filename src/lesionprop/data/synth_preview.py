@@ -1,0 +1,55 @@
+"""``preview.png`` of a synthetic dataset: key slices with truth boxes (labeled red, unlabeled yellow).
+
+Boxes are read from ``truth.csv`` (file frame) and drawn in the pixel frame (``file - 1``).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lesionprop.data.deeplesion import group_by_slice, read_annotations, slice_path
+
+
+def write_preview(root: Path, path: Path, n: int = 8) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from lesionprop.fileio import atomic_write
+
+    truth = read_annotations(root / "truth.csv")
+    with open(root / "lesions.csv", newline="", encoding="utf-8") as fh:
+        info = {r["Lesion_id"]: r for r in csv.DictReader(fh)}
+    by_slice = group_by_slice(truth)
+    keys = {f"{r['Series']}_{int(r['Key_slice_index']):03d}.png": r for r in info.values() if r["Labeled"] == "1"}
+    # key slices that also show an unlabeled lesion first (what missing-annotation mining looks for)
+    ranked = sorted(keys, key=lambda f: (-sum(info[x.extras["Lesion_id"]]["Labeled"] == "0" for x in by_slice[f]), f))
+    chosen = ranked[:n]
+    cols = min(4, max(1, len(chosen)))
+    rows = max(1, (len(chosen) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, name in zip(axes.ravel(), chosen):
+        series, idx = name[:12], int(name[13:16]) if len(name) == 20 else int(name[13:-4])
+        img = cv2.imread(str(slice_path(root, series, idx)), cv2.IMREAD_UNCHANGED).astype(np.float32) - 32768
+        lung = any(x.windows[0] < -1000 for x in by_slice[name])
+        lo, hi = (-1350.0, 150.0) if lung else (-175.0, 275.0)
+        ax.imshow(np.clip((img - lo) / (hi - lo), 0, 1), cmap="gray", vmin=0, vmax=1)
+        for les in by_slice[name]:
+            x1, y1, x2, y2 = (v - 1 for v in les.box)
+            color = "red" if info[les.extras["Lesion_id"]]["Labeled"] == "1" else "yellow"
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.0, ec=color))
+        ax.set_title(f"{name}  {les.spacing[2]:g} mm", fontsize=7)
+    fig.suptitle("truth boxes: labeled (red), unlabeled (yellow)", fontsize=9)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)
+    return path
