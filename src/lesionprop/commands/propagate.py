@@ -1,0 +1,34 @@
+"""``lesionprop propagate``: Algorithm 1, slice-level label propagation."""
+
+from __future__ import annotations
+
+import argparse
+
+from lesionprop.config import LabelConfig
+from lesionprop.data.deeplesion import read_annotations
+from lesionprop.fileio import refuse_overwrite_of_inputs
+from lesionprop.labels.cli_support import (
+    SPLIT_CHOICES, add_io_arguments, allow_negative_lists, int_list, load_predictions, write_with_new_rows,
+)
+from lesionprop.labels.propagate import propagate
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    cfg = LabelConfig()
+    allow_negative_lists(parser)
+    add_io_arguments(parser, out=True)
+    parser.add_argument("--iou", type=float, default=cfg.iou, help="tau: propagate when IoU > tau")
+    parser.add_argument("--offsets", type=int_list, default=cfg.offsets, help="slice offsets, e.g. -1,1")
+    parser.add_argument("--keep", default=cfg.keep, choices=("best", "all"),
+                        help="best: one prediction per (key slice, box, offset); all: every match")
+    parser.add_argument("--split", default="train", choices=SPLIT_CHOICES)
+
+
+def run(args: argparse.Namespace) -> int:
+    refuse_overwrite_of_inputs(args.out, args.annotations, args.predictions)
+    rows = read_annotations(args.annotations)
+    preds = load_predictions(args.predictions, rows, args.skip_bad_rows)
+    new = propagate(rows, preds, iou=args.iou, offsets=args.offsets, keep=args.keep, split=args.split)
+    write_with_new_rows(args.out, rows, new)
+    print(f"propagate: {len(new)} new row(s) on {len({r.file_name for r in new})} slice(s) -> {args.out}")
+    return 0

@@ -1,0 +1,200 @@
+"""Sensitivity at false positives per image (FROC), the MULAN / AlignShift protocol.
+
+Boxes are xyxy in the file frame (see :mod:`lesionprop.boxes`).  IoU is continuous
+(no +1) except under ``convention="3dce"``.
+
+Protocol (``convention="mulan"``): ground truth = the split's rows with Source
+``human``; images = key slices that keep a lesion after dropping
+``Possibly_noisy != 0``; lesions = those rows.  Predictions on other slices are
+ignored.  All detections are pooled and ranked by score (descending; equal scores
+keep prediction-file order).  A detection whose best IoU with its image's lesions
+is below ``iou`` is a false positive; otherwise it finds every lesion of its image
+with IoU >= ``iou`` (one that only overlaps found lesions is neither TP nor FP).
+After each detection the curve has the point (FPs / images, found / lesions); the
+sensitivity at a rate is ``numpy.interp(rate, fp_curve, sens_curve)``: the last
+point of equal FP rate, the final sensitivity past the end, 0 with no detection.
+
+``convention="3dce"`` reproduces 3DCE's script: +1 pixel widths in the IoU, the
+first point of equal FP rate, linear extrapolation past either end (a flat end
+segment, where 3DCE's scipy call would divide by zero, gives that segment's value).
+
+``truth`` (complete labels, e.g. ``truth.csv`` of a synthetic dataset): the images
+are still the key slices above, but an image's lesions are ALL truth rows on that
+slice (any Source, any Possibly_noisy).
+
+Breakdowns: by slice interval (``<= 2 mm`` / ``> 2 mm`` from ``Spacing_mm_px_`` z),
+each a separate evaluation on its images; by lesion type, the fraction of that
+type's lesions found along the pooled curve at each FP rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from lesionprop.data.deeplesion import LESION_TYPES, Lesion, parse_file_name, select_split
+from lesionprop.labels.index import Vocab, pair_iou, pair_iou_plus1, segment_pairs, slice_keys
+from lesionprop.predictions import Predictions
+
+DEFAULT_FPS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+CONVENTIONS = ("mulan", "3dce")
+
+
+def froc_curve(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray, gt_image: np.ndarray,
+               gt_boxes: np.ndarray, n_images: int, *, iou: float = 0.5, plus1: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pooled FROC curve.
+
+    ``det_image`` (D,) / ``gt_image`` (G,) are image ids in ``[0, n_images)``.
+    Returns ``(fp_curve (D,), sens_curve (D,), found_at (G,))``: the curve after each
+    ranked detection and, per lesion, the rank of the detection that found it (D when
+    never found).
+    """
+    det_image = np.asarray(det_image, dtype=np.int64)
+    gt_image = np.asarray(gt_image, dtype=np.int64)
+    det_boxes = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 4)
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    n_det, n_gt = det_image.size, gt_image.size
+    if n_gt == 0:
+        raise ValueError("no lesions to evaluate")
+    order = np.argsort(-np.asarray(det_scores, dtype=np.float64), kind="stable")
+    rank = np.empty(n_det, dtype=np.int64)
+    rank[order] = np.arange(n_det)
+    gt_order = np.argsort(gt_image, kind="stable")
+    gt_sorted = gt_image[gt_order]
+    g_start = np.searchsorted(gt_sorted, det_image, side="left")
+    g_count = np.searchsorted(gt_sorted, det_image, side="right") - g_start
+    best = np.zeros(n_det)
+    found_at = np.full(n_gt, n_det, dtype=np.int64)
+    iou_fn = pair_iou_plus1 if plus1 else pair_iou
+    for d, _, gpos in segment_pairs(np.arange(n_det), np.ones(n_det, np.int64), g_start, g_count):
+        v = iou_fn(det_boxes[d], gt_boxes[gt_order[gpos]])
+        np.maximum.at(best, d, v)
+        hit = v >= iou
+        np.minimum.at(found_at, gt_order[gpos[hit]], rank[d[hit]])
+    is_fp = best < iou
+    fp_curve = np.cumsum(is_fp[order]) / float(n_images)
+    found = np.bincount(found_at[found_at < n_det], minlength=n_det)[:n_det]
+    sens_curve = np.cumsum(found) / float(n_gt)
+    return fp_curve, sens_curve, found_at
+
+
+def sensitivity_at(fp_curve: np.ndarray, sens_curve: np.ndarray, rates: Sequence[float],
+                   convention: str = "mulan") -> np.ndarray:
+    """Sensitivity at each FP rate read from the curve (see the module docstring)."""
+    rates = np.asarray(rates, dtype=np.float64)
+    fp = np.asarray(fp_curve, dtype=np.float64)
+    s = np.asarray(sens_curve, dtype=np.float64)
+    if fp.size == 0:
+        return np.zeros(rates.shape)
+    if convention == "mulan":
+        return np.interp(rates, fp, s)
+    if convention != "3dce":
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if fp.size == 1:
+        return np.full(rates.shape, s[0])
+    hi = np.clip(np.searchsorted(fp, rates, side="left"), 1, fp.size - 1)
+    lo = hi - 1
+    dx = fp[hi] - fp[lo]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = s[lo] + (s[hi] - s[lo]) / np.where(dx > 0, dx, 1.0) * (rates - fp[lo])
+    return np.where(dx > 0, y, np.where(rates >= fp[hi], s[hi], s[lo]))
+
+
+@dataclass
+class SubResult:
+    """One breakdown group: its images, lesions and sensitivity at each rate."""
+
+    images: int
+    lesions: int
+    sensitivity: list[float]
+
+
+@dataclass
+class FrocResult:
+    """Sensitivity (fractions) at ``fps`` FPs per image, the full curve and breakdowns."""
+
+    fps: tuple[float, ...]
+    sensitivity: np.ndarray
+    images: int
+    lesions: int
+    fp_curve: np.ndarray
+    sens_curve: np.ndarray
+    split: str = "test"
+    iou: float = 0.5
+    convention: str = "mulan"
+    by_interval: dict[str, SubResult] = field(default_factory=dict)
+    by_type: dict[str, SubResult] = field(default_factory=dict)
+
+    def to_dict(self, breakdown: bool = False) -> dict:
+        out = {"fps": [float(f) for f in self.fps], "sensitivity": [float(s) for s in self.sensitivity],
+               "images": int(self.images), "lesions": int(self.lesions)}
+        if breakdown:
+            out["by_interval"] = {k: vars(v) for k, v in self.by_interval.items()}
+            out["by_type"] = {k: vars(v) for k, v in self.by_type.items()}
+        return out
+
+
+def evaluate(lesions: Sequence[Lesion], predictions: Predictions, *, split: str = "test", iou: float = 0.5,
+             fps: Sequence[float] = DEFAULT_FPS, truth: Sequence[Lesion] | None = None,
+             convention: str = "mulan") -> FrocResult:
+    """Evaluate ``predictions`` on the key slices of ``split`` (see the module docstring)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    fps = tuple(float(f) for f in fps)
+    if not fps or any(not np.isfinite(f) or f < 0 for f in fps):
+        raise ValueError(f"fps must be non-negative numbers, got {list(fps)}")
+    keyrows = [les for les in select_split(lesions, split) if les.source == "human" and les.noisy == 0]
+    image_row: dict[str, Lesion] = {}
+    for les in keyrows:
+        image_row.setdefault(les.file_name, les)
+    if not image_row:
+        raise ValueError(f"no lesions in split {split!r} after dropping Possibly_noisy != 0 rows")
+    gts = keyrows if truth is None else [t for t in truth if t.file_name in image_row]
+    names = list(image_row)
+    parsed = [parse_file_name(n) for n in names]
+    vocab = Vocab([p[0] for p in parsed], predictions.series_names)
+    img_keys = slice_keys(vocab.codes([p[0] for p in parsed]), np.array([p[1] for p in parsed], np.int64))
+    key_order = np.argsort(img_keys)
+    sorted_keys = img_keys[key_order]
+
+    def image_ids(keys: np.ndarray) -> np.ndarray:
+        pos = np.clip(np.searchsorted(sorted_keys, keys), 0, sorted_keys.size - 1)
+        return np.where(sorted_keys[pos] == keys, key_order[pos], -1)
+
+    pcode = vocab.codes(predictions.series_names)
+    det_img = image_ids(slice_keys(pcode[predictions.series_index], predictions.slices)) if len(predictions) \
+        else np.zeros(0, np.int64)
+    on = det_img >= 0
+    det_img, det_boxes, det_scores = det_img[on], predictions.boxes[on], predictions.scores[on]
+    name_id = {n: i for i, n in enumerate(names)}
+    gt_img = np.asarray([name_id[g.file_name] for g in gts], dtype=np.int64)
+    gt_boxes = np.asarray([g.box for g in gts], dtype=np.float64).reshape(-1, 4)
+    plus1 = convention == "3dce"
+
+    fp_curve, sens_curve, found_at = froc_curve(det_img, det_boxes, det_scores, gt_img, gt_boxes, len(names),
+                                                iou=iou, plus1=plus1)
+    sens = sensitivity_at(fp_curve, sens_curve, fps, convention)
+    result = FrocResult(fps, sens, len(names), len(gts), fp_curve, sens_curve, split, float(iou), convention)
+
+    interval = np.asarray([image_row[n].spacing[2] for n in names], dtype=np.float64)
+    for label, img_mask in (("<= 2 mm", interval <= 2.0), ("> 2 mm", interval > 2.0)):
+        if not img_mask.any() or not img_mask[gt_img].any():
+            continue
+        new_id = np.cumsum(img_mask) - 1
+        dm, gm = img_mask[det_img], img_mask[gt_img]
+        f, s, _ = froc_curve(new_id[det_img[dm]], det_boxes[dm], det_scores[dm], new_id[gt_img[gm]],
+                             gt_boxes[gm], int(img_mask.sum()), iou=iou, plus1=plus1)
+        result.by_interval[label] = SubResult(int(img_mask.sum()), int(gm.sum()),
+                                              sensitivity_at(f, s, fps, convention).tolist())
+    types = np.asarray([g.lesion_type for g in gts], dtype=np.int64)
+    n_det = det_img.size
+    for t in np.unique(types):
+        m = types == t
+        found = np.bincount(found_at[m][found_at[m] < n_det], minlength=n_det)[:n_det]
+        s = np.cumsum(found) / float(m.sum())
+        result.by_type[LESION_TYPES.get(int(t), str(int(t)))] = SubResult(
+            int(np.unique(gt_img[m]).size), int(m.sum()), sensitivity_at(fp_curve, s, fps, convention).tolist())
+    return result

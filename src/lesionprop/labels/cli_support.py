@@ -1,0 +1,56 @@
+"""Shared parts of the `evaluate`, `propagate`, `mine` and `distill` commands (argument parsing, I/O)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Sequence
+
+from lesionprop.data.deeplesion import Lesion, write_annotations
+from lesionprop.predictions import Predictions, read_predictions
+
+SPLIT_CHOICES = ("train", "val", "test", "all")
+
+
+def allow_negative_lists(parser: argparse.ArgumentParser) -> None:
+    """Let ``--offsets -1,1`` parse (argparse would take ``-1,1`` for an option)."""
+    parser._negative_number_matcher = re.compile(r"^-\d[\d,.\s-]*$")  # noqa: SLF001
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_io_arguments(parser: argparse.ArgumentParser, *, out: bool) -> None:
+    parser.add_argument("--annotations", required=True, help="DL_info.csv-schema file")
+    parser.add_argument("--predictions", required=True, help="CSV File_name,x1,y1,x2,y2,score (file frame)")
+    if out:
+        parser.add_argument("--out", required=True, help="output annotation file (input rows, then new rows)")
+    parser.add_argument("--skip-bad-rows", action="store_true",
+                        help="skip malformed prediction rows (and report how many) instead of failing")
+
+
+def load_predictions(path: str, lesions: Sequence[Lesion], skip_bad_rows: bool) -> Predictions:
+    """Read predictions; series must be in the annotations; report skipped rows on stderr."""
+    preds = read_predictions(path, skip_bad_rows=skip_bad_rows, known_series={les.series for les in lesions})
+    if preds.skipped:
+        print(f"skipped {preds.skipped} bad prediction row(s) in {path}; first: "
+              + "; ".join(preds.skipped_examples[:3]), file=sys.stderr)
+    return preds
+
+
+def write_with_new_rows(out: str, rows: Sequence[Lesion], new: Sequence[Lesion]) -> None:
+    """Every input row unchanged (in order), then the new rows, with Source and Score."""
+    extra = list(rows[0].extras) if rows else []
+    write_annotations(out, list(rows) + list(new), with_source=True, extra_columns=extra)

@@ -1,0 +1,297 @@
+"""Vectorised grouping of boxes by slice, shared by the label tools and the evaluation.
+
+Boxes are xyxy in the file frame (see :mod:`lesionprop.boxes`); IoU is continuous
+(area = (x2 - x1) * (y2 - y1), no +1), so the frame does not matter.
+
+A slice is identified by an int64 *key* ``series_code << 32 | slice`` where
+``series_code`` indexes a vocabulary of series names shared by the annotations and
+the predictions.  :class:`PredIndex` sorts predictions by (key, file order) once;
+each slice is then a contiguous segment ``[start, start + count)`` found with
+``searchsorted``.  Pairs of boxes between two families of segments are generated in
+bounded chunks (:func:`segment_pairs`) and their IoUs computed in one batched
+operation (:func:`pair_iou`): no Python loop per box or per slice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from lesionprop.data.deeplesion import Lesion, parse_file_name
+from lesionprop.predictions import Predictions
+
+_SHIFT = np.int64(1 << 32)
+#: pairs per chunk in :func:`segment_pairs` (bounds the memory of a batch of IoUs)
+CHUNK_PAIRS = 1 << 21
+
+
+def slice_keys(series_code: np.ndarray, slices: np.ndarray) -> np.ndarray:
+    """int64 key of (series code, slice); a negative code gives a key that matches nothing."""
+    code = np.asarray(series_code, dtype=np.int64)
+    s = np.asarray(slices, dtype=np.int64)
+    return np.where(code >= 0, code * _SHIFT + s, np.int64(-1) - np.abs(s))
+
+
+def pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of row-aligned ``(P, 4)`` boxes -> ``(P,)`` (same formula as :func:`boxes.box_iou`)."""
+    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
+    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a + area_b - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def pair_iou_plus1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU with 3DCE's +1 pixel widths (``--convention 3dce``)."""
+    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + 1.0
+    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + 1.0
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    area_a = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
+    area_b = (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)
+    union = area_a + area_b - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+class BoxCols:
+    """Boxes stored column-wise (contiguous x1, y1, x2, y2) with their areas, for fast gathers."""
+
+    def __init__(self, boxes: np.ndarray) -> None:
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        self.x1, self.y1, self.x2, self.y2 = (np.ascontiguousarray(b[:, j]) for j in range(4))
+        self.area = np.clip(self.x2 - self.x1, 0, None) * np.clip(self.y2 - self.y1, 0, None)
+
+    def take(self, idx: np.ndarray) -> "BoxCols":
+        out = BoxCols.__new__(BoxCols)
+        out.x1, out.y1, out.x2, out.y2, out.area = (a[idx] for a in (self.x1, self.y1, self.x2, self.y2, self.area))
+        return out
+
+
+def overlap_iou(a: BoxCols, ia: np.ndarray, b: BoxCols, ib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU of the pairs ``(a[ia[k]], b[ib[k]])`` that overlap (positive intersection).
+
+    Returns ``(k, iou)`` for those pairs only; every other pair has IoU 0.  The
+    values equal :func:`pair_iou`'s bit for bit; pruning on x first makes a test
+    like ``IoU > tau`` (tau >= 0) over millions of pairs cheap.
+    """
+    iw = np.minimum(a.x2[ia], b.x2[ib])
+    iw -= np.maximum(a.x1[ia], b.x1[ib])
+    k = np.flatnonzero(iw > 0)
+    ia, ib, iw = ia[k], ib[k], iw[k]
+    ih = np.minimum(a.y2[ia], b.y2[ib])
+    ih -= np.maximum(a.y1[ia], b.y1[ib])
+    m = ih > 0
+    k, ia, ib = k[m], ia[m], ib[m]
+    inter = iw[m] * ih[m]
+    union = a.area[ia] + b.area[ib] - inter
+    return k, inter / union
+
+
+def segment_pairs(a_start: np.ndarray, a_count: np.ndarray, b_start: np.ndarray, b_count: np.ndarray,
+                  chunk: int = CHUNK_PAIRS) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """All pairs ``(a_start[g] + i, b_start[g] + j)`` for every group ``g``, in chunks.
+
+    Yields ``(group, ia, ib)`` int64 arrays, pairs ordered by group then ``i`` then
+    ``j``.  A chunk holds whole groups and about ``chunk`` pairs (one group larger
+    than ``chunk`` makes one larger chunk).
+    """
+    a_start = np.asarray(a_start, dtype=np.int64)
+    b_start = np.asarray(b_start, dtype=np.int64)
+    a_count = np.asarray(a_count, dtype=np.int64)
+    b_count = np.asarray(b_count, dtype=np.int64)
+    n = a_count * b_count
+    unit_a = bool(np.all(a_count <= 1))
+    groups = np.flatnonzero(n > 0)
+    if groups.size == 0:
+        return
+    n = n[groups]
+    ends = np.cumsum(n)
+    cuts = np.searchsorted(ends, np.arange(chunk, int(ends[-1]), chunk), side="left") + 1
+    bounds = np.unique(np.concatenate(([0], cuts, [groups.size])))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        g = groups[lo:hi]
+        ng = n[lo:hi]
+        total = int(ng.sum())
+        grp = np.repeat(g, ng)
+        first = np.repeat(np.cumsum(ng) - ng, ng)
+        t = np.arange(total, dtype=np.int64) - first
+        if unit_a:
+            yield grp, a_start[grp], b_start[grp] + t
+        else:
+            bc = b_count[grp]
+            yield grp, a_start[grp] + t // bc, b_start[grp] + t % bc
+
+
+def expand_segments(start: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(group, position)`` of every element of every segment, in group order."""
+    start = np.asarray(start, dtype=np.int64)
+    count = np.asarray(count, dtype=np.int64)
+    grp = np.repeat(np.arange(count.size, dtype=np.int64), count)
+    first = np.repeat(np.cumsum(count) - count, count)
+    return grp, start[grp] + np.arange(grp.size, dtype=np.int64) - first
+
+
+def first_per_group(group: np.ndarray) -> np.ndarray:
+    """Indices of the first element of each run of equal values in a sorted ``group``."""
+    if group.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.concatenate(([True], group[1:] != group[:-1])))
+
+
+class Vocab:
+    """Series names -> int codes shared by annotations and predictions."""
+
+    def __init__(self, *name_sets: Sequence[str] | np.ndarray) -> None:
+        parts = [np.asarray(list(s), dtype=object).astype(str) for s in name_sets if len(s)]
+        self.names = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=str)
+
+    def codes(self, names: Sequence[str] | np.ndarray) -> np.ndarray:
+        """Code of each name, -1 when unknown."""
+        arr = np.asarray(list(names) if not isinstance(names, np.ndarray) else names, dtype=object).astype(str)
+        if self.names.size == 0 or arr.size == 0:
+            return np.full(arr.shape, -1, dtype=np.int64)
+        pos = np.clip(np.searchsorted(self.names, arr), 0, self.names.size - 1)
+        return np.where(self.names[pos] == arr, pos, -1).astype(np.int64)
+
+
+class PredIndex:
+    """Predictions sorted by (slice key, file order), with per-slice segments.
+
+    Attributes on the sorted order: ``rows`` (index into the Predictions), ``boxes``,
+    ``scores``, ``keys``; per distinct slice: ``ukeys``, ``starts``, ``counts``.
+    """
+
+    def __init__(self, preds: Predictions, vocab: Vocab) -> None:
+        series_codes = vocab.codes(preds.series_names)
+        code = series_codes[preds.series_index] if len(preds) else np.zeros(0, dtype=np.int64)
+        keys = slice_keys(code, preds.slices)
+        rows = np.argsort(keys, kind="stable")
+        self.rows = rows.astype(np.int64)
+        self.keys = keys[rows]
+        self.boxes = np.ascontiguousarray(preds.boxes[rows])
+        self.scores = preds.scores[rows]
+        self.cols = BoxCols(self.boxes)
+        self.ukeys, self.starts, self.counts = np.unique(self.keys, return_index=True, return_counts=True)
+
+    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(start, count)`` of each slice key (count 0 when no prediction is on it)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if self.ukeys.size == 0:
+            return np.zeros(keys.shape, np.int64), np.zeros(keys.shape, np.int64)
+        pos = np.clip(np.searchsorted(self.ukeys, keys), 0, self.ukeys.size - 1)
+        hit = self.ukeys[pos] == keys
+        return np.where(hit, self.starts[pos], 0), np.where(hit, self.counts[pos], 0)
+
+    def subset(self, mask: np.ndarray) -> "SubIndex":
+        """The sorted predictions where ``mask`` (on the sorted order) holds, same segments."""
+        return SubIndex(self, mask)
+
+
+class SubIndex:
+    """A filtered :class:`PredIndex` (e.g. score > alpha) that maps segments of the parent."""
+
+    def __init__(self, parent: PredIndex, mask: np.ndarray) -> None:
+        self.sel = np.flatnonzero(mask)
+        self.cum = np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
+        self.rows = parent.rows[self.sel]
+        self.boxes = parent.boxes[self.sel]
+        self.scores = parent.scores[self.sel]
+        self.cols = parent.cols.take(self.sel)
+
+    def segments(self, start: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Parent segments -> segments of the filtered arrays."""
+        s = self.cum[start]
+        return s, self.cum[start + count] - s
+
+
+@dataclass
+class KeySlices:
+    """Annotation rows grouped by key slice (``File_name``), in order of first appearance.
+
+    ``rows`` (R,) index into the lesion list of the selected rows grouped by key slice
+    (file order inside a key slice); ``start``/``count`` (K,) segments of ``rows``;
+    ``keys`` (K,) slice keys; ``series`` (K,) codes; ``slices`` (K,) ints;
+    ``boxes`` (R, 4) of ``rows``.
+    """
+
+    rows: np.ndarray
+    start: np.ndarray
+    count: np.ndarray
+    keys: np.ndarray
+    series: np.ndarray
+    slices: np.ndarray
+    boxes: np.ndarray
+
+    @property
+    def cols(self) -> BoxCols:
+        if not hasattr(self, "_cols"):
+            self._cols = BoxCols(self.boxes)
+        return self._cols
+
+    @property
+    def first_row(self) -> np.ndarray:
+        """Index (into the lesion list) of the first row of each key slice."""
+        return self.rows[self.start]
+
+
+def key_slices(lesions: Sequence[Lesion], selected: np.ndarray, vocab: Vocab) -> KeySlices:
+    """Group ``lesions[i]`` for ``i`` in ``selected`` (file order) by File_name."""
+    selected = np.asarray(selected, dtype=np.int64)
+    names = [lesions[i].file_name for i in selected]
+    if not names:
+        z = np.zeros(0, dtype=np.int64)
+        return KeySlices(z, z, z, z, z, z, np.zeros((0, 4)))
+    uniq: dict[str, int] = {}
+    group = np.fromiter((uniq.setdefault(n, len(uniq)) for n in names), dtype=np.int64, count=len(names))
+    order = np.argsort(group, kind="stable")
+    rows = selected[order]
+    count = np.bincount(group, minlength=len(uniq)).astype(np.int64)
+    start = np.cumsum(count) - count
+    parsed = [parse_file_name(n) for n in uniq]
+    series = vocab.codes([p[0] for p in parsed])
+    slices = np.asarray([p[1] for p in parsed], dtype=np.int64)
+    boxes = np.asarray([lesions[i].box for i in rows], dtype=np.float64).reshape(-1, 4)
+    return KeySlices(rows, start, count, slice_keys(series, slices), series, slices, boxes)
+
+
+def lesion_series(lesions: Sequence[Lesion]) -> list[str]:
+    """Distinct series names of ``lesions`` (for building a :class:`Vocab`)."""
+    return sorted({les.series for les in lesions} | {parse_file_name(les.file_name)[0] for les in lesions})
+
+
+def split_rows(lesions: Sequence[Lesion], split: str, sources: Sequence[str]) -> np.ndarray:
+    """Indices of the rows of ``split`` (``train|val|test|all``) whose Source is in ``sources``."""
+    from lesionprop.data.deeplesion import SPLITS
+
+    if split != "all" and split not in SPLITS:
+        raise ValueError(f"split must be one of train, val, test, all; got {split!r}")
+    code = SPLITS.get(split)
+    return np.asarray([i for i, les in enumerate(lesions)
+                       if (code is None or les.split == code) and les.source in sources], dtype=np.int64)
+
+
+def check_threshold(name: str, value: float) -> float:
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return value
+
+
+def check_iou(value: float) -> float:
+    """An IoU threshold in [0, 1) (a test ``IoU > tau`` with tau < 0 would pass every pair)."""
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"iou must be in [0, 1), got {value!r}")
+    return value
+
+
+def check_offsets(offsets: Sequence[int]) -> tuple[int, ...]:
+    out = tuple(int(o) for o in offsets)
+    if not out or any(o == 0 for o in out) or len(set(out)) != len(out):
+        raise ValueError(f"offsets must be distinct non-zero integers, got {list(offsets)}")
+    return out

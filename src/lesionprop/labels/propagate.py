@@ -1,0 +1,87 @@
+"""Algorithm 1: slice-level label propagation.
+
+Boxes are xyxy in the file frame (see :mod:`lesionprop.boxes`); IoU is continuous.
+
+Reference boxes are the rows of the split whose Source is ``human`` or ``mined``,
+grouped by key slice K (File_name).  For each offset o the adjacent slice
+S = K + o of the same series is visited unless S is itself a key slice with
+reference boxes.  A prediction p on S is propagated when IoU(p, g) > ``iou`` for a
+reference box g of K.  ``keep="best"``: for each (K, g, o) only the highest
+scoring such p (ties: first in the predictions file); ``keep="all"``: every such p.
+
+A prediction selected more than once is written once.  Output order, and which
+(K, g) a prediction is attributed to when selected several times: key slices in
+order of first appearance in the annotations, then offsets in the given order,
+then prediction file order, then reference rows in file order; the first
+selection wins.  The new row copies the reference row g (patient ... split) and
+its ``Coarse_lesion_type``; its score is the prediction's.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from lesionprop.data.deeplesion import Lesion, derived_lesion
+from lesionprop.labels.index import (
+    KeySlices, PredIndex, Vocab, check_offsets, check_iou, first_per_group, key_slices, lesion_series,
+    overlap_iou, segment_pairs, slice_keys, split_rows,
+)
+from lesionprop.predictions import Predictions
+
+REFERENCE_SOURCES = ("human", "mined")
+
+
+def propagate_arrays(ks: KeySlices, index: PredIndex, *, iou: float, offsets: Sequence[int],
+                     keep: str) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised core.  Returns ``(pred_rows, ref_pos)``: prediction rows (file order
+    indices) to propagate and, for each, the position in ``ks.rows`` of the reference
+    box it is attributed to; in output order, each prediction once."""
+    if keep not in ("best", "all"):
+        raise ValueError(f"keep must be 'best' or 'all', got {keep!r}")
+    ref_key = np.repeat(np.arange(ks.keys.size, dtype=np.int64), ks.count)
+    key_set = np.sort(ks.keys)
+    parts: list[tuple[np.ndarray, ...]] = []
+    for o_pos, o in enumerate(offsets):
+        s_keys = slice_keys(ks.series, ks.slices + o)
+        start, count = index.find(s_keys)
+        is_key = np.isin(s_keys, key_set)
+        count = np.where(is_key, 0, count)
+        # one group per reference row: its box against every prediction on S
+        for _, ia, ib in segment_pairs(np.arange(ref_key.size), np.ones(ref_key.size, np.int64),
+                                       start[ref_key], count[ref_key]):
+            k, v = overlap_iou(ks.cols, ia, index.cols, ib)
+            hit = k[v > iou]
+            ia, ib = ia[hit], ib[hit]
+            parts.append((ref_key[ia], np.full(ia.size, o_pos, np.int64), ia, index.rows[ib], index.scores[ib]))
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    key, opos, ref, row, score = (np.concatenate(x) for x in zip(*parts))
+    if keep == "best":
+        order = np.lexsort((row, -score, opos, ref))
+        pick = order[first_per_group((ref * len(offsets) + opos)[order])]
+        key, opos, ref, row = key[pick], opos[pick], ref[pick], row[pick]
+    order = np.lexsort((ref, row, opos, key))
+    row, ref = row[order], ref[order]
+    _, first = np.unique(row, return_index=True)
+    first.sort()
+    return row[first], ref[first]
+
+
+def propagate(lesions: Sequence[Lesion], predictions: Predictions, *, iou: float = 0.5,
+              offsets: Sequence[int] = (-1, 1), keep: str = "best", split: str = "train") -> list[Lesion]:
+    """Algorithm 1 on ``lesions`` and ``predictions``: the NEW rows (Source ``propagated``)."""
+    iou = check_iou(iou)
+    offsets = check_offsets(offsets)
+    vocab = Vocab(lesion_series(lesions), predictions.series_names)
+    ks = key_slices(lesions, split_rows(lesions, split, REFERENCE_SOURCES), vocab)
+    index = PredIndex(predictions, vocab)
+    rows, ref = propagate_arrays(ks, index, iou=iou, offsets=offsets, keep=keep)
+    out = []
+    for r, g in zip(rows.tolist(), ks.rows[ref].tolist()):
+        src = lesions[g]
+        out.append(derived_lesion(src, slice_index=int(predictions.slices[r]), box=predictions.boxes[r],
+                                  source="propagated", score=float(predictions.scores[r]),
+                                  lesion_type=src.lesion_type))
+    return out
