@@ -1,0 +1,125 @@
+"""FROC evaluation: hand-computed curves, the protocol's corner cases, a loop cross-check."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from reference_loops import froc_loop, make_lesion  # noqa: E402
+from test_propagate import FAST, S1, S2, name, preds  # noqa: E402
+
+from lesionprop.eval.froc import evaluate, froc_curve, sensitivity_at  # noqa: E402
+
+A, B, C, D = name(S1, 10), name(S1, 20), name(S2, 5), name(S2, 9)
+a1, a2, b1, c1, d1 = (0, 0, 10, 10), (50, 50, 60, 60), (0, 0, 20, 20), (0, 0, 5, 5), (30, 30, 40, 40)
+
+
+def lesions_abcd():
+    return [make_lesion(A, a1, split=3, z=1.0, lesion_type=4), make_lesion(A, a2, split=3, z=1.0, lesion_type=5),
+            make_lesion(B, b1, split=3, z=1.0, lesion_type=4),
+            make_lesion(C, c1, split=3, noisy=1),                 # noisy: C is not an image
+            make_lesion(D, d1, split=3, z=5.0, lesion_type=4),    # image without any detection
+            make_lesion(name(S2, 30), d1, split=1)]               # train split: ignored
+
+
+def dets_abcd():
+    return preds((S1, 10, (0, 0, 10, 10), 0.9),    # TP a1
+                 (S1, 10, (0, 0, 10, 9), 0.8),     # duplicate on a1: neither
+                 (S1, 20, (100, 100, 110, 110), 0.7),  # FP
+                 (S2, 5, (0, 0, 5, 5), 0.65),      # on the noisy-only slice: ignored
+                 (S1, 20, (0, 0, 20, 18), 0.5),    # TP b1
+                 (S1, 11, (0, 0, 10, 10), 0.45),   # not a key slice: ignored
+                 (S1, 10, (200, 200, 210, 210), 0.3))  # FP
+
+
+def test_hand_computed_curve_and_sensitivities():
+    res = evaluate(lesions_abcd(), dets_abcd(), fps=(0.2, 1 / 3, 0.5, 2 / 3, 8))
+    assert res.images == 3 and res.lesions == 4
+    np.testing.assert_allclose(res.fp_curve, [0, 0, 1 / 3, 1 / 3, 2 / 3])
+    np.testing.assert_allclose(res.sens_curve, [0.25, 0.25, 0.25, 0.5, 0.5])
+    # 0.2: between (0, .25) and (1/3, .25); 1/3: last point of equal FP rate; past the end: final value
+    np.testing.assert_allclose(res.sensitivity, [0.25, 0.5, 0.5, 0.5, 0.5])
+    assert res.to_dict() == {"fps": [0.2, 1 / 3, 0.5, 2 / 3, 8.0], "sensitivity": [0.25, 0.5, 0.5, 0.5, 0.5],
+                             "images": 3, "lesions": 4}
+    # breakdowns: interval groups are separate evaluations, types read along the pooled curve
+    assert res.by_interval["<= 2 mm"].images == 2 and res.by_interval["<= 2 mm"].lesions == 3
+    assert res.by_interval["> 2 mm"].sensitivity == [0.0] * 5
+    assert res.by_type["liver"].lesions == 3 and res.by_type["liver"].sensitivity[-1] == pytest.approx(2 / 3)
+    assert res.by_type["lung"].sensitivity == [0.0] * 5
+
+
+def test_one_detection_finds_several_lesions_and_iou_boundary():
+    les = [make_lesion(A, (0, 0, 10, 10), split=3), make_lesion(A, (0, 0, 10, 10), split=3)]
+    res = evaluate(les, preds((S1, 10, (0, 0, 10, 5), 0.9)), fps=(1,))   # IoU exactly 0.5 counts (>=)
+    assert res.sens_curve.tolist() == [1.0] and res.fp_curve.tolist() == [0.0]
+    res = evaluate(les, preds((S1, 10, (0, 0, 10, 4.9), 0.9)), fps=(1,))
+    assert res.sens_curve.tolist() == [0.0] and res.fp_curve.tolist() == [1.0]
+
+
+def test_no_detections_and_errors():
+    res = evaluate(lesions_abcd(), preds())
+    assert res.sensitivity.tolist() == [0.0] * 5 and res.images == 3
+    with pytest.raises(ValueError, match="no lesions"):
+        evaluate(lesions_abcd(), preds(), split="val")
+    with pytest.raises(ValueError, match="convention"):
+        evaluate(lesions_abcd(), preds(), convention="luna")
+
+
+def test_detections_on_an_image_without_lesions_are_fps():
+    fp, sens, found = froc_curve([1, 0], [(0, 0, 1, 1), (0, 0, 1, 1)], [0.9, 0.8], [0], [(0, 0, 1, 1)], 2)
+    assert fp.tolist() == [0.5, 0.5] and sens.tolist() == [0.0, 1.0] and found.tolist() == [1]
+
+
+def test_equal_scores_keep_file_order():
+    les = [make_lesion(A, a1, split=3)]
+    res = evaluate(les, preds((S1, 10, (90, 90, 99, 99), 0.5), (S1, 10, a1, 0.5)), fps=(1,))
+    assert res.fp_curve.tolist() == [1.0, 1.0] and res.sens_curve.tolist() == [0.0, 1.0]
+
+
+def test_truth_gives_complete_labels_on_the_same_images():
+    truth = [make_lesion(A, a1, split=3), make_lesion(A, (100, 100, 110, 110), split=3),
+             make_lesion(B, b1, split=3), make_lesion(D, d1, split=3),
+             make_lesion(name(S1, 11), a1, split=3)]   # not a key slice: not an image
+    res = evaluate(lesions_abcd(), dets_abcd(), truth=truth)
+    assert res.images == 3 and res.lesions == 4
+    np.testing.assert_allclose(res.sens_curve, [0.25, 0.25, 0.25, 0.5, 0.5])
+
+
+def test_sensitivity_at_conventions():
+    fp = np.array([0.0, 1.0, 1.0, 2.0])
+    sens = np.array([0.2, 0.3, 0.5, 0.6])
+    # MULAN: last point of equal FP rate; past the end: final sensitivity
+    np.testing.assert_allclose(sensitivity_at(fp, sens, [0.5, 1, 1.5, 3]), [0.25, 0.5, 0.55, 0.6])
+    np.testing.assert_allclose(sensitivity_at(fp, sens, [1, 1.5]), np.interp([1, 1.5], fp, sens))
+    # 3DCE: first point of equal FP rate, linear extrapolation past the end
+    np.testing.assert_allclose(sensitivity_at(fp, sens, [0.5, 1, 1.5, 3], "3dce"), [0.25, 0.3, 0.55, 0.7])
+    assert sensitivity_at([], [], [1, 2]).tolist() == [0, 0]
+
+
+def test_3dce_convention_uses_plus_one_boxes():
+    les = [make_lesion(A, (0, 0, 9, 9), split=3)]
+    det = preds((S1, 10, (0, 0, 9, 4), 0.9))   # continuous IoU 36/81 = .44; +1 widths: 50/100 = .5
+    assert evaluate(les, det, iou=0.48).sens_curve.tolist() == [0.0]
+    assert evaluate(les, det, iou=0.48, convention="3dce").sens_curve.tolist() == [1.0]
+
+
+@FAST
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6), st.integers(0, 6), st.integers(1, 5),
+                          st.sampled_from([0.1, 0.5, 0.5, 0.9])), max_size=25),
+       st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6), st.integers(0, 6), st.integers(1, 5)),
+                min_size=1, max_size=8))
+def test_curve_matches_mulan_loop(dets, gts):
+    les = [make_lesion(name(S1, i), (x, y, x + w, y + w), split=3) for i, x, y, w in gts]
+    p = preds(*[(S1, i, (x, y, x + w, y + w), s) for i, x, y, w, s in dets])
+    res = evaluate(les, p)
+    images = {}
+    for g in les:
+        images.setdefault(g.file_name, []).append(g.box)
+    loop_dets = [(p.file_names[j], p.boxes[j].tolist(), p.scores[j]) for j in range(len(p))
+                 if p.file_names[j] in images]
+    fp, sens = froc_loop(images, loop_dets)
+    assert res.fp_curve.tolist() == fp and res.sens_curve.tolist() == sens

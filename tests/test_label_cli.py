@@ -1,0 +1,121 @@
+"""The evaluate / propagate / mine / distill commands end to end on small files."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from reference_loops import make_lesion  # noqa: E402
+
+from lesionprop.cli import main  # noqa: E402
+from lesionprop.data.deeplesion import read_annotations, write_annotations  # noqa: E402
+from lesionprop.predictions import write_predictions  # noqa: E402
+
+S = "000001_01_01"
+G = (10.0, 10.0, 30.0, 30.0)
+
+
+@pytest.fixture()
+def files(tmp_path):
+    les = [make_lesion(f"{S}_010.png", G, lesion_type=4), make_lesion(f"{S}_020.png", G, split=3),
+           make_lesion(f"{S}_030.png", (100, 100, 110, 110), source="mined", score=0.97)]
+    ann = tmp_path / "DL_info.csv"
+    write_annotations(ann, les, with_source=True)
+    pred = tmp_path / "pred.csv"
+    write_predictions(pred, [f"{S}_009.png", f"{S}_011.png", f"{S}_010.png", f"{S}_011.png", f"{S}_020.png",
+                             f"{S}_031.png"],
+                      np.array([G, G, (50, 50, 60, 60), (50, 50, 60, 61), (10, 10, 30, 28), (100, 100, 110, 111)]),
+                      [0.8, 0.95, 0.96, 0.5, 0.9, 0.93])
+    return tmp_path, ann, pred
+
+
+def out_rows(path, n_in, ann):
+    lines = path.read_text().splitlines()
+    src = ann.read_text().splitlines()
+    assert lines[: n_in + 1] == src[: n_in + 1]      # header and every input row unchanged, in order
+    return read_annotations(path)[n_in:]
+
+
+def test_propagate_cli(files, capsys):
+    tmp, ann, pred = files
+    out = tmp / "out.csv"
+    assert main(["propagate", "--annotations", str(ann), "--predictions", str(pred), "--out", str(out),
+                 "--offsets", "-1,1"]) == 0
+    new = out_rows(out, 3, ann)
+    assert [(r.file_name, r.source, r.lesion_type) for r in new] == [
+        (f"{S}_009.png", "propagated", 4), (f"{S}_011.png", "propagated", 4), (f"{S}_031.png", "propagated", -1)]
+    assert new[0].score == pytest.approx(0.8) and "3 new row" in capsys.readouterr().out
+    assert main(["propagate", "--annotations", str(ann), "--predictions", str(pred), "--out", str(out),
+                 "--offsets=1", "--split", "all", "--keep", "all", "--iou", "0.3"]) == 0
+    assert [r.file_name for r in read_annotations(out)[3:]] == [f"{S}_011.png", f"{S}_031.png"]
+
+
+def test_mine_and_distill_cli(files):
+    tmp, ann, pred = files
+    out = tmp / "mined.csv"
+    assert main(["mine", "--annotations", str(ann), "--predictions", str(pred), "--out", str(out)]) == 0
+    new = out_rows(out, 3, ann)
+    assert [(r.file_name, r.box, r.source) for r in new] == [(f"{S}_010.png", (50, 50, 60, 60), "mined")]
+    out = tmp / "distilled.csv"
+    assert main(["distill", "--annotations", str(ann), "--predictions", str(pred), "--out", str(out),
+                 "--score", "0.9", "--offsets", "-1,1"]) == 0
+    new = out_rows(out, 3, ann)
+    assert [(r.file_name, r.score) for r in new] == [(f"{S}_011.png", 0.95), (f"{S}_031.png", 0.93)]
+
+
+def test_refuses_to_overwrite_inputs(files, capsys):
+    tmp, ann, pred = files
+    before = ann.read_bytes(), pred.read_bytes()
+    for cmd in ("propagate", "mine", "distill"):
+        for target in (ann, pred):
+            assert main([cmd, "--annotations", str(ann), "--predictions", str(pred), "--out", str(target)]) == 2
+            assert "refusing to overwrite" in capsys.readouterr().err
+    assert (ann.read_bytes(), pred.read_bytes()) == before
+    assert main(["evaluate", "--annotations", str(ann), "--predictions", str(pred), "--plot", str(ann)]) == 2
+
+
+def test_bad_prediction_rows_cli(files, capsys):
+    tmp, ann, pred = files
+    with open(pred, "a") as fh:
+        fh.write(f"{S}_011.png,5,1,2,3,0.9\n")
+    out = tmp / "o.csv"
+    assert main(["propagate", "--annotations", str(ann), "--predictions", str(pred), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(pred) in err and "line 8" in err and "x2 < x1" in err and not out.exists()
+    assert main(["propagate", "--annotations", str(ann), "--predictions", str(pred), "--out", str(out),
+                 "--skip-bad-rows"]) == 0
+    assert "skipped 1 bad prediction row" in capsys.readouterr().err
+
+
+def test_evaluate_cli_json_table_plot(files, capsys):
+    tmp, ann, pred = files
+    assert main(["evaluate", "--annotations", str(ann), "--predictions", str(pred), "--json",
+                 "--fps", "0.5,1"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res == {"fps": [0.5, 1.0], "sensitivity": [1.0, 1.0], "images": 1, "lesions": 1}
+    plot = tmp / "froc.png"
+    assert main(["evaluate", "--annotations", str(ann), "--predictions", str(pred), "--split", "all",
+                 "--plot", str(plot), "--convention", "3dce"]) == 0
+    text = capsys.readouterr().out
+    assert "sensitivity" in text and "by slice interval" in text and "liver" in text
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_real_rows_written_back_unchanged(shared_data, tmp_path):
+    src = shared_data / "deeplesion" / "DL_info_sample.csv"
+    rows = read_annotations(src)
+    first = rows[0]
+    pred = tmp_path / "p.csv"
+    name = f"{first.series}_{first.key_slice + 1:03d}.png"
+    write_predictions(pred, [name], np.array([first.box]), [0.99])
+    out = tmp_path / "out.csv"
+    assert main(["propagate", "--annotations", str(src), "--predictions", str(pred), "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    original = src.read_text().splitlines()
+    assert [ln[: -len(",human,")] for ln in lines[1:len(original)]] == original[1:]
+    back = read_annotations(out)
+    assert len(back) == len(rows) + 1 and back[-1].file_name == name and back[-1].source == "propagated"
+    assert back[-1].spacing == first.spacing and back[-1].lesion_type == first.lesion_type
