@@ -211,6 +211,9 @@ def generate_dataset(out: str | os.PathLike, series: int = 100, seed: int = 0, b
     n_patients = names[-1][0]
     split_of = _split_patients(rng, n_patients)
     demo = {p: ("M" if rng.random() < 0.5 else "F", float(rng.integers(20, 86))) for p in range(1, n_patients + 1)}
+    fov_lo, fov_hi = opt.fov_mm
+    if bg is not None:      # a real body should fit the field of view: at least the background's own width
+        fov_lo = min(fov_hi, max(fov_lo, bg[0].shape[2] * bg[1][0]))
     ivals = np.array([a for a, _ in opt.intervals])
     weights = np.array([b for _, b in opt.intervals])
     tasks = []
@@ -220,7 +223,7 @@ def generate_dataset(out: str | os.PathLike, series: int = 100, seed: int = 0, b
         n = max(3, int(round(opt.z_extent_mm / dz)))
         if opt.max_slices is not None:
             n = min(n, opt.max_slices)
-        fov = float(np.round(r.uniform(*opt.fov_mm) * 2) / 2)
+        fov = float(np.round(r.uniform(fov_lo, fov_hi) * 2) / 2)
         n_les = int(min(10, 1 + r.poisson(opt.lesions_per_series - 1)))
         tasks.append(SeriesTask(i, series_name(p, st, sid), p, (seed << 32) | int(r.integers(2 ** 31)), str(out),
                                 opt.image_size, dz, fov, n, n_les, opt.near_share, opt.box_pad, opt.noise_hu,
