@@ -129,3 +129,50 @@ def test_not_a_volume(tmp_path):
         load_ct(other)
     with pytest.raises(FileNotFoundError):
         load_ct(tmp_path / "missing")
+
+
+def _edit(files, folder: Path, edit) -> Path:
+    """Copy ``files`` into ``folder`` and apply ``edit(index, dataset)`` to each before saving."""
+    import pydicom
+
+    folder.mkdir(parents=True)
+    for i, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        edit(i, ds)
+        ds.save_as(folder / f.name)
+    return folder
+
+
+def test_spacing_pixel_data_and_orientation_checks(shared_data, tmp_path):
+    files = _dicoms(shared_data)[:4]
+    ref = load_ct(_copy(files, tmp_path / "ref"))
+
+    def shift_last(i, ds):                      # last step 1.3 x the others: inconsistent, not a gap
+        if i == 3:
+            p = [float(v) for v in ds.ImagePositionPatient]
+            ds.ImagePositionPatient = [p[0], p[1], p[2] - 0.6]
+    with pytest.raises(VolumeError, match="inconsistent slice spacing"):
+        load_ct(_edit(files, tmp_path / "steps", shift_last))
+
+    def spacing(i, ds):
+        if i == 2:
+            ds.PixelSpacing = [0.8, 0.8]
+    with pytest.raises(VolumeError, match=rf"{files[2].name}: inconsistent spacing"):
+        load_ct(_edit(files, tmp_path / "px", spacing))
+
+    def no_pixels(i, ds):
+        if i == 1:
+            del ds.PixelData
+    with pytest.raises(VolumeError, match=rf"{files[1].name}: not a CT image \(no pixel data\)"):
+        load_ct(_edit(files, tmp_path / "nopix", no_pixels))
+
+    def mirrored(i, ds):                        # columns run toward the patient's right
+        ds.ImageOrientationPatient = [-1, 0, 0, 0, 1, 0]
+    flipped = load_ct(_edit(files, tmp_path / "mirror", mirrored))
+    # the normal flips too (-z), so the superior-first order and the display columns must be restored
+    np.testing.assert_array_equal(flipped.hu, ref.hu[:, :, ::-1])
+
+    def sagittal(i, ds):
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+    with pytest.raises(VolumeError, match="only axial"):
+        load_ct(_edit(files, tmp_path / "sag", sagittal))
