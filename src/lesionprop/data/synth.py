@@ -272,7 +272,10 @@ def _write_tables(out: Path, results: list[SeriesResult], names, split_of, demo,
             gid += 1
             flat.append((gid, res, les, p, st, sid))
     pol = [PolicyLesion(g, r.name, split_of[p], les.key_slice, frozenset(les.boxes)) for g, r, les, p, _, _ in flat]
-    unlabeled, on_key = choose_unlabeled(pol, opt.unlabeled_share, opt.on_key_share, rng)
+    unlabeled, _ = choose_unlabeled(pol, opt.unlabeled_share, opt.on_key_share, rng)
+    # unlabeled lesions visible on the key slice of a labeled lesion (what missing-annotation mining can find)
+    labeled_keys = {(x.series, x.key_slice) for x in pol if x.gid not in unlabeled}
+    on_key = {x.gid for x in pol if x.gid in unlabeled and any((x.series, z) in labeled_keys for z in x.slices)}
     test_labeled = [g for g, r, les, p, _, _ in flat if split_of[p] == 3 and g not in unlabeled]
     n_noisy = int(round(opt.noisy_share * len(test_labeled)))
     noisy = set(rng.choice(test_labeled, size=n_noisy, replace=False).tolist()) if n_noisy else set()
