@@ -1,0 +1,149 @@
+"""Torch dataset of 3DCE samples with their boxes, for training and inference.
+
+Boxes: :class:`SliceItem` holds xyxy boxes in the 0-based *pixel frame* of the
+stored slice (``DL_info.csv`` file frame minus 1, :mod:`lesionprop.boxes`); the
+dataset returns them in the *sample frame* (after crop, rescale, shift, flip)
+and hands back the :class:`SampleGeometry` that maps predictions back with
+``geometry.to_stored``.
+
+Augmentation (training only, as MULAN): a random scale in ``cfg.aug_scale``, a
+random shift of at most ``cfg.aug_shift_px`` whole pixels of the stored slice (it
+moves the crop window, so it costs no extra pass), a horizontal flip with
+probability 1/2 when ``cfg.aug_flip``.  Its random numbers are a function of
+``(seed, epoch, index)`` only, so a resumed run and any split of the indices over
+workers or ranks see exactly the same samples.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from lesionprop.boxes import file_to_pixel
+from lesionprop.config import DataConfig
+from lesionprop.data.deeplesion import Lesion, SeriesInfo, parse_file_name
+from lesionprop.data.sample import flip_sample, sample_for
+from lesionprop.data.slices import SliceReader
+
+#: Boxes narrower or lower than this (sample pixels) after clipping are dropped.
+MIN_BOX_SIZE = 1e-2
+
+
+@dataclass(frozen=True)
+class SliceItem:
+    """One image of the dataset: a slice and the pixel-frame boxes on it ((N, 4) float32, N may be 0)."""
+
+    series: str
+    slice_index: int
+    boxes: np.ndarray
+    file_name: str
+
+
+def items_from_lesions(lesions: Iterable[Lesion]) -> list[SliceItem]:
+    """One item per distinct ``File_name`` (key or adjacent slice), in first-appearance order,
+    with the boxes of all its rows converted from the file frame to the pixel frame."""
+    grouped: dict[str, list[tuple[float, float, float, float]]] = {}
+    for les in lesions:
+        grouped.setdefault(les.file_name, []).append(les.box)
+    items = []
+    for name, boxes in grouped.items():
+        series, idx = parse_file_name(name)
+        px = file_to_pixel(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)).astype(np.float32)
+        items.append(SliceItem(series, idx, px, name))
+    return items
+
+
+def items_for_slices(file_names: Iterable[str]) -> list[SliceItem]:
+    """Inference items, one per name in the given order (duplicates kept), with no boxes."""
+    items = []
+    for name in file_names:
+        series, idx = parse_file_name(name)
+        items.append(SliceItem(series, idx, np.zeros((0, 4), np.float32), name))
+    return items
+
+
+def clip_boxes(boxes: np.ndarray, height: int, width: int, min_size: float = MIN_BOX_SIZE) -> np.ndarray:
+    """Clip ``(N, 4)`` boxes to the image and drop those left narrower/lower than ``min_size``."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    b[:, 0::2] = b[:, 0::2].clip(0, width)
+    b[:, 1::2] = b[:, 1::2].clip(0, height)
+    keep = ((b[:, 2] - b[:, 0]) >= min_size) & ((b[:, 3] - b[:, 1]) >= min_size)
+    return b[keep]
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """``(image, target, meta)`` per item.
+
+    ``image``: float32 ``(3M, H, W)``, windowed 0..255, no mean subtracted.
+    ``target``: ``{"boxes": float32 (N, 4) sample frame, "labels": int64 (N,) ones}``.
+    ``meta``: ``{"index", "file_name", "series", "slice_index", "geometry"}``.
+    ``geometry``: series -> :class:`SeriesInfo` (from ``deeplesion.series_geometry``).
+    ``scale``: an extra resize factor (test-time scales), applied on top of augmentation.
+    """
+
+    def __init__(self, root: str | os.PathLike, items: Sequence[SliceItem], cfg: DataConfig, *,
+                 geometry: dict[str, SeriesInfo], train: bool, seed: int = 0,
+                 reader: SliceReader | None = None, scale: float = 1.0):
+        self.root = root
+        self.items = list(items)
+        self.cfg = cfg
+        self.geometry = geometry
+        self.train = bool(train)
+        self.seed = int(seed)
+        self.scale = float(scale)
+        self.epoch = 0
+        missing = sorted({it.series for it in self.items} - set(geometry))
+        if missing:
+            raise ValueError(f"no spacing known for series {', '.join(missing[:5])}"
+                             f"{' ...' if len(missing) > 5 else ''} (not in series_info.csv or the annotations)")
+        self.reader = reader if reader is not None else SliceReader(
+            root, cache=True, cache_dir=cfg.cache_dir, max_cache_bytes=int(cfg.cache_mb) << 20)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation of ``epoch`` (call before iterating, like ``DistributedSampler``)."""
+        self.epoch = int(epoch)
+
+    def augmentation(self, index: int) -> tuple[float, int, int, bool]:
+        """``(scale, dx, dy, flip)`` of item ``index`` in the current epoch (identity when not training)."""
+        if not self.train:
+            return 1.0, 0, 0, False
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        lo, hi = self.cfg.aug_scale
+        s = float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+        m = int(self.cfg.aug_shift_px)
+        dx, dy = (int(v) for v in rng.integers(-m, m + 1, size=2)) if m > 0 else (0, 0)
+        flip = bool(rng.random() < 0.5) if self.cfg.aug_flip else False
+        return s, dx, dy, flip
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict, dict]:
+        item = self.items[index]
+        s, dx, dy, flip = self.augmentation(index)
+        image, geom = sample_for(self.reader, item.series, item.slice_index, self.geometry[item.series],
+                                 self.cfg, scale=self.scale * s, shift=(dx, dy))
+        if flip:
+            image, geom = flip_sample(image, geom)
+        boxes = clip_boxes(geom.to_sample(item.boxes), *geom.size)
+        target = {"boxes": torch.from_numpy(boxes.astype(np.float32)),
+                  "labels": torch.ones(len(boxes), dtype=torch.int64)}
+        meta = {"index": int(index), "file_name": item.file_name, "series": item.series,
+                "slice_index": item.slice_index, "geometry": geom}
+        return torch.from_numpy(image), target, meta
+
+
+def collate(batch: Sequence[tuple[torch.Tensor, dict, dict]]) -> tuple[list[torch.Tensor], list[dict], list[dict]]:
+    """Keep variable-size samples as lists (the detector batches and pads them)."""
+    images, targets, metas = zip(*batch) if batch else ((), (), ())
+    return list(images), list(targets), list(metas)
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader workers: one OpenCV thread each (the workers are the parallelism)."""
+    cv2.setNumThreads(1)
