@@ -27,9 +27,10 @@ import numpy as np
 from scipy import ndimage
 
 # tissue labels of the phantom label map
+# (SOFT: unspecified soft tissue of a real-CT background; the phantom does not draw it)
 AIR, FAT, MUSCLE, LIVER, SPLEEN, KIDNEY, BONE, MARROW, LUNG, GAS, BOWEL, HEART, VESSEL, BLADDER, TABLE, SKIN, \
-    CANAL, DISC = range(18)
-TISSUE_HU = np.array([-1000, -100, 50, 60, 50, 150, 700, 230, -850, -950, 30, 40, 170, 10, 250, 40, 20, 80],
+    CANAL, DISC, SOFT = range(19)
+TISSUE_HU = np.array([-1000, -100, 50, 60, 50, 150, 700, 230, -850, -950, 30, 40, 170, 10, 250, 40, 20, 80, 40],
                      dtype=np.float32)
 BODY_LENGTH_MM = 520.0
 
@@ -116,9 +117,11 @@ def random_anatomy(rng: np.random.Generator, fov_mm: float) -> Anatomy:
            Structure(HEART, j(0.1), j(-0.08), j(0.22), j(0.36), 80, j(205, 10), angle=float(rng.uniform(-30, 0)),
                      harmonics=_harm(rng, 0.05))]
     # abdomen
-    st += [Structure(LIVER, j(-0.34), j(0.0), j(0.46), j(0.66), j(175, 10), j(320, 15), angle=float(rng.uniform(-15, 15)),
+    st += [Structure(LIVER, j(-0.34), j(0.0), j(0.46), j(0.66), j(175, 10), j(320, 15),
+                     angle=float(rng.uniform(-15, 15)),
                      harmonics=_harm(rng, 0.08)),
-           Structure(SPLEEN, j(0.55), j(0.3), j(0.15), j(0.3), j(185, 10), j(275, 10), angle=30, harmonics=_harm(rng, 0.08)),
+           Structure(SPLEEN, j(0.55), j(0.3), j(0.15), j(0.3), j(185, 10), j(275, 10), angle=30,
+                     harmonics=_harm(rng, 0.08)),
            Structure(BOWEL, j(0.22), j(-0.3), j(0.26), j(0.24), j(205, 10), j(290, 10), harmonics=_harm(rng, 0.1)),
            Structure(GAS, j(0.24), j(-0.48), j(0.12), j(0.07), j(210, 10), j(270, 10))]
     for _ in range(int(rng.integers(14, 22))):           # small bowel / colon loops, some with gas
@@ -266,7 +269,8 @@ def sample_long_diameters(rng: np.random.Generator, n: int, mu: float = LESION_L
     return out
 
 
-def random_shape(rng: np.random.Generator, long_mm: float) -> tuple[tuple[float, float, float], float, float, tuple, float]:
+def random_shape(rng: np.random.Generator, long_mm: float
+                 ) -> tuple[tuple[float, float, float], float, float, tuple, float]:
     """Semi-axes (mm), angle, tilt, radius harmonics and border width for a lesion of ``long_mm``."""
     short = long_mm * float(rng.uniform(0.55, 0.95))
     zd = long_mm * float(rng.uniform(0.6, 1.0))

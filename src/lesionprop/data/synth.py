@@ -42,7 +42,7 @@ DEFAULT_INTERVALS: tuple[tuple[float, float], ...] = ((1.0, 0.48), (2.0, 0.03), 
 _OUTPUTS = ("DL_info.csv", "truth.csv", "series_info.csv", "lesions.csv", "preview.png")
 _TISSUE_NAMES = {getattr(ph, n): n.lower() for n in ("FAT", "MUSCLE", "LIVER", "SPLEEN", "KIDNEY", "BONE", "MARROW",
                                                      "LUNG", "GAS", "BOWEL", "HEART", "VESSEL", "BLADDER", "SKIN",
-                                                     "CANAL", "DISC")}
+                                                     "CANAL", "DISC", "SOFT")}
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,8 @@ def _write_tables(out: Path, results: list[SeriesResult], names, split_of, demo,
         ivals[k] = ivals.get(k, 0) + 1
     return SynthSummary(str(out), len(results), len(split_of), sum(r.slice_range[1] for r in results), len(flat),
                         len(flat) - len(unlabeled), len(unlabeled), len(on_key), len(truth),
-                        sum(r.dropped for r in results), splits, dict(sorted(ivals.items(), key=lambda kv: float(kv[0]))))
+                        sum(r.dropped for r in results), splits,
+                        dict(sorted(ivals.items(), key=lambda kv: float(kv[0]))))
 
 
 __all__ = ["generate_dataset", "SynthOptions", "SynthSummary", "make_options", "DEFAULT_INTERVALS"]

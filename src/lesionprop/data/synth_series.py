@@ -25,7 +25,7 @@ from lesionprop.data import phantom as ph
 from lesionprop.data.volumes import write_slices
 
 # lesion type (DeepLesion's Coarse_lesion_type) of the tissue at the lesion centre
-_SOFT = {ph.MUSCLE, ph.SKIN}
+_BODY_WALL = {ph.MUSCLE, ph.SKIN}
 _ABDOMEN = {ph.SPLEEN, ph.BOWEL, ph.GAS, ph.VESSEL}
 # how often a tissue hosts a lesion, per unit of its area (phantom mode)
 _TISSUE_WEIGHT = {ph.LIVER: 3.0, ph.LUNG: 2.0, ph.FAT: 1.0, ph.MUSCLE: 0.4, ph.SPLEEN: 1.5, ph.KIDNEY: 2.0,
@@ -49,7 +49,7 @@ def lesion_type(tissue: int, s_mm: float) -> int:
         return 3
     if tissue == ph.BLADDER or s_mm > 390:
         return 8
-    if tissue in _SOFT:
+    if tissue in _BODY_WALL:
         return 7
     return 2
 
@@ -200,7 +200,7 @@ def hu_tissue(hu_value: float) -> int:
         return ph.FAT
     if hu_value > 250:
         return ph.MARROW
-    return ph.BOWEL
+    return ph.SOFT
 
 
 # ---------------------------------------------------------------- lesion placement
@@ -252,7 +252,10 @@ def make_series(task: SeriesTask, bank: np.ndarray, background=None) -> SeriesRe
         bg_hu, bg_spacing, bg_organs = background
         hu, organs, fz = resample_background(rng, bg_hu, bg_spacing, bg_organs, size, px, dz, task.n_slices)
         hu += 0.5 * task.noise_hu * np.stack([ph._noise_crop(bank, (size, size), rng) for _ in range(len(hu))])
-        s_pos = 150.0 + fz * bg_spacing[2]     # nominal body position: upper abdomen onwards
+        # the body position of a real scan is unknown: types come from the tissue alone (s = 300: abdomen),
+        # the normalised z location is the position within the background volume
+        s_pos = np.full(len(fz), 300.0)
+        z_norm = fz / max(1, bg_hu.shape[0] - 1)
         labels = None
     n = hu.shape[0]
 
@@ -262,7 +265,7 @@ def make_series(task: SeriesTask, bank: np.ndarray, background=None) -> SeriesRe
             return None if t in (ph.AIR, ph.TABLE, ph.GAS, ph.CANAL, ph.VESSEL, ph.DISC) else t
         if organs is not None and task.organ_labels:
             lab = int(organs[z, y, x])
-            return _TOTALSEG_TISSUE.get(lab, ph.BOWEL) if lab in task.organ_labels else None
+            return _TOTALSEG_TISSUE.get(lab, ph.SOFT) if lab in task.organ_labels else None
         v = float(np.median(hu[z, max(0, y - 2):y + 3, max(0, x - 2):x + 3]))
         return None if v < -900 else hu_tissue(v)
 
@@ -326,8 +329,8 @@ def make_series(task: SeriesTask, bank: np.ndarray, background=None) -> SeriesRe
         recist = tuple(float(v) for v in np.concatenate([(long_ax + off).ravel(), (short_ax + off).ravel()]))
         key = z0 + kz + 1
         bx = boxes[key]
-        loc = ((bx[0] + bx[2]) / 2 / size, (bx[1] + bx[3]) / 2 / size,
-               float(np.clip(s_pos[min(key - 1, len(s_pos) - 1)] / ph.BODY_LENGTH_MM, 0, 1)))
+        zloc = z_norm[key - 1] if background is not None else np.clip(s_pos[key - 1] / ph.BODY_LENGTH_MM, 0, 1)
+        loc = ((bx[0] + bx[2]) / 2 / size, (bx[1] + bx[3]) / 2 / size, float(zloc))
         result.lesions.append(SynthLesion(len(result.lesions), key, boxes, extents, area_d, recist,
                                           (l_len, s_len), loc, lesion_type(tissue, float(s_pos[key - 1])),
                                           tissue, float(d)))
