@@ -69,12 +69,11 @@ class Predictions:
         if not (len(names) == len(b) == len(s)):
             raise ValueError(f"predictions: {len(names)} names, {len(b)} boxes, {len(s)} scores")
         lines = np.arange(1, len(s) + 1, dtype=np.int64)
-        reasons = _row_problems(b, s)
         series_names, series_index, slices, name_bad = _parse_names(names)
-        bad = np.flatnonzero((reasons != "") | name_bad)
+        bad = np.flatnonzero(_bad_values(b, s) | name_bad)
         if bad.size:
             i = int(bad[0])
-            why = reasons[i] or f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {names[i]!r}"
+            why = _value_problem(b[i], s[i]) or f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {names[i]!r}"
             raise ValueError(f"predictions, row {i}: {why}")
         return cls(names, b, s, series_names, series_index, slices, lines)
 
@@ -88,19 +87,22 @@ class Predictions:
                            list(self.skipped_examples))
 
 
-def _row_problems(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Per row: '' when fine, else a reason (NaN / x2 < x1 / y2 < y1)."""
-    out = np.full(len(scores), "", dtype=object)
-    if len(scores) == 0:
-        return out
-    finite = np.isfinite(boxes).all(1) & np.isfinite(scores)
-    out[~finite] = "NaN or non-numeric value"
-    xbad = finite & (boxes[:, 2] < boxes[:, 0])
-    ybad = finite & (boxes[:, 3] < boxes[:, 1])
-    for m, what in ((xbad, "x2 < x1"), (ybad, "y2 < y1")):
-        for i in np.flatnonzero(m & (out == "")):
-            out[i] = f"{what} in box {boxes[i].tolist()}"
-    return out
+def _bad_values(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Rows with a NaN / non-numeric value or x2 < x1 or y2 < y1 (vectorised)."""
+    with np.errstate(invalid="ignore"):
+        return ~(np.isfinite(boxes).all(1) & np.isfinite(scores)
+                 & (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1]))
+
+
+def _value_problem(box: np.ndarray, score: float) -> str:
+    """Why one row failed :func:`_bad_values` ('' when it did not)."""
+    if not (np.isfinite(box).all() and np.isfinite(score)):
+        return "NaN or non-numeric value"
+    if box[2] < box[0]:
+        return f"x2 < x1 in box {box.tolist()}"
+    if box[3] < box[1]:
+        return f"y2 < y1 in box {box.tolist()}"
+    return ""
 
 
 def _parse_names(names: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -179,8 +181,9 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
                 for ln, saw in re.findall(r"line (\d+): expected \d+ fields, saw (\d+)", str(w.message))}
     long_lines = sorted(too_long)
     nrows = len(df)
-    all_lines = np.arange(2, nrows + len(long_lines) + 2, dtype=np.int64)
-    lines = np.setdiff1d(all_lines, np.asarray(long_lines, dtype=np.int64), assume_unique=True)
+    lines = np.arange(2, nrows + len(long_lines) + 2, dtype=np.int64)
+    if long_lines:
+        lines = np.setdiff1d(lines, np.asarray(long_lines, dtype=np.int64), assume_unique=True)
     problems: dict[int, str] = {ln: f"expected {ncol} fields, got {too_long[ln]}" for ln in long_lines}
 
     names = df["File_name"].to_numpy(dtype=object)
@@ -190,14 +193,14 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
         num[:, j] = (col if col.dtype.kind == "f" or col.dtype.kind == "i"
                      else pd.to_numeric(col, errors="coerce")).to_numpy(dtype=np.float64)
     boxes, scores = num[:, :4], num[:, 4]
-    reasons = _row_problems(boxes, scores)
+    value_bad = _bad_values(boxes, scores)
     series_names, series_index, slices, name_bad = _parse_names(names)
     if known_series is not None:
         known = np.isin(series_names, np.asarray(sorted(known_series), dtype=object))
         name_unknown = (~name_bad) & ~known[np.where(name_bad, 0, series_index)]
     else:
         name_unknown = np.zeros(nrows, dtype=bool)
-    bad_rows = np.flatnonzero((reasons != "") | name_bad | name_unknown)
+    bad_rows = np.flatnonzero(value_bad | name_bad | name_unknown)
 
     blank = np.zeros(nrows, dtype=bool)
     if bad_rows.size:
@@ -211,10 +214,11 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
             fields = next(csv.reader([text]))
             if len(fields) != ncol:
                 problems[ln] = f"expected {ncol} fields, got {len(fields)}"
-            elif reasons[i]:
+            elif value_bad[i]:
+                why = _value_problem(boxes[i], scores[i])
                 vals = dict(zip(header, fields))
                 bad_vals = {c: vals[c] for c in COLUMNS[1:] if not _is_finite_number(vals[c])}
-                problems[ln] = f"{reasons[i]} {bad_vals}" if bad_vals else reasons[i]
+                problems[ln] = f"{why} {bad_vals}" if bad_vals else why
             elif name_bad[i]:
                 problems[ln] = f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {names[i]!r}"
             else:

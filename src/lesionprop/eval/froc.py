@@ -155,7 +155,7 @@ def evaluate(lesions: Sequence[Lesion], predictions: Predictions, *, split: str 
     gts = keyrows if truth is None else [t for t in truth if t.file_name in image_row]
     names = list(image_row)
     parsed = [parse_file_name(n) for n in names]
-    vocab = Vocab([p[0] for p in parsed], predictions.series_names)
+    vocab = Vocab(predictions.series_names)
     img_keys = slice_keys(vocab.codes([p[0] for p in parsed]), np.array([p[1] for p in parsed], np.int64))
     key_order = np.argsort(img_keys)
     sorted_keys = img_keys[key_order]
@@ -164,8 +164,7 @@ def evaluate(lesions: Sequence[Lesion], predictions: Predictions, *, split: str 
         pos = np.clip(np.searchsorted(sorted_keys, keys), 0, sorted_keys.size - 1)
         return np.where(sorted_keys[pos] == keys, key_order[pos], -1)
 
-    pcode = vocab.codes(predictions.series_names)
-    det_img = image_ids(slice_keys(pcode[predictions.series_index], predictions.slices)) if len(predictions) \
+    det_img = image_ids(slice_keys(predictions.series_index, predictions.slices)) if len(predictions) \
         else np.zeros(0, np.int64)
     on = det_img >= 0
     det_img, det_boxes, det_scores = det_img[on], predictions.boxes[on], predictions.scores[on]

@@ -19,7 +19,7 @@ import numpy as np
 
 from lesionprop.data.deeplesion import Lesion, derived_lesion
 from lesionprop.labels.index import (
-    KeySlices, PredIndex, Vocab, check_offsets, check_threshold, expand_segments, key_slices, lesion_series,
+    KeySlices, PredIndex, Vocab, check_offsets, check_threshold, expand_segments, key_slices,
     slice_keys, split_rows,
 )
 from lesionprop.labels.propagate import REFERENCE_SOURCES
@@ -56,9 +56,9 @@ def distill(lesions: Sequence[Lesion], predictions: Predictions, *, score: float
     """Data distillation on ``lesions`` and ``predictions``: the NEW rows (Source ``distilled``)."""
     score = check_threshold("score", score)
     offsets = check_offsets(offsets)
-    vocab = Vocab(lesion_series(lesions), predictions.series_names)
+    vocab = Vocab(predictions.series_names)
     ks = key_slices(lesions, split_rows(lesions, split, REFERENCE_SOURCES), vocab)
-    index = PredIndex(predictions, vocab)
+    index = PredIndex.of(predictions)
     rows, key = distill_arrays(ks, index, score=score, offsets=offsets)
     first = ks.first_row
     return [derived_lesion(lesions[first[k]], slice_index=int(predictions.slices[r]), box=predictions.boxes[r],

@@ -31,7 +31,10 @@ def slice_keys(series_code: np.ndarray, slices: np.ndarray) -> np.ndarray:
     """int64 key of (series code, slice); a negative code gives a key that matches nothing."""
     code = np.asarray(series_code, dtype=np.int64)
     s = np.asarray(slices, dtype=np.int64)
-    return np.where(code >= 0, code * _SHIFT + s, np.int64(-1) - np.abs(s))
+    keys = code * _SHIFT + s
+    if code.size and code.min() < 0:
+        keys = np.where(code >= 0, keys, np.int64(-1) - np.abs(s))
+    return keys
 
 
 def pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -61,10 +64,17 @@ def pair_iou_plus1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class BoxCols:
     """Boxes stored column-wise (contiguous x1, y1, x2, y2) with their areas, for fast gathers."""
 
-    def __init__(self, boxes: np.ndarray) -> None:
+    def __init__(self, boxes: np.ndarray, rows: np.ndarray | None = None) -> None:
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        self.x1, self.y1, self.x2, self.y2 = (np.ascontiguousarray(b[:, j]) for j in range(4))
+        if rows is None:
+            self.x1, self.y1, self.x2, self.y2 = (np.ascontiguousarray(b[:, j]) for j in range(4))
+        else:
+            self.x1, self.y1, self.x2, self.y2 = (b[:, j][rows] for j in range(4))
         self.area = np.clip(self.x2 - self.x1, 0, None) * np.clip(self.y2 - self.y1, 0, None)
+
+    def boxes(self) -> np.ndarray:
+        """``(N, 4)`` xyxy array."""
+        return np.stack([self.x1, self.y1, self.x2, self.y2], 1)
 
     def take(self, idx: np.ndarray) -> "BoxCols":
         out = BoxCols.__new__(BoxCols)
@@ -144,39 +154,66 @@ def first_per_group(group: np.ndarray) -> np.ndarray:
 
 
 class Vocab:
-    """Series names -> int codes shared by annotations and predictions."""
+    """Series names -> int codes shared by annotations and predictions.
 
-    def __init__(self, *name_sets: Sequence[str] | np.ndarray) -> None:
-        parts = [np.asarray(list(s), dtype=object).astype(str) for s in name_sets if len(s)]
-        self.names = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=str)
+    The prediction series (sorted, unique: ``Predictions.series_names``) have codes
+    ``0..S-1`` = ``Predictions.series_index``, so the prediction index never needs
+    re-coding.  Other names get codes ``>= S``, distinct per name *within one call* of
+    :meth:`codes` (enough for comparing the keys of one set of key slices).
+    """
+
+    def __init__(self, predicted: np.ndarray | Sequence[str]) -> None:
+        self.predicted = np.asarray(list(predicted), dtype=object).astype(str)
+        if self.predicted.size > 1 and not bool(np.all(self.predicted[1:] > self.predicted[:-1])):
+            raise ValueError("Vocab: prediction series names must be sorted and unique")
 
     def codes(self, names: Sequence[str] | np.ndarray) -> np.ndarray:
-        """Code of each name, -1 when unknown."""
         arr = np.asarray(list(names) if not isinstance(names, np.ndarray) else names, dtype=object).astype(str)
-        if self.names.size == 0 or arr.size == 0:
-            return np.full(arr.shape, -1, dtype=np.int64)
-        pos = np.clip(np.searchsorted(self.names, arr), 0, self.names.size - 1)
-        return np.where(self.names[pos] == arr, pos, -1).astype(np.int64)
+        code = np.full(arr.shape, -1, dtype=np.int64)
+        if self.predicted.size and arr.size:
+            pos = np.clip(np.searchsorted(self.predicted, arr), 0, self.predicted.size - 1)
+            code = np.where(self.predicted[pos] == arr, pos, -1).astype(np.int64)
+        miss = code < 0
+        if miss.any():
+            _, inv = np.unique(arr[miss], return_inverse=True)
+            code[miss] = self.predicted.size + inv.reshape(-1)
+        return code
 
 
 class PredIndex:
     """Predictions sorted by (slice key, file order), with per-slice segments.
 
-    Attributes on the sorted order: ``rows`` (index into the Predictions), ``boxes``,
-    ``scores``, ``keys``; per distinct slice: ``ukeys``, ``starts``, ``counts``.
+    Attributes on the sorted order: ``rows`` (index into the Predictions), ``cols``
+    (:class:`BoxCols`), ``scores``, ``keys``; per distinct slice: ``ukeys``, ``starts``, ``counts``.
     """
 
-    def __init__(self, preds: Predictions, vocab: Vocab) -> None:
-        series_codes = vocab.codes(preds.series_names)
-        code = series_codes[preds.series_index] if len(preds) else np.zeros(0, dtype=np.int64)
-        keys = slice_keys(code, preds.slices)
-        rows = np.argsort(keys, kind="stable")
-        self.rows = rows.astype(np.int64)
-        self.keys = keys[rows]
-        self.boxes = np.ascontiguousarray(preds.boxes[rows])
-        self.scores = preds.scores[rows]
-        self.cols = BoxCols(self.boxes)
-        self.ukeys, self.starts, self.counts = np.unique(self.keys, return_index=True, return_counts=True)
+    def __init__(self, preds: Predictions) -> None:
+        keys = slice_keys(preds.series_index, preds.slices)
+        if keys.size < 2 or bool(np.all(keys[1:] >= keys[:-1])):   # file already grouped by slice
+            self.rows = np.arange(keys.size, dtype=np.int64)
+            self.keys = keys
+            self.cols = BoxCols(preds.boxes)
+            self.scores = preds.scores
+        else:
+            self.rows = np.argsort(keys, kind="stable").astype(np.int64)
+            self.keys = keys[self.rows]
+            self.cols = BoxCols(preds.boxes, self.rows)
+            self.scores = preds.scores[self.rows]
+        n = self.keys.size
+        self.starts = np.flatnonzero(np.concatenate(([True], self.keys[1:] != self.keys[:-1]))) if n \
+            else np.zeros(0, np.int64)
+        self.ukeys = self.keys[self.starts]
+        self.counts = np.diff(np.append(self.starts, n))
+
+    @classmethod
+    def of(cls, preds: Predictions) -> "PredIndex":
+        """The index of ``preds``, built once and kept on the object (Predictions are not
+        modified in place anywhere in lesionprop)."""
+        cached = getattr(preds, "_index", None)
+        if cached is None or cached[0] != len(preds):
+            cached = (len(preds), cls(preds))
+            preds._index = cached  # type: ignore[attr-defined]
+        return cached[1]
 
     def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(start, count)`` of each slice key (count 0 when no prediction is on it)."""
@@ -199,9 +236,9 @@ class SubIndex:
         self.sel = np.flatnonzero(mask)
         self.cum = np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
         self.rows = parent.rows[self.sel]
-        self.boxes = parent.boxes[self.sel]
         self.scores = parent.scores[self.sel]
         self.cols = parent.cols.take(self.sel)
+        self.boxes = self.cols.boxes()
 
     def segments(self, start: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Parent segments -> segments of the filtered arrays."""
@@ -257,11 +294,6 @@ def key_slices(lesions: Sequence[Lesion], selected: np.ndarray, vocab: Vocab) ->
     slices = np.asarray([p[1] for p in parsed], dtype=np.int64)
     boxes = np.asarray([lesions[i].box for i in rows], dtype=np.float64).reshape(-1, 4)
     return KeySlices(rows, start, count, slice_keys(series, slices), series, slices, boxes)
-
-
-def lesion_series(lesions: Sequence[Lesion]) -> list[str]:
-    """Distinct series names of ``lesions`` (for building a :class:`Vocab`)."""
-    return sorted({les.series for les in lesions} | {parse_file_name(les.file_name)[0] for les in lesions})
 
 
 def split_rows(lesions: Sequence[Lesion], split: str, sources: Sequence[str]) -> np.ndarray:

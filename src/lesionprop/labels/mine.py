@@ -30,7 +30,7 @@ import numpy as np
 from lesionprop.data.deeplesion import Lesion, derived_lesion
 from lesionprop.labels.index import (
     BoxCols, KeySlices, PredIndex, Vocab, check_iou, check_threshold, expand_segments, key_slices,
-    lesion_series, overlap_iou, segment_pairs, slice_keys, split_rows,
+    overlap_iou, segment_pairs, slice_keys, split_rows,
 )
 from lesionprop.predictions import Predictions
 
@@ -134,9 +134,9 @@ def mine(lesions: Sequence[Lesion], predictions: Predictions, *, score: float = 
     """Algorithm 2 on ``lesions`` and ``predictions``: the NEW rows (Source ``mined``)."""
     score = check_threshold("score", score)
     iou = check_iou(iou)
-    vocab = Vocab(lesion_series(lesions), predictions.series_names)
+    vocab = Vocab(predictions.series_names)
     ks = key_slices(lesions, split_rows(lesions, split, ("human",)), vocab)
-    index = PredIndex(predictions, vocab)
+    index = PredIndex.of(predictions)
     key, boxes, scores = mine_arrays(ks, index, score=score, iou=iou)
     first = ks.first_row
     return [derived_lesion(lesions[first[k]], slice_index=int(ks.slices[k]), box=b, source="mined", score=s)

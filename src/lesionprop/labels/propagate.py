@@ -25,7 +25,7 @@ import numpy as np
 
 from lesionprop.data.deeplesion import Lesion, derived_lesion
 from lesionprop.labels.index import (
-    KeySlices, PredIndex, Vocab, check_offsets, check_iou, first_per_group, key_slices, lesion_series,
+    KeySlices, PredIndex, Vocab, check_offsets, check_iou, first_per_group, key_slices,
     overlap_iou, segment_pairs, slice_keys, split_rows,
 )
 from lesionprop.predictions import Predictions
@@ -74,9 +74,9 @@ def propagate(lesions: Sequence[Lesion], predictions: Predictions, *, iou: float
     """Algorithm 1 on ``lesions`` and ``predictions``: the NEW rows (Source ``propagated``)."""
     iou = check_iou(iou)
     offsets = check_offsets(offsets)
-    vocab = Vocab(lesion_series(lesions), predictions.series_names)
+    vocab = Vocab(predictions.series_names)
     ks = key_slices(lesions, split_rows(lesions, split, REFERENCE_SOURCES), vocab)
-    index = PredIndex(predictions, vocab)
+    index = PredIndex.of(predictions)
     rows, ref = propagate_arrays(ks, index, iou=iou, offsets=offsets, keep=keep)
     out = []
     for r, g in zip(rows.tolist(), ks.rows[ref].tolist()):
