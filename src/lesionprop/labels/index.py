@@ -14,17 +14,21 @@ operation (:func:`pair_iou`): no Python loop per box or per slice.
 
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from lesionprop.data.deeplesion import Lesion, parse_file_name
-from lesionprop.predictions import Predictions
+from lesionprop.predictions import _NAME_RE, Predictions
+
+_NAME_MATCH = re.compile(_NAME_RE).match
 
 _SHIFT = np.int64(1 << 32)
 #: pairs per chunk in :func:`segment_pairs` (bounds the memory of a batch of IoUs)
-CHUNK_PAIRS = 1 << 21
+CHUNK_PAIRS = 1 << 18
 
 
 def slice_keys(series_code: np.ndarray, slices: np.ndarray) -> np.ndarray:
@@ -163,21 +167,22 @@ class Vocab:
     """
 
     def __init__(self, predicted: np.ndarray | Sequence[str]) -> None:
-        self.predicted = np.asarray(list(predicted), dtype=object).astype(str)
-        if self.predicted.size > 1 and not bool(np.all(self.predicted[1:] > self.predicted[:-1])):
+        names = [str(n) for n in predicted]
+        if any(b <= a for a, b in zip(names, names[1:])):
             raise ValueError("Vocab: prediction series names must be sorted and unique")
+        self.predicted = names
+        self._code = {n: i for i, n in enumerate(names)}
 
     def codes(self, names: Sequence[str] | np.ndarray) -> np.ndarray:
-        arr = np.asarray(list(names) if not isinstance(names, np.ndarray) else names, dtype=object).astype(str)
-        code = np.full(arr.shape, -1, dtype=np.int64)
-        if self.predicted.size and arr.size:
-            pos = np.clip(np.searchsorted(self.predicted, arr), 0, self.predicted.size - 1)
-            code = np.where(self.predicted[pos] == arr, pos, -1).astype(np.int64)
-        miss = code < 0
-        if miss.any():
-            _, inv = np.unique(arr[miss], return_inverse=True)
-            code[miss] = self.predicted.size + inv.reshape(-1)
-        return code
+        """Code of each name (names outside the predictions: ``>= S``, one per distinct name)."""
+        code = self._code
+        extra: dict[str, int] = {}
+        base = len(code)
+        out = [code.get(n, -1) for n in names]
+        for j, c in enumerate(out):
+            if c < 0:
+                out[j] = extra.setdefault(names[j], base + len(extra))
+        return np.asarray(out, dtype=np.int64).reshape(-1)
 
 
 class PredIndex:
@@ -279,20 +284,24 @@ class KeySlices:
 def key_slices(lesions: Sequence[Lesion], selected: np.ndarray, vocab: Vocab) -> KeySlices:
     """Group ``lesions[i]`` for ``i`` in ``selected`` (file order) by File_name."""
     selected = np.asarray(selected, dtype=np.int64)
-    names = [lesions[i].file_name for i in selected]
-    if not names:
+    if selected.size == 0:
         z = np.zeros(0, dtype=np.int64)
         return KeySlices(z, z, z, z, z, z, np.zeros((0, 4)))
     uniq: dict[str, int] = {}
-    group = np.fromiter((uniq.setdefault(n, len(uniq)) for n in names), dtype=np.int64, count=len(names))
+    group = np.fromiter((uniq.setdefault(lesions[i].file_name, len(uniq)) for i in selected.tolist()),
+                        dtype=np.int64, count=selected.size)
     order = np.argsort(group, kind="stable")
     rows = selected[order]
     count = np.bincount(group, minlength=len(uniq)).astype(np.int64)
     start = np.cumsum(count) - count
-    parsed = [parse_file_name(n) for n in uniq]
-    series = vocab.codes([p[0] for p in parsed])
-    slices = np.asarray([p[1] for p in parsed], dtype=np.int64)
-    boxes = np.asarray([lesions[i].box for i in rows], dtype=np.float64).reshape(-1, 4)
+    match = _NAME_MATCH
+    parsed = [match(n) for n in uniq]
+    if not all(parsed):
+        parse_file_name(next(n for n, m in zip(uniq, parsed) if m is None))  # raises, naming it
+    series = vocab.codes([m.group(1) for m in parsed])
+    slices = np.asarray([int(m.group(2)) for m in parsed], dtype=np.int64)
+    boxes = np.fromiter(itertools.chain.from_iterable(lesions[i].box for i in rows.tolist()),
+                        dtype=np.float64, count=4 * rows.size).reshape(-1, 4)
     return KeySlices(rows, start, count, slice_keys(series, slices), series, slices, boxes)
 
 
