@@ -35,6 +35,8 @@ def test_extra_columns_and_blank_lines_are_fine(tmp_path):
                  + "000001_01_01_011.png,1,2,3,4,0.7,b\n")
     p = read_predictions(path)
     assert len(p) == 2 and p.lines.tolist() == [2, 4]
+    empty_extra = write(tmp_path, "File_name,x1,y1,x2,y2,score,model\n" + OK.strip() + ",\n", "e.csv")
+    assert len(read_predictions(empty_extra)) == 1
 
 
 @pytest.mark.parametrize("row, why", [

@@ -165,7 +165,8 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
     name that is not a DeepLesion slice name, or a series outside
     ``known_series`` when given) raise :class:`PredictionError` naming the file,
     line and value; with ``skip_bad_rows`` they are left out and counted in
-    ``Predictions.skipped``.  Blank lines are ignored.
+    ``Predictions.skipped``.  Blank lines are ignored.  Extra columns are not read: a
+    row that only lacks trailing extra fields is accepted (the parser fills them with "").
     """
     path = Path(path)
     if not path.is_file():
@@ -215,7 +216,7 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
             if len(fields) != ncol:
                 problems[ln] = f"expected {ncol} fields, got {len(fields)}"
             elif value_bad[i]:
-                why = _value_problem(boxes[i], scores[i])
+                why = _value_problem(boxes[i], scores[i]) or "missing value"
                 vals = dict(zip(header, fields))
                 bad_vals = {c: vals[c] for c in COLUMNS[1:] if not _is_finite_number(vals[c])}
                 problems[ln] = f"{why} {bad_vals}" if bad_vals else why
