@@ -119,3 +119,27 @@ def test_real_rows_written_back_unchanged(shared_data, tmp_path):
     back = read_annotations(out)
     assert len(back) == len(rows) + 1 and back[-1].file_name == name and back[-1].source == "propagated"
     assert back[-1].spacing == first.spacing and back[-1].lesion_type == first.lesion_type
+
+
+def test_synthetic_dataset_with_a_perfect_detector(tiny_synth, tmp_path, capsys):
+    """Predictions = every truth box (score 0.95): propagated and mined rows are true lesions,
+    and evaluation against the complete labels finds everything."""
+    ann, truth_csv = tiny_synth / "DL_info.csv", tiny_synth / "truth.csv"
+    truth = read_annotations(truth_csv)
+    pred = tmp_path / "perfect.csv"
+    write_predictions(pred, [t.file_name for t in truth], np.array([t.box for t in truth]), [0.95] * len(truth))
+    true_boxes = {(t.file_name, t.box) for t in truth}
+    n_in = len(read_annotations(ann))
+    for cmd in ("propagate", "mine"):
+        out = tmp_path / f"{cmd}.csv"
+        assert main([cmd, "--annotations", str(ann), "--predictions", str(pred), "--out", str(out),
+                     "--split", "all"]) == 0
+        new = read_annotations(out)[n_in:]
+        assert all((r.file_name, r.box) in true_boxes for r in new)
+        if cmd == "propagate":
+            assert new   # lesions span several slices: every key slice has a neighbour to propagate to
+    capsys.readouterr()
+    assert main(["evaluate", "--annotations", str(ann), "--predictions", str(pred), "--split", "all",
+                 "--truth", str(truth_csv), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["sensitivity"] == [1.0] * 5 and res["lesions"] >= res["images"] > 0
