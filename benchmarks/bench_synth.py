@@ -48,10 +48,13 @@ def main() -> None:
     summary = generate_dataset(out, series=args.series, seed=args.seed, background=args.background,
                                organ_mask=args.organ_mask, image_size=args.image_size,
                                max_slices=args.max_slices, workers=args.workers, progress=False)
-    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+    # this process and its waited-for children, plus the series workers' own CPU time (pool workers of a
+    # forkserver are not our children, so their time is reported by each series)
+    workers = min(args.workers or min(os.cpu_count() or 1, 4), args.series)
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0 + (summary.cpu_seconds if workers > 1 else 0.0)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     result = {"series": summary.series, "slices": summary.slices, "lesions": summary.lesions,
-              "image_size": args.image_size, "workers": args.workers or min(os.cpu_count() or 1, 4),
+              "image_size": args.image_size, "workers": workers,
               "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "slices_per_s": round(summary.slices / wall, 1),
               "cpu_ms_per_slice": round(1000 * cpu / summary.slices, 2), "megabytes": round(size / 1e6, 1),
               "cpu_count": os.cpu_count(), "loadavg_before": [round(v, 2) for v in load_before],

@@ -83,13 +83,14 @@ class SynthSummary:
     splits: dict[str, dict[str, int]] = field(default_factory=dict)
     intervals: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0               # CPU time of the series generation, all workers together
 
     def __str__(self) -> str:
         share = self.unlabeled / max(self.lesions, 1)
         lines = [f"synthetic dataset {self.out}: {self.series} series of {self.patients} patients, "
                  f"{self.slices} slices, {self.lesions} lesions ({self.labeled} labeled, {self.unlabeled} unlabeled "
                  f"= {share:.0%}, {self.unlabeled_on_key} of them on another lesion's key slice), "
-                 f"{self.truth_rows} truth rows, {self.seconds:.1f} s",
+                 f"{self.truth_rows} truth rows, {self.seconds:.1f} s ({self.cpu_seconds:.1f} CPU s in series workers)",
                  "slice intervals: " + ", ".join(f"{k} mm: {v}" for k, v in self.intervals.items())]
         for name, d in self.splits.items():
             lines.append(f"  {name:5s}: " + ", ".join(f"{k} {v}" for k, v in d.items()))
@@ -157,12 +158,22 @@ def _init_worker(background: Any) -> None:
     _BACKGROUND = background
 
 
+def _init_pool_worker(background: Any) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)        # one process per core already
+    _init_worker(background)
+
+
 def _run_task(task: SeriesTask) -> SeriesResult:
     # one noise bank per dataset seed (the high bits of every task seed) and image size, shared by its series
+    t0 = time.process_time()
     key = (task.seed >> 32, max(1024, 2 * task.image_size))
     if key not in _BANK:
         _BANK[key] = ph.noise_bank(*key)
-    return make_series(task, _BANK[key], _BACKGROUND)
+    result = make_series(task, _BANK[key], _BACKGROUND)
+    result.cpu_seconds = time.process_time() - t0
+    return result
 
 
 def _load_background(background, organ_mask) -> Any:
@@ -235,6 +246,7 @@ def generate_dataset(out: str | os.PathLike, series: int = 100, seed: int = 0, b
 
         write_preview(out, out / "preview.png")
     summary.seconds = time.perf_counter() - t0
+    summary.cpu_seconds = sum(r.cpu_seconds for r in results)
     return summary
 
 
@@ -252,8 +264,9 @@ def _run_all(tasks: list[SeriesTask], bg: Any, opt: SynthOptions) -> list[Series
                 results.append(_run_task(t))
                 bar.update()
             return results
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(bg,)) as pool:
+        # fresh worker processes (no fork of a parent that may hold OpenCV / torch thread pools)
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(workers, initializer=_init_pool_worker, initargs=(bg,)) as pool:
             results = []
             for r in pool.imap(_run_task, tasks, chunksize=1):
                 results.append(r)

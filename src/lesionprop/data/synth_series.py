@@ -116,6 +116,7 @@ class SeriesResult:
     slice_range: tuple[int, int]
     lesions: list[SynthLesion] = field(default_factory=list)
     dropped: int = 0
+    cpu_seconds: float = 0.0
 
 
 # ---------------------------------------------------------------- geometry helpers
