@@ -28,8 +28,9 @@ from lesionprop.data.volumes import write_slices
 _BODY_WALL = {ph.MUSCLE, ph.SKIN}
 _ABDOMEN = {ph.SPLEEN, ph.BOWEL, ph.GAS, ph.VESSEL}
 # how often a tissue hosts a lesion, per unit of its area (phantom mode)
-_TISSUE_WEIGHT = {ph.LIVER: 3.0, ph.LUNG: 2.0, ph.FAT: 1.0, ph.MUSCLE: 0.4, ph.SPLEEN: 1.5, ph.KIDNEY: 2.0,
-                  ph.BOWEL: 0.8, ph.HEART: 0.5, ph.MARROW: 1.0, ph.BONE: 0.3, ph.BLADDER: 0.5, ph.SKIN: 0.2}
+# (fat is by far the largest tissue by area, hence its low weight: nodes and masses in fat are common, not dominant)
+_TISSUE_WEIGHT = {ph.LIVER: 3.0, ph.LUNG: 2.0, ph.FAT: 0.45, ph.MUSCLE: 0.4, ph.SPLEEN: 1.5, ph.KIDNEY: 4.0,
+                  ph.BOWEL: 1.2, ph.HEART: 0.5, ph.MARROW: 1.0, ph.BONE: 0.3, ph.BLADDER: 0.5, ph.SKIN: 0.2}
 # TotalSegmentator labels -> phantom tissue (background mode with an organ mask)
 _TOTALSEG_TISSUE = {1: ph.SPLEEN, 2: ph.KIDNEY, 3: ph.KIDNEY, 5: ph.LIVER, 10: ph.LUNG, 11: ph.LUNG, 12: ph.LUNG,
                     13: ph.LUNG, 14: ph.LUNG}
@@ -245,7 +246,8 @@ def make_series(task: SeriesTask, bank: np.ndarray, background=None) -> SeriesRe
     if background is None:
         anat = ph.random_anatomy(np.random.default_rng([task.seed >> 32, 5, task.patient]), task.fov_mm)
         span = (task.n_slices - 1) * dz
-        s0 = float(rng.uniform(0, max(0.0, ph.BODY_LENGTH_MM - span)))
+        # series centred between the upper chest and the upper pelvis (DeepLesion: mostly chest and abdomen CT)
+        s0 = float(np.clip(rng.uniform(30, 440) - span / 2, 0, max(0.0, ph.BODY_LENGTH_MM - span)))
         s_pos = s0 + np.arange(task.n_slices) * dz
         hu, labels = ph.phantom_volume(anat, s_pos, size, px, bank, rng, task.noise_hu)
         organs = None
