@@ -134,6 +134,8 @@ def test_policy_on_the_dataset(tiny_synth):
         assert info[lid]["Labeled"] == "0"
         files = {t.file_name for t in truth if t.extras["Lesion_id"] == str(lid)}
         assert files & labeled_keys                       # visible on a labeled lesion's key slice
+    share = sum(r["Labeled"] == "0" for r in info.values()) / len(info)
+    assert 0.2 <= share <= 0.35                           # default unlabeled share 0.3
     series_with_label = {r.series for r in labels}
     assert series_with_label == {r["Series"] for r in info.values()}
 

@@ -74,6 +74,9 @@ def lesion_target_hu(rng: np.random.Generator, tissue: int, local_hu: float) -> 
 
 @dataclass
 class SeriesTask:
+    """What one worker needs to make a series.  ``seed``: the dataset seed in the high bits (it picks
+    the noise field and the patient's anatomy), this series' own random stream in the low 31 bits."""
+
     index: int
     name: str
     patient: int
