@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lesionprop.data.deeplesion import group_by_slice, read_annotations, slice_path
+from lesionprop.data.deeplesion import group_by_slice, parse_file_name, read_annotations, slice_path
 
 
 def write_preview(root: Path, path: Path, n: int = 8) -> Path:
@@ -37,7 +37,7 @@ def write_preview(root: Path, path: Path, n: int = 8) -> Path:
     for ax in axes.ravel():
         ax.axis("off")
     for ax, name in zip(axes.ravel(), chosen):
-        series, idx = name[:12], int(name[13:16]) if len(name) == 20 else int(name[13:-4])
+        series, idx = parse_file_name(name)
         img = cv2.imread(str(slice_path(root, series, idx)), cv2.IMREAD_UNCHANGED).astype(np.float32) - 32768
         lung = any(x.windows[0] < -1000 for x in by_slice[name])
         lo, hi = (-1350.0, 150.0) if lung else (-175.0, 275.0)
