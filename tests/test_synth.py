@@ -213,6 +213,13 @@ def test_bad_options_and_existing_output(tmp_path):
     (tmp_path / "full" / "keep.txt").write_text("x")
     with pytest.raises(ValueError, match="not empty"):
         generate_dataset(tmp_path / "full", series=1, **SMALL)
+    generate_dataset(tmp_path / "full", series=1, overwrite=True, **SMALL)     # no Images_png yet: fine
+    generate_dataset(tmp_path / "full", series=2, overwrite=True, **SMALL)     # a synth dataset: replaced
+    assert len(list((tmp_path / "full" / "Images_png").iterdir())) == 2 and (tmp_path / "full" / "keep.txt").exists()
+    (tmp_path / "real" / "Images_png" / "000001_01_01").mkdir(parents=True)   # not ours: refused
+    with pytest.raises(ValueError, match="refusing to replace"):
+        generate_dataset(tmp_path / "real", series=1, overwrite=True, **SMALL)
+    assert (tmp_path / "real" / "Images_png" / "000001_01_01").is_dir()
 
 
 def test_cli_preview_and_comparison(shared_data, tmp_path, capsys):

@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-hu", type=float, default=d.noise_hu, help="image noise std in HU (default 12)")
     parser.add_argument("--workers", type=int, default=d.workers, help="processes (0: auto, 1: none)")
     parser.add_argument("--preview", action="store_true", help="write preview.png (slices with truth boxes)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the synthetic files of a non-empty --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a dataset written by lesionprop synth in --out (other data is refused)")
     parser.add_argument("--compare", default=None, help="real DL_info.csv rows to compare with "
                         "(default: ../shared/data/deeplesion/DL_info_sample.csv when present)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

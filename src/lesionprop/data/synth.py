@@ -31,8 +31,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from lesionprop.data import phantom as ph
-from lesionprop.data.deeplesion import Lesion, SeriesInfo, series_name, slice_file_name, write_annotations, \
-    write_series_info
+from lesionprop.data.deeplesion import Lesion, SeriesInfo, read_series_info, series_name, slice_file_name, \
+    write_annotations, write_series_info
 from lesionprop.data.synth_policy import PolicyLesion, choose_unlabeled
 from lesionprop.data.synth_series import SeriesResult, SeriesTask, make_series
 from lesionprop.fileio import atomic_write
@@ -199,6 +199,12 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise ValueError(f"output folder {out} is not empty (use --overwrite to replace a synthetic dataset)")
+        info = out / "series_info.csv"
+        synthetic = (out / "lesions.csv").is_file() and info.is_file() and \
+            all(r.source == "synth" for r in read_series_info(info).values())
+        if (out / "Images_png").exists() and not synthetic:
+            raise ValueError(f"refusing to replace {out}: it is not a dataset written by lesionprop synth "
+                             "(no lesions.csv, or series_info.csv lists non-synthetic series)")
         shutil.rmtree(out / "Images_png", ignore_errors=True)
         for name in _OUTPUTS:
             (out / name).unlink(missing_ok=True)
