@@ -67,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lesionprop {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:         # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
