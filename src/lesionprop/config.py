@@ -31,9 +31,10 @@ class DataConfig:
     max_size: int = 512                     # then cap the longer side
     # training augmentation (MULAN-style)
     aug_scale: tuple[float, float] = (0.8, 1.2)
-    aug_shift_px: int = 8
+    aug_shift_px: int = 8                   # max shift, pixels of the stored slice
     aug_flip: bool = True
-    cache_dir: str | None = None            # decoded-slice cache (None: in memory)
+    cache_dir: str | None = None            # on-disk memory-mapped slice cache (None: in memory only)
+    cache_mb: int = 1024                    # in-memory decoded-slice cache per process, MiB
     num_workers: int = 0
 
 
@@ -54,6 +55,9 @@ class ModelConfig:
     anchor_scale: float = 1.0               # = 0.8 mm / data.target_spacing_mm for coarser presets
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     rpn_batch_size_per_image: int = 256
+    rpn_fg_iou_thresh: float = 0.7          # anchors at least this IoU with a lesion are positives
+    rpn_bg_iou_thresh: float = 0.3
+    box_positive_fraction: float = 0.25     # share of positive RoIs sampled for the box head
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 2000
     rpn_pre_nms_top_n_test: int = 1000
