@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -39,14 +40,15 @@ def backgrounds(realct: Path) -> dict[str, list[str]]:
     return out
 
 
-def run_one(out: Path, preset: str, seed: int, extra: list[str], log: Path) -> dict:
+def run_one(out: Path, preset: str, seed: int, extra: list[str], log: Path, threads: int) -> dict:
     cmd = [sys.executable, "-m", "lesionprop", "pipeline", "--preset", preset, "--out", str(out),
            "--set", f"pipeline.synth_seed={seed}", "--set", f"train.seed={seed}"]
     for o in extra:
         cmd += ["--set", o]
     t0 = time.time()
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(log, "w") as fh:
-        rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
     if rc != 0:
         raise RuntimeError(f"pipeline failed (exit {rc}); see {log}")
     table = json.loads((out / "report" / "table.json").read_text())
@@ -90,13 +92,19 @@ def main() -> int:
             continue
         for seed in args.seeds:
             jobs.append((bg, seed, out / f"{bg}_seed{seed}", extra + args.overrides))
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)     # parallel pipelines share the cores
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {(bg, seed): pool.submit(run_one, run, args.preset, seed, extra, out / f"{bg}_seed{seed}.log")
+        futures = {(bg, seed): pool.submit(run_one, run, args.preset, seed, extra, out / f"{bg}_seed{seed}.log",
+                                           threads)
                    for bg, seed, run, extra in jobs}
         results: dict[str, list[dict]] = {}
         for (bg, seed), fut in futures.items():
-            results.setdefault(bg, []).append(fut.result())
-            print(f"{bg} seed {seed}: done", flush=True)
+            try:
+                results.setdefault(bg, []).append(fut.result())
+                print(f"{bg} seed {seed}: done", flush=True)
+            except RuntimeError as exc:      # keep the other runs' results
+                print(f"{bg} seed {seed}: FAILED: {exc}", flush=True)
+        results = {bg: tables for bg, tables in results.items() if tables}
     summary, md = {}, [f"preset {args.preset}, overrides {args.overrides or 'none'}", ""]
     for bg, tables in results.items():
         summary[bg] = {"official": aggregate(tables, None), "seconds": [t["seconds"] for t in tables]}

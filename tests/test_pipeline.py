@@ -18,7 +18,8 @@ from lesionprop.pipeline.stages import StageRunner
 
 pytestmark = pytest.mark.slow
 
-TINY = ["pipeline.synth_series=10", "pipeline.synth_args={image_size: 64, z_extent_mm: 30, progress: false, workers: 1}", "train.iterations=12", "train.eval_every=0", "train.checkpoint_every=6"]
+TINY = ["pipeline.synth_series=10", "pipeline.synth_args={image_size: 64, z_extent_mm: 30, progress: false, workers: 1}", "train.iterations=12", "train.eval_every=0", "train.checkpoint_every=6",
+        "pipeline.parallel_trainings=2"]
 
 
 def _tiny_cfg(tmp_path: Path, extra=()):

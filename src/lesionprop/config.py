@@ -122,6 +122,7 @@ class PipelineConfig:
     truth: str | None = None                # default DATA/truth.csv when present
     label_tta: str = "flip+scales"          # TTA of the predictions the label tools use (paper: both)
     retrain_from: str = "scratch"           # scratch | baseline (paper: retrain, backbone from ImageNet init)
+    parallel_trainings: int = 1             # retrains run side by side (CPU threads split between them)
     variants: tuple[str, ...] = ("baseline", "dd", "lp", "mm", "mm_lp")
     synth_series: int = 100
     synth_seed: int = 0

@@ -33,11 +33,17 @@ def _key_slice_of(row: Lesion, key_names: set[str]) -> str:
     return row.file_name
 
 
-def pick_cases(pseudo: Sequence[Lesion], truth_by: dict[str, list[Lesion]], n: int = 3
-               ) -> tuple[list[Lesion], list[Lesion]]:
-    """First ``n`` correct (IoU >= 0.5 with truth) and first ``n`` wrong pseudo-labels."""
+def pick_cases(pseudo: Sequence[Lesion], truth_by: dict[str, list[Lesion]], n: int = 3,
+               key_names: set[str] = frozenset()) -> tuple[list[Lesion], list[Lesion]]:
+    """First ``n`` correct (IoU >= 0.5 with truth) and first ``n`` wrong pseudo-labels,
+    at most one per key slice (its K - 1 / K + 1 neighbours show the rest)."""
     good, wrong = [], []
+    seen: set[str] = set()
     for r in pseudo:
+        key = _key_slice_of(r, key_names)
+        if key in seen:
+            continue
+        seen.add(key)
         t = np.array([x.box for x in truth_by.get(r.file_name, [])]).reshape(-1, 4)
         ok = len(t) > 0 and (box_iou(np.array([r.box]), t) >= 0.5).any()
         (good if ok else wrong).append(r)
@@ -109,7 +115,7 @@ def draw_label_figures(root: Path, annotations: Path, truth: Path | None, label_
         if not pseudo:
             continue
         rows_by = group_by_slice(rows)
-        good, wrong = pick_cases(pseudo, truth_by, n) if truth_by else (pseudo[:n], [])
+        good, wrong = pick_cases(pseudo, truth_by, n, key_names) if truth_by else (pseudo[:n], [])
         for kind, cases in (("good", good), ("wrong", wrong)):
             if not cases:
                 continue

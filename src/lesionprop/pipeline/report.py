@@ -97,7 +97,7 @@ def froc_plot(results: dict[str, dict[str, Any]], truth: dict[str, dict[str, Any
         ax.set_ylabel("sensitivity")
         ax.set_title(f"FROC, test split, {title}")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

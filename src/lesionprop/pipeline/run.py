@@ -66,19 +66,99 @@ def _synth_stage(cfg: Config, root: Path) -> dict[str, Any]:
 
 
 def _train_stage(cfg: Config, root: Path, annotations: Path, run: Path, fp: str,
-                 init_checkpoint: Path | None) -> dict[str, Any]:
+                 init_checkpoint: Path | None, progress: bool = True, threads: int | None = None
+                 ) -> dict[str, Any]:
+    """Train one model into ``run``; continue it when an earlier run of the same inputs was killed."""
+    import torch
+
+    from lesionprop.engine.checkpoint import load_checkpoint
     from lesionprop.engine.train import train
 
+    if threads:
+        torch.set_num_threads(threads)
     stamp = run / "pipeline_fingerprint.txt"
     resume = stamp.is_file() and stamp.read_text().strip() == fp and (run / "last.pt").is_file()
+    if resume and (run / "best.pt").is_file() and \
+            load_checkpoint(run / "last.pt")["iteration"] >= cfg.train.iterations:
+        return {"best_checkpoint": str(run / "best.pt"), "resumed": True}    # finished before a kill
     if run.exists() and not resume:
         shutil.rmtree(run)       # a stale run of other inputs, made by this pipeline: restart it
     run.mkdir(parents=True, exist_ok=True)
     with atomic_write(stamp) as fh:
         fh.write(fp)
     kwargs = {"init_checkpoint": init_checkpoint} if init_checkpoint else {}
-    result = train(cfg, root, annotations, run, resume=resume, **kwargs)
+    result = train(cfg, root, annotations, run, resume=resume, progress=progress, **kwargs)
     return {"best_checkpoint": str(result.best_checkpoint), "resumed": resume}
+
+
+def _train_many(cfg: Config, root: Path, runner: StageRunner, jobs: list[tuple[str, str, Path, Path]],
+                init: Path | None) -> None:
+    """Train several label sets, ``cfg.pipeline.parallel_trainings`` at a time.
+
+    ``jobs``: (stage name, fingerprint, annotation file, run folder).  Parallel
+    trainings run in separate processes with the CPU threads split between them
+    (on a 2-core CPU two single-thread trainings get more done than one
+    two-thread training); one progress bar follows all of them.
+    """
+    todo = [j for j in jobs if not runner.is_done(j[0], j[1], [j[3] / "best.pt"])]
+    for name, fp, _, run in jobs:
+        if (name, fp, _, run) not in todo:
+            runner.run(name, fp, [run / "best.pt"], lambda: None)       # logs "skipped"
+    n = max(1, min(cfg.pipeline.parallel_trainings, len(todo)))
+    if n == 1:
+        for name, fp, ann, run in todo:
+            runner.run(name, fp, [run / "best.pt"],
+                       lambda ann=ann, run=run, fp=fp: _train_stage(cfg, root, ann, run, fp, init))
+        return
+    import multiprocessing as mp
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    threads = max(1, (os.cpu_count() or 1) // n)
+    runner.log(f"[train] {len(todo)} trainings, {n} at a time ({threads} thread(s) each): "
+               + ", ".join(j[0] for j in todo))
+    t0 = time.time()
+    with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_die_with_parent) as pool:
+        futures = {pool.submit(_train_stage, cfg, root, ann, run, fp, init, False, threads): (name, fp, run)
+                   for name, fp, ann, run in todo}
+        bar = tqdm(total=len(todo) * cfg.train.iterations, desc="train (parallel)", dynamic_ncols=True)
+        while any(not f.done() for f in futures):
+            bar.n = sum(_iterations_done(run) for _, _, run in futures.values())
+            bar.refresh()
+            time.sleep(2)
+        bar.n = bar.total
+        bar.close()
+        for fut, (name, fp, run) in futures.items():
+            info = fut.result()          # re-raises a training error here
+            runner.mark(name, fp, [run / "best.pt"], time.time() - t0, info)
+
+
+def _die_with_parent() -> None:
+    """Worker initializer (Linux): end the worker when the pipeline process dies, so a killed
+    pipeline never leaves trainings writing into run folders that a rerun resumes."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
+
+
+def _iterations_done(run: Path) -> int:
+    """Last iteration logged in ``run/metrics.jsonl`` (0 when none yet)."""
+    path = run / "metrics.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line).get("iteration", 0))
+        except (json.JSONDecodeError, ValueError):
+            continue
+    return 0
 
 
 def _label_stage(cfg: Config, annotations: Path, preds_csv: Path, out_dir: Path) -> dict[str, Any]:
@@ -176,6 +256,7 @@ def run_pipeline(cfg: Config, run_dir: str | os.PathLike, log: Callable[[str], N
     # 6. retrain per label set
     checkpoints = {"baseline": base_ckpt}
     init = base_ckpt if cfg.pipeline.retrain_from == "baseline" else None
+    jobs = []
     for v in variants:
         if v == "baseline":
             continue
@@ -183,9 +264,9 @@ def run_pipeline(cfg: Config, run_dir: str | os.PathLike, log: Callable[[str], N
         run_v = run_dir / "models" / v
         fp_v = hash_object(["train", hash_file(ann_v), data_fp, train_cfg_fp,
                             hash_file(init) if init else "scratch"])
-        runner.run(f"train_{v}", fp_v, [run_v / "best.pt"],
-                   lambda ann_v=ann_v, run_v=run_v, fp_v=fp_v: _train_stage(cfg, root, ann_v, run_v, fp_v, init))
+        jobs.append((f"train_{v}", fp_v, ann_v, run_v))
         checkpoints[v] = run_v / "best.pt"
+    _train_many(cfg, root, runner, jobs, init)
 
     # 7. evaluation on the test split
     result = PipelineResult(run_dir)

@@ -91,10 +91,14 @@ class StageRunner:
         missing = [str(o) for o in outputs if not o.exists()]
         if missing:
             raise RuntimeError(f"stage {name} finished without writing {', '.join(missing)}")
-        seconds = time.time() - t0
+        self.mark(name, fingerprint, outputs, time.time() - t0, info)
+        return info
+
+    def mark(self, name: str, fingerprint: str, outputs: list[Path], seconds: float,
+             info: dict[str, Any]) -> None:
+        """Record stage ``name`` as done (its outputs exist)."""
         rec = StageRecord(name, fingerprint, [str(o) for o in outputs], seconds, info)
         with atomic_write(self._marker(name)) as fh:
             json.dump(rec.__dict__, fh, indent=2, default=str)
         self.records[name] = rec
         self.log(f"[{name}] done in {seconds:.1f} s")
-        return info
