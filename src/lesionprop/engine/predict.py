@@ -68,9 +68,12 @@ def infer(model: torch.nn.Module, cfg: Config, data_root: str | Path, file_names
     scales = list(dict.fromkeys(s for s, _ in views))
     bar = tqdm(total=len(mine) * len(scales), desc=f"predict ({tta})", disable=not (progress and dist.main),
                dynamic_ncols=True)
+    reader = None     # one slice reader (and its decoded-slice cache) for every scale
     for scale in scales:
         flips = [f for s, f in views if s == scale]
-        ds = DetectionDataset(data_root, items, cfg.data, geometry=geometry, train=False, scale=scale)
+        ds = DetectionDataset(data_root, items, cfg.data, geometry=geometry, train=False, scale=scale,
+                              reader=reader)
+        reader = ds.reader
         loader = DataLoader(Subset(ds, mine), batch_size=pcfg.batch_size, collate_fn=collate,
                             num_workers=cfg.data.num_workers, worker_init_fn=worker_init_fn)
         for images, _, metas in loader:
