@@ -39,3 +39,10 @@ def refuse_overwrite_of_inputs(out: str | os.PathLike, *inputs: str | os.PathLik
             continue
         if Path(inp).resolve() == out_p:
             raise ValueError(f"refusing to overwrite input file {inp}: choose another --out")
+
+
+def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> None:
+    """Write a matplotlib figure atomically; the format follows the file suffix (default png)."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format=fmt, **savefig_kwargs)

@@ -21,7 +21,7 @@ def write_preview(root: Path, path: Path, n: int = 8) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from lesionprop.fileio import atomic_write
+    from lesionprop.fileio import save_figure
 
     truth = read_annotations(root / "truth.csv")
     with open(root / "lesions.csv", newline="", encoding="utf-8") as fh:
@@ -49,7 +49,6 @@ def write_preview(root: Path, path: Path, n: int = 8) -> Path:
         ax.set_title(f"{name}  {les.spacing[2]:g} mm", fontsize=7)
     fig.suptitle("truth boxes: labeled (red), unlabeled (yellow)", fontsize=9)
     fig.tight_layout()
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

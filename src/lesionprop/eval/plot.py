@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import os
 
 from lesionprop.eval.froc import FrocResult
-from lesionprop.fileio import atomic_write
+from lesionprop.fileio import save_figure
 
 
 def plot_froc(result: FrocResult, path: str | os.PathLike, title: str | None = None) -> None:
@@ -30,10 +29,6 @@ def plot_froc(result: FrocResult, path: str | os.PathLike, title: str | None = N
                               f"(IoU {result.iou:g}, {result.convention})", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
-        fmt = os.path.splitext(str(path))[1].lstrip(".").lower() or "png"
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, bbox_inches="tight")
+        save_figure(fig, path, bbox_inches="tight")
     finally:
         plt.close(fig)
-    with atomic_write(path, mode="wb") as fh:
-        fh.write(buf.getvalue())

@@ -8,7 +8,6 @@ correct and the first wrong pseudo-labels in file order.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Sequence
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from lesionprop.boxes import box_iou, file_to_pixel
 from lesionprop.data.deeplesion import Lesion, group_by_slice, parse_file_name, read_annotations, slice_file_name
-from lesionprop.fileio import atomic_write
+from lesionprop.fileio import save_figure
 
 DISPLAY_WINDOW = (-160.0, 240.0)   # soft-tissue window for looking at lesions
 
@@ -95,11 +94,8 @@ def render_cases(root: Path, cases: Sequence[Lesion], rows_by: dict[str, list[Le
             ax.set_title(("S" if s == k else f"S{s - k:+d}") + f"  {name}", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
-    with atomic_write(path, "wb") as fh:
-        fh.write(buf.getvalue())
 
 
 def draw_label_figures(root: Path, annotations: Path, truth: Path | None, label_files: dict[str, Path],

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lesionprop.data.deeplesion import read_annotations
-from lesionprop.fileio import atomic_write
+from lesionprop.fileio import atomic_write, save_figure
 from lesionprop.pipeline.quality import label_quality
 
 VARIANT_NAMES = {
@@ -99,11 +99,8 @@ def froc_plot(results: dict[str, dict[str, Any]], truth: dict[str, dict[str, Any
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
-    with atomic_write(path, "wb") as fh:
-        fh.write(buf.getvalue())
 
 
 def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, truth: Path | None,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -230,8 +230,8 @@ def run_pipeline(cfg: Config, run_dir: str | os.PathLike, log: Callable[[str], N
     # 2. baseline
     base_run = run_dir / "models" / "baseline"
     fp_base = hash_object(["train", data_fp, train_cfg_fp])
-    info = runner.run("train_baseline", fp_base, [base_run / "best.pt"],
-                      lambda: _train_stage(cfg, root, annotations, base_run, fp_base, None))
+    runner.run("train_baseline", fp_base, [base_run / "best.pt"],
+               lambda: _train_stage(cfg, root, annotations, base_run, fp_base, None))
     base_ckpt = base_run / "best.pt"
 
     # 3. predictions with TTA on train key slices and their neighbours
