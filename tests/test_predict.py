@@ -96,3 +96,25 @@ def test_predict_writes_a_valid_csv(blobs, tmp_path):
         predict(run, root, ann, out_csv=ann, progress=False)
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         predict(tmp_path / "nowhere", root, ann, progress=False)
+
+
+def test_predict_cli_on_an_imported_series_without_annotations(blobs, tmp_path, capsys):
+    """`lesionprop predict --series`: every slice of a series known only from series_info.csv."""
+    from lesionprop.cli import main
+    from lesionprop.data.volumes import write_series
+
+    root, ann = blobs
+    run = tmp_path / "run"
+    train(load_config(preset="tiny", overrides=["train.iterations=2"]), root, ann, run, progress=False)
+    data = tmp_path / "imported"
+    hu = np.full((5, 64, 64), -1000, dtype=np.int16)
+    hu[:, 16:48, 16:48] = 40
+    write_series(data, "000007_01_01", hu, (0.8, 0.8, 2.0))
+    out = tmp_path / "preds.csv"
+    assert main(["predict", "--checkpoint", str(run), "--data", str(data), "--series", "all",
+                 "--out", str(out)]) == 0
+    back = read_predictions(out)
+    assert set(back.file_names) <= {f"000007_01_01_{i:03d}.png" for i in range(1, 6)}
+    assert main(["predict", "--checkpoint", str(run), "--data", str(data), "--series", "000009_01_01",
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert "not in" in capsys.readouterr().err

@@ -8,7 +8,10 @@ import argparse
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or a run directory (its best.pt)")
     p.add_argument("--data", required=True, help="dataset root")
-    p.add_argument("--annotations", required=True, help="DL_info.csv-schema file choosing the slices")
+    p.add_argument("--annotations", help="DL_info.csv-schema file choosing the slices (key/adjacent of a split)")
+    p.add_argument("--series", nargs="+", metavar="NAME",
+                   help="instead of --annotations: every slice of these series folders (e.g. an imported CT; "
+                        "spacing from DATA/series_info.csv); 'all' for every series in series_info.csv")
     p.add_argument("--slices", choices=("key", "adjacent", "both"), default="key")
     p.add_argument("--split", choices=("train", "val", "test", "all"), default="test")
     p.add_argument("--tta", choices=("none", "flip", "scales", "flip+scales"), default="none")
@@ -17,10 +20,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="predictions CSV (File_name,x1,y1,x2,y2,score)")
 
 
+def series_slices(data: str, series: list[str]) -> list[str]:
+    """File names of every slice PNG of ``series`` (``['all']``: all series in series_info.csv)."""
+    from pathlib import Path
+
+    from lesionprop.cli import CommandError
+    from lesionprop.data.deeplesion import read_series_info, slice_file_name
+
+    info_path = Path(data) / "series_info.csv"
+    if not info_path.is_file():
+        raise CommandError(f"{info_path} not found: --series needs the spacing a `lesionprop import` records")
+    info = read_series_info(info_path)
+    names = sorted(info) if series == ["all"] else series
+    out = []
+    for name in names:
+        if name not in info:
+            raise CommandError(f"series {name!r} is not in {info_path} (known: {', '.join(sorted(info)) or 'none'})")
+        folder = Path(data) / "Images_png" / name
+        indices = sorted(int(p.stem) for p in folder.glob("*.png") if p.stem.isdigit())
+        if not indices:
+            raise CommandError(f"no slice PNGs in {folder}")
+        out += [slice_file_name(name, i) for i in indices]
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
+    from lesionprop.cli import CommandError
     from lesionprop.engine.predict import predict
 
+    if (args.annotations is None) == (args.series is None):
+        raise CommandError("give either --annotations (key/adjacent slices of a split) or --series")
+    file_names = series_slices(args.data, args.series) if args.series else None
     preds = predict(args.checkpoint, args.data, args.annotations, slices=args.slices, split=args.split,
-                    tta=args.tta, out_csv=args.out, batch_size=args.batch_size, device=args.device)
+                    tta=args.tta, out_csv=args.out, file_names=file_names, batch_size=args.batch_size,
+                    device=args.device)
     print(f"wrote {len(preds)} boxes to {args.out}")
     return 0
