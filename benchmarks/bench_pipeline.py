@@ -65,6 +65,10 @@ def aggregate(tables: list[dict], key: str | None) -> dict[str, dict[str, list[f
     return out
 
 
+def _pct(x: float) -> str:
+    return "n/a (no boxes)" if np.isnan(x) else f"{100 * x:.1f}%"
+
+
 def markdown(name: str, agg: dict, n: int, title: str) -> str:
     lines = [f"**{name}, {title}** ({n} seeds; sensitivity % mean +/- std)", "",
              "| variant | " + " | ".join(f"{f:g} FP" for f in FPS) + " |", "|" + " --- |" * (len(FPS) + 1)]
@@ -120,7 +124,7 @@ def main() -> int:
             summary[bg]["label_quality"] = q
             md += [f"**{bg}, pseudo-labels** (mean over seeds)", "",
                    "| labels | boxes | precision | missing recall | neighbour recall |", "| --- | --- | --- | --- | --- |"]
-            md += [f"| {k} | {v['boxes']:.0f} | {100 * v['precision']:.1f}% | {100 * v['missing_recall']:.1f}% | "
+            md += [f"| {k} | {v['boxes']:.0f} | {_pct(v['precision'])} | {100 * v['missing_recall']:.1f}% | "
                    f"{100 * v['neighbour_recall']:.1f}% |" for k, v in q.items()]
             md.append("")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
