@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lesionprop.config import LabelConfig
-from lesionprop.data.deeplesion import read_annotations
-from lesionprop.fileio import refuse_overwrite_of_inputs
-from lesionprop.labels.cli_support import SPLIT_CHOICES, add_io_arguments, load_predictions, write_with_new_rows
+from lesionprop.labels.cli_support import SPLIT_CHOICES, add_io_arguments, run_label_tool
 from lesionprop.labels.mine import mine
 
 
@@ -20,10 +18,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    refuse_overwrite_of_inputs(args.out, args.annotations, args.predictions)
-    rows = read_annotations(args.annotations)
-    preds = load_predictions(args.predictions, rows, args.skip_bad_rows)
-    new = mine(rows, preds, score=args.score, iou=args.iou, split=args.split)
-    write_with_new_rows(args.out, rows, new)
-    print(f"mine: {len(new)} new row(s) on {len({r.file_name for r in new})} key slice(s) -> {args.out}")
-    return 0
+    return run_label_tool(args, "mine", lambda rows, preds: mine(rows, preds, score=args.score, iou=args.iou, split=args.split), "key slice(s)")

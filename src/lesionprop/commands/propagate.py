@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 
 from lesionprop.config import LabelConfig
-from lesionprop.data.deeplesion import read_annotations
-from lesionprop.fileio import refuse_overwrite_of_inputs
 from lesionprop.labels.cli_support import (
-    SPLIT_CHOICES, add_io_arguments, allow_negative_lists, int_list, load_predictions, write_with_new_rows,
+    SPLIT_CHOICES, add_io_arguments, allow_negative_lists, int_list, run_label_tool,
 )
 from lesionprop.labels.propagate import propagate
 
@@ -25,10 +23,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    refuse_overwrite_of_inputs(args.out, args.annotations, args.predictions)
-    rows = read_annotations(args.annotations)
-    preds = load_predictions(args.predictions, rows, args.skip_bad_rows)
-    new = propagate(rows, preds, iou=args.iou, offsets=args.offsets, keep=args.keep, split=args.split)
-    write_with_new_rows(args.out, rows, new)
-    print(f"propagate: {len(new)} new row(s) on {len({r.file_name for r in new})} slice(s) -> {args.out}")
-    return 0
+    return run_label_tool(args, "propagate", lambda rows, preds: propagate(rows, preds, iou=args.iou, offsets=args.offsets, keep=args.keep, split=args.split), "slice(s)")

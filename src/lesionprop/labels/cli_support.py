@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from lesionprop.data.deeplesion import Lesion, write_annotations
 from lesionprop.predictions import Predictions, read_predictions
@@ -54,3 +54,18 @@ def write_with_new_rows(out: str, rows: Sequence[Lesion], new: Sequence[Lesion])
     """Every input row unchanged (in order), then the new rows, with Source and Score."""
     extra = list(rows[0].extras) if rows else []
     write_annotations(out, list(rows) + list(new), with_source=True, extra_columns=extra)
+
+
+def run_label_tool(args: argparse.Namespace, name: str, algorithm: Callable, where: str = "slice(s)") -> int:
+    """The shared body of ``mine`` / ``propagate`` / ``distill``: read, run ``algorithm(rows, preds)``
+    (returning the new rows), write inputs + new rows to ``args.out``, report."""
+    from lesionprop.data.deeplesion import read_annotations
+    from lesionprop.fileio import refuse_overwrite_of_inputs
+
+    refuse_overwrite_of_inputs(args.out, args.annotations, args.predictions)
+    rows = read_annotations(args.annotations)
+    preds = load_predictions(args.predictions, rows, args.skip_bad_rows)
+    new = algorithm(rows, preds)
+    write_with_new_rows(args.out, rows, new)
+    print(f"{name}: {len(new)} new row(s) on {len({r.file_name for r in new})} {where} -> {args.out}")
+    return 0
