@@ -90,3 +90,31 @@ def test_pipeline_end_to_end_then_kill_and_resume(tmp_path):
     run_pipeline(_tiny_cfg(tmp_path), run_dir, log=logs.append)
     assert all(line.endswith("skipped") for line in logs), logs
     assert result.official.keys() == table["variants"].keys()
+
+
+def test_finetune_mode_gives_the_baseline_the_same_extra_training(tmp_path):
+    """retrain_from=baseline: every row, the baseline's too, is the baseline fine-tuned for
+    pipeline.retrain_iterations on its own labels (no extra training credited to pseudo-labels)."""
+    cfg = _tiny_cfg(tmp_path, ["pipeline.retrain_from=baseline", "pipeline.retrain_iterations=4",
+                               "pipeline.parallel_trainings=1", "pipeline.variants=[baseline, lp]"])
+    run_dir = tmp_path / "ft"
+    result = run_pipeline(cfg, run_dir, log=lambda s: None)
+    models = run_dir / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["baseline", "baseline_finetuned", "lp"]
+    for name, iterations in (("baseline", 12), ("baseline_finetuned", 4), ("lp", 4)):
+        records = [json.loads(x) for x in (models / name / "metrics.jsonl").read_text().splitlines()]
+        assert max(r["iteration"] for r in records) == iterations, name
+    marker = json.loads((run_dir / "stages" / "train_baseline_finetuned.json").read_text())
+    assert marker["info"]["best_checkpoint"] == str(models / "baseline_finetuned" / "best.pt")
+    evaluated = json.loads((run_dir / "stages" / "eval_baseline.json").read_text())
+    assert set(result.official) == {"baseline", "lp"} and evaluated["outputs"]
+
+
+def test_retrain_settings_are_checked(tmp_path):
+    from lesionprop.pipeline.run import retrain_config
+
+    with pytest.raises(ValueError, match="retrain_from"):
+        retrain_config(_tiny_cfg(tmp_path, ["pipeline.retrain_from=imagenet"]))
+    with pytest.raises(ValueError, match="retrain_iterations"):
+        retrain_config(_tiny_cfg(tmp_path, ["pipeline.retrain_iterations=0"]))
+    assert retrain_config(_tiny_cfg(tmp_path, ["pipeline.retrain_iterations=3"])).train.iterations == 3

@@ -14,7 +14,7 @@ import torch
 from lesionprop.config import load_config
 from lesionprop.data.deeplesion import Lesion, write_annotations
 from lesionprop.engine.batches import GlobalBatchSampler, stream_items
-from lesionprop.engine.schedule import build_schedule
+from lesionprop.engine.schedule import build_optimizer, build_schedule
 from lesionprop.engine.train import NonFiniteLossError, train
 
 
@@ -81,6 +81,16 @@ def test_schedule_warmup_and_steps():
     assert f(5) == pytest.approx(cfg.warmup_factor * 0.5 + 0.5)
     assert f(10) == 1.0 and f(49) == 1.0
     assert f(50) == pytest.approx(0.1) and f(80) == pytest.approx(0.01)
+
+
+def test_optimizer_choice():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    sgd = build_optimizer(load_config(preset="tiny").train, params)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+    adamw = build_optimizer(load_config(preset="tiny", overrides=["train.optimizer=adamw"]).train, params)
+    assert isinstance(adamw, torch.optim.AdamW)
+    with pytest.raises(ValueError, match="train.optimizer"):
+        build_optimizer(load_config(preset="tiny", overrides=["train.optimizer=lion"]).train, params)
 
 
 def test_global_order_is_sharded_and_resumable():

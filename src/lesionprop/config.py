@@ -73,6 +73,7 @@ class TrainConfig:
     """SGD schedule of the paper (lr 0.02 at 16 images per batch, step decay)."""
 
     iterations: int = 36000
+    optimizer: str = "sgd"                  # sgd (the paper) | adamw
     batch_size: int = 16                    # images per step, all ranks together
     base_lr: float = 0.02                   # at reference_batch_size; scaled linearly
     reference_batch_size: int = 16
@@ -122,6 +123,7 @@ class PipelineConfig:
     truth: str | None = None                # default DATA/truth.csv when present
     label_tta: str = "flip+scales"          # TTA of the predictions the label tools use (paper: both)
     retrain_from: str = "scratch"           # scratch | baseline (paper: retrain, backbone from ImageNet init)
+    retrain_iterations: int | None = None   # iterations of each retrain (None: train.iterations)
     parallel_trainings: int = 1             # retrains run side by side (CPU threads split between them)
     variants: tuple[str, ...] = ("baseline", "dd", "lp", "mm", "mm_lp")
     synth_series: int = 100

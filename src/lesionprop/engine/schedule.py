@@ -12,6 +12,21 @@ def scaled_lr(cfg: TrainConfig) -> float:
     return cfg.base_lr * cfg.batch_size / cfg.reference_batch_size
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def build_optimizer(cfg: TrainConfig, params: list) -> "torch.optim.Optimizer":
+    """SGD with momentum (the paper) or AdamW, at the scaled learning rate."""
+    import torch
+
+    lr = scaled_lr(cfg)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+
+
 def milestones(cfg: TrainConfig) -> list[int]:
     """Iterations after which the lr is multiplied by ``lr_gamma``."""
     return sorted(round(f * cfg.iterations) for f in cfg.lr_steps)

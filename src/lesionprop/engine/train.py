@@ -38,7 +38,7 @@ from lesionprop.engine import distributed
 from lesionprop.engine.batches import EpochIndexed, GlobalBatchSampler, to_device
 from lesionprop.engine.checkpoint import (load_checkpoint, rng_state, save_checkpoint, seed_everything,
                                           set_rng_state)
-from lesionprop.engine.schedule import build_schedule, scaled_lr
+from lesionprop.engine.schedule import build_optimizer, build_schedule
 from lesionprop.engine.validate import Validator
 from lesionprop.model.detector import build_detector
 
@@ -119,7 +119,7 @@ def train(cfg: Config, data_root: str | Path, annotations_path: str | Path, run_
     if cuda and tc.channels_last:
         model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=scaled_lr(tc), momentum=tc.momentum, weight_decay=tc.weight_decay)
+    optimizer = build_optimizer(tc, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, build_schedule(tc))
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and tc.amp)
     start, best = 0, None

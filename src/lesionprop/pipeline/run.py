@@ -3,7 +3,8 @@
 RUN/
   config.yaml                 the resolved config
   data/                       synthetic dataset (when no data root is configured)
-  models/<variant>/           one training run per label set (baseline, dd, lp, mm, mm_lp)
+  models/<variant>/           one training run per label set (baseline, dd, lp, mm, mm_lp);
+                              with retrain_from=baseline also models/baseline_finetuned/
   preds/train_tta.csv         baseline predictions (flip + scales) on train key and K +/- 1 slices
   labels/labels_<v>.csv       human rows followed by the pseudo-label rows of each variant
   preds/test_<variant>.csv    each model's predictions on the test key slices
@@ -38,6 +39,20 @@ class PipelineResult:
     truth: dict[str, Any] = field(default_factory=dict)
     report_dir: Path | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def retrain_config(cfg: Config) -> Config:
+    """The config of the per-label-set retrains: ``pipeline.retrain_iterations`` when set."""
+    from dataclasses import replace
+
+    p = cfg.pipeline
+    if p.retrain_from not in ("scratch", "baseline"):
+        raise ValueError(f"pipeline.retrain_from must be scratch or baseline, got {p.retrain_from!r}")
+    if p.retrain_iterations is None:
+        return cfg
+    if p.retrain_iterations < 1:
+        raise ValueError(f"pipeline.retrain_iterations must be >= 1, got {p.retrain_iterations}")
+    return replace(cfg, train=replace(cfg.train, iterations=int(p.retrain_iterations)))
 
 
 def _data_paths(cfg: Config, run_dir: Path) -> tuple[Path, Path, Path | None]:
@@ -98,32 +113,39 @@ def _train_many(cfg: Config, root: Path, runner: StageRunner, jobs: list[tuple[s
     ``jobs``: (stage name, fingerprint, annotation file, run folder).  Parallel
     trainings run in separate processes with the CPU threads split between them
     (on a 2-core CPU two single-thread trainings get more done than one
-    two-thread training); one progress bar follows all of them.
+    two-thread training), in rounds of that many; one progress bar per round.
     """
     todo = [j for j in jobs if not runner.is_done(j[0], j[1], [j[3] / "best.pt"])]
     for name, fp, _, run in jobs:
         if (name, fp, _, run) not in todo:
             runner.run(name, fp, [run / "best.pt"], lambda: None)       # logs "skipped"
-    n = max(1, min(cfg.pipeline.parallel_trainings, len(todo)))
-    if n == 1:
-        for name, fp, ann, run in todo:
-            runner.run(name, fp, [run / "best.pt"],
-                       lambda ann=ann, run=run, fp=fp: _train_stage(cfg, root, ann, run, fp, init))
-        return
+    n = max(1, cfg.pipeline.parallel_trainings)
+    # rounds of n trainings; a last, smaller round gets the spare cores as threads
+    for start in range(0, len(todo), n):
+        _train_round(cfg, root, runner, todo[start:start + n], init)
+
+
+def _train_round(cfg: Config, root: Path, runner: StageRunner, jobs: list[tuple[str, str, Path, Path]],
+                 init: Path | None) -> None:
+    """Train ``jobs`` side by side, one process each, the CPU threads split between them."""
     import multiprocessing as mp
     import time
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
 
-    threads = max(1, (os.cpu_count() or 1) // n)
-    runner.log(f"[train] {len(todo)} trainings, {n} at a time ({threads} thread(s) each): "
-               + ", ".join(j[0] for j in todo))
+    if len(jobs) == 1:
+        name, fp, ann, run = jobs[0]
+        runner.run(name, fp, [run / "best.pt"], lambda: _train_stage(cfg, root, ann, run, fp, init))
+        return
+    threads = max(1, (os.cpu_count() or 1) // len(jobs))
+    runner.log(f"[train] {len(jobs)} trainings side by side ({threads} thread(s) each): "
+               + ", ".join(j[0] for j in jobs))
     t0 = time.time()
-    with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_die_with_parent) as pool:
+    with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn"), initializer=_die_with_parent) as pool:
         futures = {pool.submit(_train_stage, cfg, root, ann, run, fp, init, False, threads): (name, fp, run)
-                   for name, fp, ann, run in todo}
-        bar = tqdm(total=len(todo) * cfg.train.iterations, desc="train (parallel)", dynamic_ncols=True)
+                   for name, fp, ann, run in jobs}
+        bar = tqdm(total=len(jobs) * cfg.train.iterations, desc="train (parallel)", dynamic_ncols=True)
         while any(not f.done() for f in futures):
             bar.n = sum(_iterations_done(run) for _, _, run in futures.values())
             bar.refresh()
@@ -256,17 +278,21 @@ def run_pipeline(cfg: Config, run_dir: str | os.PathLike, log: Callable[[str], N
     # 6. retrain per label set
     checkpoints = {"baseline": base_ckpt}
     init = base_ckpt if cfg.pipeline.retrain_from == "baseline" else None
+    retrain_cfg = retrain_config(cfg)
+    retrain_fp = hash_object([cfg.data.__dict__, cfg.model.__dict__, retrain_cfg.train.__dict__])
     jobs = []
     for v in variants:
-        if v == "baseline":
-            continue
-        ann_v = label_dir / VARIANT_LABELS[v]
-        run_v = run_dir / "models" / v
-        fp_v = hash_object(["train", hash_file(ann_v), data_fp, train_cfg_fp,
+        if v == "baseline" and init is None:
+            continue        # from scratch, the baseline's retrain on the human labels is the baseline itself
+        # fine-tuning: the baseline row is the baseline fine-tuned on the human labels alone, for as
+        # many iterations as the other variants, so that extra training is not credited to pseudo-labels
+        ann_v = annotations if v == "baseline" else label_dir / VARIANT_LABELS[v]
+        run_v = run_dir / "models" / ("baseline_finetuned" if v == "baseline" else v)
+        fp_v = hash_object(["train", hash_file(ann_v), data_fp, retrain_fp,
                             hash_file(init) if init else "scratch"])
-        jobs.append((f"train_{v}", fp_v, ann_v, run_v))
+        jobs.append((f"train_{run_v.name}", fp_v, ann_v, run_v))
         checkpoints[v] = run_v / "best.pt"
-    _train_many(cfg, root, runner, jobs, init)
+    _train_many(retrain_cfg, root, runner, jobs, init)
 
     # 7. evaluation on the test split
     result = PipelineResult(run_dir)
