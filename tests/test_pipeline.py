@@ -117,4 +117,9 @@ def test_retrain_settings_are_checked(tmp_path):
         retrain_config(_tiny_cfg(tmp_path, ["pipeline.retrain_from=imagenet"]))
     with pytest.raises(ValueError, match="retrain_iterations"):
         retrain_config(_tiny_cfg(tmp_path, ["pipeline.retrain_iterations=0"]))
-    assert retrain_config(_tiny_cfg(tmp_path, ["pipeline.retrain_iterations=3"])).train.iterations == 3
+    with pytest.raises(ValueError, match="retrain_base_lr"):
+        retrain_config(_tiny_cfg(tmp_path, ["pipeline.retrain_base_lr=0"]))
+    cfg = _tiny_cfg(tmp_path, ["pipeline.retrain_iterations=3", "pipeline.retrain_base_lr=0.001"])
+    assert retrain_config(cfg).train.iterations == 3 and retrain_config(cfg).train.base_lr == 0.001
+    assert retrain_config(cfg).train.warmup_iters == cfg.train.warmup_iters
+    assert retrain_config(_tiny_cfg(tmp_path)) == _tiny_cfg(tmp_path)

@@ -124,6 +124,7 @@ class PipelineConfig:
     label_tta: str = "flip+scales"          # TTA of the predictions the label tools use (paper: both)
     retrain_from: str = "scratch"           # scratch | baseline (paper: retrain, backbone from ImageNet init)
     retrain_iterations: int | None = None   # iterations of each retrain (None: train.iterations)
+    retrain_base_lr: float | None = None    # base lr of each retrain (None: train.base_lr); lower to fine-tune
     parallel_trainings: int = 1             # retrains run side by side (CPU threads split between them)
     variants: tuple[str, ...] = ("baseline", "dd", "lp", "mm", "mm_lp")
     synth_series: int = 100

@@ -42,17 +42,23 @@ class PipelineResult:
 
 
 def retrain_config(cfg: Config) -> Config:
-    """The config of the per-label-set retrains: ``pipeline.retrain_iterations`` when set."""
+    """The config of the per-label-set retrains: ``pipeline.retrain_iterations`` and
+    ``pipeline.retrain_base_lr`` when set, the baseline's otherwise."""
     from dataclasses import replace
 
     p = cfg.pipeline
     if p.retrain_from not in ("scratch", "baseline"):
         raise ValueError(f"pipeline.retrain_from must be scratch or baseline, got {p.retrain_from!r}")
-    if p.retrain_iterations is None:
-        return cfg
-    if p.retrain_iterations < 1:
-        raise ValueError(f"pipeline.retrain_iterations must be >= 1, got {p.retrain_iterations}")
-    return replace(cfg, train=replace(cfg.train, iterations=int(p.retrain_iterations)))
+    changes = {}
+    if p.retrain_iterations is not None:
+        if p.retrain_iterations < 1:
+            raise ValueError(f"pipeline.retrain_iterations must be >= 1, got {p.retrain_iterations}")
+        changes["iterations"] = int(p.retrain_iterations)
+    if p.retrain_base_lr is not None:
+        if not p.retrain_base_lr > 0:
+            raise ValueError(f"pipeline.retrain_base_lr must be > 0, got {p.retrain_base_lr}")
+        changes["base_lr"] = float(p.retrain_base_lr)
+    return replace(cfg, train=replace(cfg.train, **changes)) if changes else cfg
 
 
 def _data_paths(cfg: Config, run_dir: Path) -> tuple[Path, Path, Path | None]:
