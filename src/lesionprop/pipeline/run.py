@@ -244,6 +244,7 @@ def run_pipeline(cfg: Config, run_dir: str | os.PathLike, log: Callable[[str], N
         raise ValueError(f"unknown pipeline variants {sorted(unknown)}; known: {', '.join(VARIANT_LABELS)}")
     if "baseline" not in variants:
         variants.insert(0, "baseline")
+    retrain_cfg = retrain_config(cfg)        # checked before hours of training, not after
 
     # 1. data
     if not cfg.pipeline.data:
@@ -284,7 +285,6 @@ def run_pipeline(cfg: Config, run_dir: str | os.PathLike, log: Callable[[str], N
     # 6. retrain per label set
     checkpoints = {"baseline": base_ckpt}
     init = base_ckpt if cfg.pipeline.retrain_from == "baseline" else None
-    retrain_cfg = retrain_config(cfg)
     retrain_fp = hash_object([cfg.data.__dict__, cfg.model.__dict__, retrain_cfg.train.__dict__])
     jobs = []
     for v in variants:
