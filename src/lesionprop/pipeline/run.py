@@ -61,6 +61,11 @@ def retrain_config(cfg: Config) -> Config:
     return replace(cfg, train=replace(cfg.train, **changes)) if changes else cfg
 
 
+def _training_fingerprint(cfg: Config) -> str:
+    """What a trained model depends on besides its data: the data, model and train settings."""
+    return hash_object([cfg.data.__dict__, cfg.model.__dict__, cfg.train.__dict__])
+
+
 def _data_paths(cfg: Config, run_dir: Path) -> tuple[Path, Path, Path | None]:
     p = cfg.pipeline
     if p.data:
@@ -254,7 +259,7 @@ def run_pipeline(cfg: Config, run_dir: str | os.PathLike, log: Callable[[str], N
     elif not annotations.is_file():
         raise FileNotFoundError(f"annotation file not found: {annotations}")
     data_fp = hash_object([hash_file(annotations), hash_tree_listing(root / "Images_png")])
-    train_cfg_fp = hash_object([cfg.data.__dict__, cfg.model.__dict__, cfg.train.__dict__])
+    train_cfg_fp = _training_fingerprint(cfg)
 
     # 2. baseline
     base_run = run_dir / "models" / "baseline"
@@ -285,7 +290,7 @@ def run_pipeline(cfg: Config, run_dir: str | os.PathLike, log: Callable[[str], N
     # 6. retrain per label set
     checkpoints = {"baseline": base_ckpt}
     init = base_ckpt if cfg.pipeline.retrain_from == "baseline" else None
-    retrain_fp = hash_object([cfg.data.__dict__, cfg.model.__dict__, retrain_cfg.train.__dict__])
+    retrain_fp = _training_fingerprint(retrain_cfg)
     jobs = []
     for v in variants:
         if v == "baseline" and init is None:
