@@ -100,7 +100,7 @@ def test_finetune_mode_gives_the_baseline_the_same_extra_training(tmp_path):
     run_dir = tmp_path / "ft"
     result = run_pipeline(cfg, run_dir, log=lambda s: None)
     models = run_dir / "models"
-    assert sorted(p.name for p in models.iterdir()) == ["baseline", "baseline_finetuned", "lp"]
+    assert sorted(p.name for p in models.iterdir() if p.is_dir()) == ["baseline", "baseline_finetuned", "lp"]
     for name, iterations in (("baseline", 12), ("baseline_finetuned", 4), ("lp", 4)):
         records = [json.loads(x) for x in (models / name / "metrics.jsonl").read_text().splitlines()]
         assert max(r["iteration"] for r in records) == iterations, name
@@ -123,3 +123,42 @@ def test_retrain_settings_are_checked(tmp_path):
     assert retrain_config(cfg).train.iterations == 3 and retrain_config(cfg).train.base_lr == 0.001
     assert retrain_config(cfg).train.warmup_iters == cfg.train.warmup_iters
     assert retrain_config(_tiny_cfg(tmp_path)) == _tiny_cfg(tmp_path)
+
+
+def test_a_second_pipeline_in_the_same_run_folder_is_refused(tmp_path):
+    from filelock import FileLock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with FileLock(str(run_dir / ".pipeline.lock")):          # a pipeline already running there
+        with pytest.raises(RuntimeError, match="another lesionprop pipeline is running"):
+            run_pipeline(_tiny_cfg(tmp_path), run_dir, log=lambda s: None)
+    assert not (run_dir / "stages").exists()                 # nothing was started
+
+
+def test_a_training_folder_in_use_is_waited_for_then_refused(tmp_path):
+    from filelock import FileLock
+
+    from lesionprop.pipeline.run import _run_lock
+
+    run = tmp_path / "models" / "lp"
+    with _run_lock(run):
+        pass                                                 # free: taken and released at once
+    run.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(run.parent / ".lp.lock")):             # e.g. a training left by a killed pipeline
+        t0 = time.time()
+        with pytest.raises(RuntimeError, match="still training into"):
+            with _run_lock(run, timeout_s=0.5):
+                pass
+        assert time.time() - t0 >= 0.5
+
+
+def test_a_worker_whose_pipeline_already_died_exits(tmp_path):
+    # the initializer of the parallel trainings: a parent pid that is not the parent's means
+    # the pipeline died while the worker was starting; the worker must not go on training
+    code = "from lesionprop.pipeline.run import _die_with_parent; _die_with_parent(-1); print('still alive')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "still alive" not in proc.stdout
+    ok = subprocess.run([sys.executable, "-c", code.replace("-1", "__import__('os').getppid()")],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "still alive" in ok.stdout

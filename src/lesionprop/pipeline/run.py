@@ -15,12 +15,13 @@ RUN/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from lesionprop.config import Config, save_config
 from lesionprop.data.deeplesion import read_annotations, write_annotations
@@ -97,11 +98,39 @@ def _train_stage(cfg: Config, root: Path, annotations: Path, run: Path, fp: str,
     """Train one model into ``run``; continue it when an earlier run of the same inputs was killed."""
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
+    with _run_lock(run):
+        return _train_locked(cfg, root, annotations, run, fp, init_checkpoint, progress)
+
+
+@contextlib.contextmanager
+def _run_lock(run: Path, timeout_s: float = 120.0) -> Iterator[None]:
+    """Hold an exclusive lock on one training folder (a file beside it, as the folder may be removed).
+
+    Two writers in one run folder would corrupt it: e.g. a training left running by a pipeline
+    killed a moment ago, while the rerun resumes the same folder.  The rerun waits for it to end.
+    """
+    from filelock import FileLock, Timeout
+
+    run.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run.parent / f".{run.name}.lock"))
+    try:
+        lock.acquire(timeout=timeout_s)
+    except Timeout:
+        raise RuntimeError(f"another process is still training into {run} (lock {lock.lock_file} held for "
+                           f"{timeout_s:.0f} s): stop it, or wait and run again") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _train_locked(cfg: Config, root: Path, annotations: Path, run: Path, fp: str,
+                  init_checkpoint: Path | None, progress: bool) -> dict[str, Any]:
     from lesionprop.engine.checkpoint import load_checkpoint
     from lesionprop.engine.train import train
 
-    if threads:
-        torch.set_num_threads(threads)
     stamp = run / "pipeline_fingerprint.txt"
     resume = stamp.is_file() and stamp.read_text().strip() == fp and (run / "last.pt").is_file()
     if resume and (run / "best.pt").is_file() and \
@@ -153,7 +182,8 @@ def _train_round(cfg: Config, root: Path, runner: StageRunner, jobs: list[tuple[
     runner.log(f"[train] {len(jobs)} trainings side by side ({threads} thread(s) each): "
                + ", ".join(j[0] for j in jobs))
     t0 = time.time()
-    with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn"), initializer=_die_with_parent) as pool:
+    with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_train_stage, cfg, root, ann, run, fp, init, False, threads): (name, fp, run)
                    for name, fp, ann, run in jobs}
         bar = tqdm(total=len(jobs) * cfg.train.iterations, desc="train (parallel)", dynamic_ncols=True)
@@ -168,15 +198,30 @@ def _train_round(cfg: Config, root: Path, runner: StageRunner, jobs: list[tuple[
             runner.mark(name, fp, [run / "best.pt"], time.time() - t0, info)
 
 
-def _die_with_parent() -> None:
-    """Worker initializer (Linux): end the worker when the pipeline process dies, so a killed
-    pipeline never leaves trainings writing into run folders that a rerun resumes."""
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end the worker when the pipeline process dies, so a killed pipeline
+    never leaves trainings writing into run folders that a rerun resumes.
+
+    Linux: the kernel kills the worker (PR_SET_PDEATHSIG); elsewhere a watchdog thread polls.
+    Either way a pipeline killed before this ran (while the worker was starting) is caught by
+    comparing the parent pid.
+    """
     import ctypes
     import signal
     import sys
+    import threading
+    import time
 
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
+    else:
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(0.5)
+            os._exit(1)
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def _iterations_done(run: Path) -> int:
@@ -238,8 +283,23 @@ def _froc_dict(r: Any) -> dict[str, Any]:
 
 def run_pipeline(cfg: Config, run_dir: str | os.PathLike, log: Callable[[str], None] = print) -> PipelineResult:
     """Run (or finish) the whole pipeline under ``run_dir``; finished stages are skipped."""
+    from filelock import FileLock, Timeout
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / ".pipeline.lock"))
+    try:
+        lock.acquire(timeout=1)
+    except Timeout:
+        raise RuntimeError(f"another lesionprop pipeline is running in {run_dir}: let it finish, "
+                           "or choose another --out") from None
+    try:
+        return _run_pipeline(cfg, run_dir, log)
+    finally:
+        lock.release()
+
+
+def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> PipelineResult:
     save_config(cfg, run_dir / "config.yaml")
     runner = StageRunner(run_dir, log)
     root, annotations, truth = _data_paths(cfg, run_dir)
