@@ -41,6 +41,11 @@ SETTINGS = {
     "2mm_window_anchors025": TWO_MM + [WINDOW, "model.anchor_scale=0.25"],
     "16mm_window": ["data.target_spacing_mm=1.6", "data.max_size=288", "data.clip_border=false", WINDOW],
     "16mm_window_clip": ["data.target_spacing_mm=1.6", "data.max_size=288", "data.clip_border=true", WINDOW],
+    "lr_x2": ["train.reference_batch_size=2"],            # lr 0.02 at 2 images (the preset: 0.01)
+    "box_pos05": ["model.box_positive_fraction=0.5"],    # half the box head's RoIs positive (preset 0.25)
+    "crop160": ["data.aug_crop_px=160"],                 # train on 160 px windows holding a lesion
+    "crop128": ["data.aug_crop_px=128"],
+    "crop160_x2": ["data.aug_crop_px=160", "train.iterations=2400"],   # about the preset's time
 }
 SPLITS = ("train", "val", "test")
 FPS = (1, 2, 4, 8)

@@ -126,7 +126,7 @@ def test_box_pushed_out_by_shift_is_dropped(root):
                           reader=SliceReader(root))
     for epoch in range(40):
         ds.set_epoch(epoch)
-        _, dx, _, _ = ds.augmentation(0)
+        _, dx, _, _, _ = ds.augmentation(0)
         if dx <= -2:
             _, target, _ = ds[0]
             assert len(target["boxes"]) == 1 and target["labels"].tolist() == [1]
@@ -154,3 +154,43 @@ def test_synthetic_dataset_loads_every_label_and_truth_row(tmp_path):
         b = target["boxes"].numpy()
         assert b.shape[0] == len(items[i].boxes) and (b[:, 2] <= w).all() and (b[:, 3] <= h).all()
         np.testing.assert_allclose(meta["geometry"].to_stored(b), items[i].boxes, atol=1e-3)
+
+
+def test_crop_window_holds_the_picked_lesion_centre():
+    from lesionprop.data.sample import crop_window
+
+    rng = np.random.default_rng(0)
+    boxes = np.array([[10, 10, 20, 18], [90, 60, 110, 70]], float)
+    for _ in range(300):
+        u = tuple(rng.random(3))
+        x0, y0, x1, y1 = crop_window((80, 120), 32, boxes, u)
+        assert (x1 - x0, y1 - y0) == (32, 32) and 0 <= x0 and x1 <= 120 and 0 <= y0 and y1 <= 80
+        b = boxes[min(int(u[0] * 2), 1)]
+        cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+        assert x0 + 1 <= cx <= x1 - 1 and y0 + 1 <= cy <= y1 - 1
+    assert crop_window((20, 120), 32, boxes[:1], (0.0, 0.9, 0.9))[1::2] == (0, 20)   # short axis kept whole
+    x0, _, x1, _ = crop_window((80, 120), 32, np.zeros((0, 4)), (0.0, 0.999, 0.0))    # no box: anywhere
+    assert (x0, x1) == (88, 120)
+
+
+def test_training_crops_keep_the_lesion_and_map_back(root):
+    rows = [lesion(i, (32, 12, 48, 22)) for i in range(2, 9)]
+    cfg = DataConfig(num_slices=3, aug_scale=(0.9, 1.1), aug_shift_px=3, aug_flip=True, aug_crop_px=28)
+    ds = DetectionDataset(root, items_from_lesions(rows), cfg, geometry=series_geometry(root, rows),
+                          train=True, seed=1)
+    windows = set()
+    for i in range(len(ds)):
+        img, target, meta = ds[i]
+        g = meta["geometry"]
+        assert img.shape[1] <= 28 and img.shape[2] == 28 and g.size == tuple(img.shape[1:])
+        assert len(target["boxes"]) == 1                          # the lesion's centre is always inside
+        box = target["boxes"].numpy()[0]
+        ys, xs = np.nonzero(img[1].numpy() > 120)                 # the bright block, maybe cut by the crop
+        assert abs(xs.min() - box[0]) <= 1.01 and abs(xs.max() + 1 - box[2]) <= 1.01, i
+        assert abs(ys.min() - box[1]) <= 1.01 and abs(ys.max() + 1 - box[3]) <= 1.01, i
+        full = g.to_stored(box[None])[0]                          # clipped box -> inside the stored one
+        assert full[0] >= 31 - 1e-4 and full[2] <= 47 + 1e-4 and full[1] >= 11 - 1e-4 and full[3] <= 21 + 1e-4
+        windows.add(g.offset)
+    assert len(windows) > 1                                       # the window moves
+    infer = DetectionDataset(root, ds.items, cfg, geometry=ds.geometry, train=False, reader=ds.reader)
+    assert infer[0][0].shape[1:] == (48, 64)                      # inference sees whole slices

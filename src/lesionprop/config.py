@@ -33,6 +33,7 @@ class DataConfig:
     aug_scale: tuple[float, float] = (0.8, 1.2)
     aug_shift_px: int = 8                   # max shift, pixels of the stored slice
     aug_flip: bool = True
+    aug_crop_px: int = 0                    # train on square crops this big holding a lesion (0: whole slices)
     cache_dir: str | None = None            # on-disk memory-mapped slice cache (None: in memory only)
     cache_mb: int = 1024                    # in-memory decoded-slice cache per process, MiB
     num_workers: int = 0

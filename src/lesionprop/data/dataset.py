@@ -9,7 +9,9 @@ and hands back the :class:`SampleGeometry` that maps predictions back with
 Augmentation (training only, as MULAN): a random scale in ``cfg.aug_scale``, a
 random shift of at most ``cfg.aug_shift_px`` whole pixels of the stored slice (it
 moves the crop window, so it costs no extra pass), a horizontal flip with
-probability 1/2 when ``cfg.aug_flip``.  Its random numbers are a function of
+probability 1/2 when ``cfg.aug_flip``, and with ``cfg.aug_crop_px`` a square window
+of that many sample pixels holding one of the slice's lesions (a CPU speed-up: the
+network sees a fraction of the pixels; inference always sees whole slices).  Its random numbers are a function of
 ``(seed, epoch, index)`` only, so a resumed run and any split of the indices over
 workers or ranks see exactly the same samples.
 """
@@ -27,7 +29,7 @@ import torch
 from lesionprop.boxes import file_to_pixel
 from lesionprop.config import DataConfig
 from lesionprop.data.deeplesion import Lesion, SeriesInfo, parse_file_name
-from lesionprop.data.sample import flip_sample, sample_for
+from lesionprop.data.sample import crop_sample, crop_window, flip_sample, sample_for
 from lesionprop.data.slices import SliceReader
 
 #: Boxes narrower or lower than this (sample pixels) after clipping are dropped.
@@ -111,23 +113,28 @@ class DetectionDataset(torch.utils.data.Dataset):
         """Select the augmentation of ``epoch`` (call before iterating, like ``DistributedSampler``)."""
         self.epoch = int(epoch)
 
-    def augmentation(self, index: int) -> tuple[float, int, int, bool]:
-        """``(scale, dx, dy, flip)`` of item ``index`` in the current epoch (identity when not training)."""
+    def augmentation(self, index: int) -> tuple[float, int, int, bool, tuple[float, float, float]]:
+        """``(scale, dx, dy, flip, crop_u)`` of item ``index`` in the current epoch (identity when not
+        training); ``crop_u``: the uniform numbers that place the crop window (:func:`crop_window`)."""
         if not self.train:
-            return 1.0, 0, 0, False
+            return 1.0, 0, 0, False, (0.0, 0.0, 0.0)
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         lo, hi = self.cfg.aug_scale
         s = float(rng.uniform(lo, hi)) if hi > lo else float(lo)
         m = int(self.cfg.aug_shift_px)
         dx, dy = (int(v) for v in rng.integers(-m, m + 1, size=2)) if m > 0 else (0, 0)
         flip = bool(rng.random() < 0.5) if self.cfg.aug_flip else False
-        return s, dx, dy, flip
+        crop_u = tuple(float(v) for v in rng.random(3)) if self.cfg.aug_crop_px > 0 else (0.0, 0.0, 0.0)
+        return s, dx, dy, flip, crop_u
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict, dict]:
         item = self.items[index]
-        s, dx, dy, flip = self.augmentation(index)
+        s, dx, dy, flip, crop_u = self.augmentation(index)
         image, geom = sample_for(self.reader, item.series, item.slice_index, self.geometry[item.series],
                                  self.cfg, scale=self.scale * s, shift=(dx, dy))
+        if self.train and self.cfg.aug_crop_px > 0:
+            inside = clip_boxes(geom.to_sample(item.boxes), *geom.size)
+            image, geom = crop_sample(image, geom, crop_window(geom.size, self.cfg.aug_crop_px, inside, crop_u))
         if flip:
             image, geom = flip_sample(image, geom)
         boxes = clip_boxes(geom.to_sample(item.boxes), *geom.size)

@@ -208,6 +208,48 @@ def sample_for(reader: "SliceReader", series: str, slice_index: int, info: "Seri
                         shift=shift)
 
 
+def crop_window(size: tuple[int, int], crop: int, boxes: np.ndarray, u: tuple[float, float, float]
+                ) -> tuple[int, int, int, int]:
+    """Where to cut a ``crop`` x ``crop`` training window from a sample of ``size`` (H, W).
+
+    ``boxes``: the sample-frame boxes; ``u``: three uniform numbers in [0, 1).  With
+    boxes, the window holds the centre of the box picked by ``u[0]``, anywhere along
+    each axis (``u[1]``, ``u[2]``); without, it is placed uniformly.  An axis shorter
+    than ``crop`` is kept whole.  Returns ``(x0, y0, x1, y1)`` in sample pixels.
+    """
+    h, w = int(size[0]), int(size[1])
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    centre = None
+    if len(b):
+        pick = b[min(int(u[0] * len(b)), len(b) - 1)]
+        centre = ((pick[0] + pick[2]) / 2, (pick[1] + pick[3]) / 2)
+
+    def axis(length: int, c: float | None, v: float) -> tuple[int, int]:
+        if length <= crop:
+            return 0, length
+        lo, hi = 0, length - crop                       # allowed window starts
+        if c is not None:                               # keep the centre inside, 1 px from the edges
+            lo, hi = max(lo, math.ceil(c + 1 - crop)), min(hi, math.floor(c - 1))
+            lo, hi = (lo, hi) if lo <= hi else (min(max(int(c - crop / 2), 0), length - crop),) * 2
+        start = lo + min(int(v * (hi - lo + 1)), hi - lo)
+        return start, start + crop
+
+    x0, x1 = axis(w, None if centre is None else centre[0], u[1])
+    y0, y1 = axis(h, None if centre is None else centre[1], u[2])
+    return x0, y0, x1, y1
+
+
+def crop_sample(image: np.ndarray, geom: SampleGeometry, window: tuple[int, int, int, int]
+                ) -> tuple[np.ndarray, SampleGeometry]:
+    """Cut ``window`` (x0, y0, x1, y1, sample pixels) out of an unflipped sample; geometry follows."""
+    if geom.flipped:
+        raise ValueError("crop before flipping")
+    x0, y0, x1, y1 = window
+    (ox, oy), (sx, sy) = geom.offset, geom.scale
+    out = np.ascontiguousarray(image[:, y0:y1, x0:x1])
+    return out, replace(geom, offset=(ox + x0 / sx, oy + y0 / sy), size=(y1 - y0, x1 - x0))
+
+
 def flip_sample(image: np.ndarray, geom: SampleGeometry) -> tuple[np.ndarray, SampleGeometry]:
     """Mirror a ``(C, H, W)`` sample left-right (into a new array)."""
     out = np.empty_like(image)
