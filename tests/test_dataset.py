@@ -194,3 +194,17 @@ def test_training_crops_keep_the_lesion_and_map_back(root):
     assert len(windows) > 1                                       # the window moves
     infer = DetectionDataset(root, ds.items, cfg, geometry=ds.geometry, train=False, reader=ds.reader)
     assert infer[0][0].shape[1:] == (48, 64)                      # inference sees whole slices
+    with pytest.raises(ValueError, match="aug_crop_px must be 0"):
+        DetectionDataset(root, ds.items, DataConfig(num_slices=3, aug_crop_px=-1), geometry=ds.geometry, train=True)
+
+
+def test_every_shipped_preset_loads_and_the_demo_is_consistent():
+    from lesionprop.config import load_config, preset_names
+    from lesionprop.pipeline.run import retrain_config
+
+    assert {"cpu", "demo", "resnet18", "resnet50", "tiny"} <= set(preset_names())
+    for name in preset_names():
+        cfg = load_config(preset=name)
+        retrain_config(cfg)                                      # the pipeline's own check
+    demo = load_config(preset="demo")
+    assert demo.data.aug_crop_px > 0 and demo.data.max_size == load_config(preset="cpu").data.max_size
