@@ -11,6 +11,8 @@ from these settings (the ``old_2mm*`` ones at ``--iterations 400``, the others a
     python benchmarks/bench_train_settings.py --jobs 2 --iterations 1200 \
         --settings preset 2mm_window_anchors025 16mm_window 16mm_window_clip --out bench_out/ts1200
 
+``--train-patients-every K`` trains on every K-th training patient only (a copy of
+the annotations in OUT; val and test unchanged), for a data-size ablation.
 ``--data DIR`` uses an existing dataset; otherwise 100 synthetic series (seed 0,
 256 px, the demo's) are written to ``OUT/data``.  One thread per run; ``--jobs``
 runs side by side.  Results: ``OUT/results.jsonl`` and ``OUT/summary.md``.
@@ -46,12 +48,13 @@ SETTINGS = {
     "crop160": ["data.aug_crop_px=160"],                 # train on 160 px windows holding a lesion
     "crop128": ["data.aug_crop_px=128"],
     "crop160_x2": ["data.aug_crop_px=160", "train.iterations=2400"],   # about the preset's time
+    "demo_baseline": ["data.aug_crop_px=160", "train.iterations=1800"],   # the demo's baseline training
 }
 SPLITS = ("train", "val", "test")
 FPS = (1, 2, 4, 8)
 
 
-def run_one(preset: str, overrides: list[str], data: Path, out: Path) -> dict:
+def run_one(preset: str, overrides: list[str], data: Path, ann: Path, out: Path) -> dict:
     """Train one setting (this process) and evaluate it on the three splits."""
     import numpy as np
     import torch
@@ -64,7 +67,6 @@ def run_one(preset: str, overrides: list[str], data: Path, out: Path) -> dict:
     from lesionprop.predictions import Predictions
 
     cfg = load_config(None, preset, overrides)
-    ann = data / "DL_info.csv"
     t0 = time.time()
     result = train(cfg, data, ann, out, progress=False)
     summary = {"seconds": round(time.time() - t0, 1), "iterations": result.iterations}
@@ -80,12 +82,31 @@ def run_one(preset: str, overrides: list[str], data: Path, out: Path) -> dict:
     return summary
 
 
+def thin_training_patients(ann: Path, every: int, out: Path) -> Path:
+    """A copy of ``ann`` keeping every ``every``-th training patient (by index) and all val/test rows."""
+    import csv
+
+    with open(ann, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    head, body = rows[0], rows[1:]
+    split, patient = head.index("Train_Val_Test"), head.index("Patient_index")
+    train_patients = sorted({r[patient] for r in body if r[split] == "1"}, key=int)
+    keep = set(train_patients[::every])
+    path = out / f"DL_info_train_patients_every{every}.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([head] + [r for r in body if r[split] != "1" or r[patient] in keep])
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--settings", nargs="+", default=["preset"], help=f"any of {', '.join(SETTINGS)}")
     ap.add_argument("--iterations", type=int, default=None, help="train.iterations (default: the preset's)")
     ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument("--train-patients-every", type=int, default=1, metavar="K",
+                    help="train on every K-th training patient only (val and test unchanged): data-size ablation")
+    ap.add_argument("--annotations", type=Path, default=None, help=argparse.SUPPRESS)   # worker mode
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("bench_out/train_settings"))
     ap.add_argument("--one", nargs=2, metavar=("NAME", "RUN_DIR"), help=argparse.SUPPRESS)   # worker mode
@@ -96,7 +117,7 @@ def main() -> None:
     extra = [f"train.iterations={args.iterations}"] if args.iterations else []
     if args.one:
         name, run_dir = args.one
-        res = run_one(args.preset, SETTINGS[name] + extra, args.data, Path(run_dir))
+        res = run_one(args.preset, SETTINGS[name] + extra, args.data, args.annotations, Path(run_dir))
         print(json.dumps(res))
         return
 
@@ -107,13 +128,17 @@ def main() -> None:
         if not (data / "DL_info.csv").is_file():
             subprocess.run([sys.executable, "-m", "lesionprop", "synth", "--out", str(data), "--series", "100",
                             "--seed", "0", "--image-size", "256", "--quiet"], check=True)
+    ann = data / "DL_info.csv"
+    if args.train_patients_every > 1:
+        ann = thin_training_patients(ann, args.train_patients_every, args.out)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
     def launch(name: str) -> dict:
         run_dir = args.out / name
         if run_dir.exists():
             raise SystemExit(f"{run_dir} exists: choose another --out or remove it")
-        cmd = [sys.executable, __file__, "--preset", args.preset, "--data", str(data), "--settings", name,
+        cmd = [sys.executable, __file__, "--preset", args.preset, "--data", str(data), "--annotations", str(ann),
+               "--settings", name,
                "--one", name, str(run_dir)] + (["--iterations", str(args.iterations)] if args.iterations else [])
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode:
