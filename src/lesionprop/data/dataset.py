@@ -99,8 +99,9 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.scale = float(scale)
         self.epoch = 0
-        if cfg.aug_crop_px < 0:
-            raise ValueError(f"data.aug_crop_px must be 0 (whole slices) or a crop size in pixels, got {cfg.aug_crop_px}")
+        if cfg.aug_crop_px < 0 or 0 < cfg.aug_crop_px < 3:
+            raise ValueError(f"data.aug_crop_px must be 0 (whole slices) or a crop size of at least 3 pixels, "
+                             f"got {cfg.aug_crop_px}")
         missing = sorted({it.series for it in self.items} - set(geometry))
         if missing:
             raise ValueError(f"no spacing known for series {', '.join(missing[:5])}"

@@ -217,6 +217,8 @@ def crop_window(size: tuple[int, int], crop: int, boxes: np.ndarray, u: tuple[fl
     each axis (``u[1]``, ``u[2]``); without, it is placed uniformly.  An axis shorter
     than ``crop`` is kept whole.  Returns ``(x0, y0, x1, y1)`` in sample pixels.
     """
+    if crop < 3:
+        raise ValueError(f"crop size must be at least 3 pixels, got {crop}")
     h, w = int(size[0]), int(size[1])
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     centre = None
@@ -229,8 +231,8 @@ def crop_window(size: tuple[int, int], crop: int, boxes: np.ndarray, u: tuple[fl
             return 0, length
         lo, hi = 0, length - crop                       # allowed window starts
         if c is not None:                               # keep the centre inside, 1 px from the edges
+            c = min(max(c, 1.0), length - 1.0)          # (a centre on the border: as if 1 px in)
             lo, hi = max(lo, math.ceil(c + 1 - crop)), min(hi, math.floor(c - 1))
-            lo, hi = (lo, hi) if lo <= hi else (min(max(int(c - crop / 2), 0), length - crop),) * 2
         start = lo + min(int(v * (hi - lo + 1)), hi - lo)
         return start, start + crop
 

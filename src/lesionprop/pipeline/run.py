@@ -104,22 +104,28 @@ def _train_stage(cfg: Config, root: Path, annotations: Path, run: Path, fp: str,
         return _train_locked(cfg, root, annotations, run, fp, init_checkpoint, progress)
 
 
-@contextlib.contextmanager
-def _run_lock(run: Path, timeout_s: float = 120.0) -> Iterator[None]:
-    """Hold an exclusive lock on one training folder (a file beside it, as the folder may be removed).
+def _run_lock(run: Path, timeout_s: float = 120.0) -> contextlib.AbstractContextManager[None]:
+    """An exclusive lock on one training folder (a file beside it, as the folder may be removed).
 
     Two writers in one run folder would corrupt it: e.g. a training left running by a pipeline
     killed a moment ago, while the rerun resumes the same folder.  The rerun waits for it to end.
     """
+    return _exclusive(run.parent / f".{run.name}.lock", timeout_s,
+                      f"another process is still training into {run} (held for {timeout_s:.0f} s): "
+                      "stop it, or wait and run again")
+
+
+@contextlib.contextmanager
+def _exclusive(lock_file: Path, timeout_s: float, busy: str) -> Iterator[None]:
+    """Hold the file lock ``lock_file``; RuntimeError(``busy``) when it stays taken for ``timeout_s``."""
     from filelock import FileLock, Timeout
 
-    run.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(run.parent / f".{run.name}.lock"))
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_file))
     try:
         lock.acquire(timeout=timeout_s)
     except Timeout:
-        raise RuntimeError(f"another process is still training into {run} (lock {lock.lock_file} held for "
-                           f"{timeout_s:.0f} s): stop it, or wait and run again") from None
+        raise RuntimeError(f"{busy} (lock {lock_file})") from None
     try:
         yield
     finally:
@@ -283,20 +289,10 @@ def _froc_dict(r: Any) -> dict[str, Any]:
 
 def run_pipeline(cfg: Config, run_dir: str | os.PathLike, log: Callable[[str], None] = print) -> PipelineResult:
     """Run (or finish) the whole pipeline under ``run_dir``; finished stages are skipped."""
-    from filelock import FileLock, Timeout
-
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(run_dir / ".pipeline.lock"))
-    try:
-        lock.acquire(timeout=1)
-    except Timeout:
-        raise RuntimeError(f"another lesionprop pipeline is running in {run_dir}: let it finish, "
-                           "or choose another --out") from None
-    try:
+    with _exclusive(run_dir / ".pipeline.lock", 1.0,
+                    f"another lesionprop pipeline is running in {run_dir}: let it finish, or choose another --out"):
         return _run_pipeline(cfg, run_dir, log)
-    finally:
-        lock.release()
 
 
 def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> PipelineResult:
