@@ -27,6 +27,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("lesionprop.commands.distill", "data-distillation baseline pseudo-labels"),
     "pipeline": ("lesionprop.commands.pipeline", "the paper's workflow: baseline -> MM/LP/DD -> retrain -> report"),
     "demo": ("lesionprop.commands.demo", "the pipeline on a fresh synthetic dataset with the CPU preset"),
+    "compare": ("lesionprop.commands.compare", "paired bootstrap comparison of several detectors' predictions"),
+    "link": ("lesionprop.commands.link", "link per-slice boxes into 3D lesions"),
+    "detect": ("lesionprop.commands.detect", "detect lesions on one CT scan: 3D lesion table, label volume, HTML page"),
+    "export": ("lesionprop.commands.export", "export annotations to other tools' formats (COCO)"),
+    "import-predictions": ("lesionprop.commands.import_predictions", "other frameworks' detections (COCO results) -> predictions CSV"),
 }
 
 
