@@ -17,11 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iou", type=float, default=0.5, help="IoU for a hit (default 0.5)")
     parser.add_argument("--fps", type=float_list, default=DEFAULT_FPS, help="FP rates, e.g. 0.5,1,2,4,8")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser.add_argument("--breakdown", action="store_true", help="with --json: add by_interval and by_type")
+    parser.add_argument("--breakdown", action="store_true", help="with --json: add by_interval, by_type and by_size")
     parser.add_argument("--plot", help="write the FROC curve to this image file")
     parser.add_argument("--truth", help="complete labels (truth.csv): an image's lesions = all truth rows on it")
     parser.add_argument("--convention", default="mulan", choices=CONVENTIONS,
-                        help="mulan (default) or 3dce (+1 px boxes, at most K-1 FPs, extrapolation)")
+                        help="mulan (default: IoU with +0.8 mm / pixel spacing on widths and heights) or 3dce "
+                             "(+1 px, at most K-1 FPs, extrapolation)")
 
 
 def _table(result) -> str:
@@ -29,7 +30,8 @@ def _table(result) -> str:
     lines = [f"split {result.split}: {result.images} images, {result.lesions} lesions, "
              f"IoU {result.iou:g}, convention {result.convention}", head,
              "sensitivity  " + "  ".join(f"{100 * s:6.2f}" for s in result.sensitivity)]
-    for title, groups in (("slice interval", result.by_interval), ("lesion type", result.by_type)):
+    for title, groups in (("slice interval", result.by_interval), ("lesion type", result.by_type),
+                          ("lesion size", result.by_size)):
         if groups:
             lines.append(f"by {title} (images / lesions):")
             for name, sub in groups.items():
