@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from lesionprop.cli import CommandError
 from lesionprop.data.deeplesion import read_annotations
 from lesionprop.eval.froc import CONVENTIONS, DEFAULT_FPS, evaluate
 from lesionprop.fileio import refuse_overwrite_of_inputs
@@ -20,16 +21,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--breakdown", action="store_true", help="with --json: add by_interval, by_type and by_size")
     parser.add_argument("--plot", help="write the FROC curve to this image file")
     parser.add_argument("--truth", help="complete labels (truth.csv): an image's lesions = all truth rows on it")
+    add_bootstrap_arguments(parser)
     parser.add_argument("--convention", default="mulan", choices=CONVENTIONS,
                         help="mulan (default: IoU with +0.8 mm / pixel spacing on widths and heights) or 3dce "
                              "(+1 px, at most K-1 FPs, extrapolation)")
 
 
-def _table(result) -> str:
+def add_bootstrap_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ci``, ``--bootstrap``, ``--seed`` (shared with ``compare``)."""
+    parser.add_argument("--ci", type=float, metavar="LEVEL",
+                        help="confidence intervals at this level (e.g. 0.95) by a bootstrap over patients")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="resamples (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+
+
+def check_bootstrap_arguments(args: argparse.Namespace) -> None:
+    if args.ci is not None and not 0 < args.ci < 1:
+        raise CommandError(f"--ci must be a level in (0, 1), e.g. 0.95; got {args.ci}")
+    if args.bootstrap < 1:
+        raise CommandError(f"--bootstrap must be >= 1, got {args.bootstrap}")
+    if args.ci is not None and getattr(args, "convention", "mulan") != "mulan":
+        raise CommandError("--ci needs --convention mulan (the bootstrap reads the curve with MULAN's rule)")
+
+
+def _table(result, ci=None) -> str:
     head = "FPs/image    " + "  ".join(f"{f:>6g}" for f in result.fps)
     lines = [f"split {result.split}: {result.images} images, {result.lesions} lesions, "
              f"IoU {result.iou:g}, convention {result.convention}", head,
              "sensitivity  " + "  ".join(f"{100 * s:6.2f}" for s in result.sensitivity)]
+    if ci is not None:
+        lines += [f"{100 * ci.level:g}% CI low  " + "  ".join(f"{100 * s:6.2f}" for s in ci.ci_low),
+                  f"{100 * ci.level:g}% CI high " + "  ".join(f"{100 * s:6.2f}" for s in ci.ci_high),
+                  f"mean over 0.5-8 FPs: {100 * ci.mean:.2f} ({100 * ci.level:g}% CI {100 * ci.mean_ci[0]:.2f}-"
+                  f"{100 * ci.mean_ci[1]:.2f}; bootstrap of {ci.n_boot} resamples over "
+                  f"{result.outcomes.units.size} patients)"]
     for title, groups in (("slice interval", result.by_interval), ("lesion type", result.by_type),
                           ("lesion size", result.by_size)):
         if groups:
@@ -41,6 +66,7 @@ def _table(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_bootstrap_arguments(args)
     if args.plot:
         refuse_overwrite_of_inputs(args.plot, args.annotations, args.predictions, args.truth)
     lesions = read_annotations(args.annotations)
@@ -48,10 +74,18 @@ def run(args: argparse.Namespace) -> int:
     preds = load_predictions(args.predictions, lesions + (truth or []), args.skip_bad_rows)
     result = evaluate(lesions, preds, split=args.split, iou=args.iou, fps=args.fps, truth=truth,
                       convention=args.convention)
+    ci = None
+    if args.ci is not None:
+        from lesionprop.eval.bootstrap import bootstrap_ci
+
+        ci = bootstrap_ci(result.outcomes, result.fps, level=args.ci, n_boot=args.bootstrap, seed=args.seed)
     if args.json:
-        print(json.dumps(result.to_dict(breakdown=args.breakdown)))
+        out = result.to_dict(breakdown=args.breakdown)
+        if ci is not None:
+            out.update(ci.to_dict())
+        print(json.dumps(out))
     else:
-        print(_table(result))
+        print(_table(result, ci))
     if args.plot:
         from lesionprop.eval.plot import plot_froc
 
