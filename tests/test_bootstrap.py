@@ -34,13 +34,15 @@ def random_world(rng, n_patients, dets_per_image=4, hit_rate=0.5):
                 boxes.append((x, y, x + s, y + s))
                 lesions.append(make_lesion(slice_name(p, k), boxes[-1], split=3))
             for _ in range(int(rng.integers(0, dets_per_image + 1))):
-                if rng.random() < hit_rate:
-                    x1, y1, x2, y2 = boxes[int(rng.integers(len(boxes)))]
-                    j = rng.normal(0, 0.25 * (x2 - x1), 2)
+                # the same draws whatever hit_rate: worlds of one seed share their lesions
+                u, pick, j, far = rng.random(), int(rng.integers(len(boxes))), rng.normal(0, 0.25, 2), \
+                    rng.integers(300, 480, 2).astype(float)
+                if u < hit_rate:
+                    x1, y1, x2, y2 = boxes[pick]
+                    j = j * (x2 - x1)
                     box = (x1 + j[0], y1 + j[1], x2 + j[0], y2 + j[1])
                 else:
-                    x, y = rng.integers(300, 480, 2).astype(float)
-                    box = (x, y, x + 10, y + 10)
+                    box = (far[0], far[1], far[0] + 10, far[1] + 10)
                 rows.append((p, k, box, float(rng.random())))
     return lesions, rows
 
