@@ -226,3 +226,42 @@ def test_real_lesion_harvester_files(shared_data):
     assert np.all((h3.boxes3d[:, 2] >= top - 0.5) & (h3.boxes3d[:, 5] <= bottom + 0.5))
     assert int(np.sum(h3.boxes3d[:, 2] != np.round(h3.boxes3d[:, 2]))) == 76
     assert int(np.sum((h3.boxes3d[:, 2] < top) | (h3.boxes3d[:, 5] > bottom))) == 12
+
+
+def test_evaluate_cli_lens_and_harvester(tiny_synth, truth, tmp_path, capsys):
+    import json
+
+    from lesionprop.cli import main
+
+    # per-slice boxes of every truth lesion (score 0.9) plus one far box, linked by `lesionprop link`
+    pred = tmp_path / "preds.csv"
+    lines = ["File_name,x1,y1,x2,y2,score"]
+    lines += [f"{r.file_name},{r.box[0]},{r.box[1]},{r.box[2]},{r.box[3]},0.9" for r in truth]
+    lines.append(f"{truth[0].file_name},1,1,3,3,0.1")
+    pred.write_text("\n".join(lines) + "\n")
+    linked = tmp_path / "linked.csv"
+    assert main(["link", "--predictions", str(pred), "--out", str(linked), "--iou", "0.1"]) == 0
+    capsys.readouterr()
+    base = ["evaluate", "--predictions", str(linked), "--truth", str(tiny_synth / "truth.csv"), "--split", "all"]
+    assert main(base + ["--protocol", "lens", "--json", "--breakdown"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"protocol", "fps", "sensitivity", "units", "lesions", "mean", "by_interval", "by_size"}
+    assert out["protocol"] == "lens" and out["fps"] == list(LENS_FPS) and out["units"] == 8
+    assert out["sensitivity"][-1] == 1.0
+    assert main(base + ["--protocol", "harvester", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"protocol", "fps", "sensitivity", "units", "lesions", "ap"} and out["lesions"] == len(truth)
+    assert len(out["fps"]) == 8 and out["sensitivity"][-1] == 1.0 and 0.9 < out["ap"] <= 1.0
+    assert main(base + ["--protocol", "lens", "--ci", "0.9", "--bootstrap", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "protocol lens (truth-csv truth): 8 sub-volumes" in text and "90% CI low" in text and "mean over 0.125-8" in text
+    # the key slices' sub-volumes of the annotations, K +/- 1
+    assert main(base + ["--protocol", "lens", "--annotations", str(tiny_synth / "DL_info.csv"), "--window", "1",
+                        "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["units"] >= 8
+    assert main(base + ["--protocol", "harvester", "--ci", "0.9"]) == 2
+    assert "--ci supports" in capsys.readouterr().err
+    assert main(["evaluate", "--predictions", str(linked), "--protocol", "lens"]) == 2
+    assert "needs --truth" in capsys.readouterr().err
+    assert main(["evaluate", "--predictions", str(pred)]) == 2
+    assert "--annotations is required" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""``lesionprop evaluate``: sensitivity at FPs per image (MULAN / AlignShift protocol)."""
+"""``lesionprop evaluate``: sensitivity at FPs per image (MULAN / AlignShift protocol), or at FPs
+per sub-volume with complete labels (``--protocol lens|harvester``, :mod:`lesionprop.eval.complete`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--convention", default="mulan", choices=CONVENTIONS,
                         help="mulan (default: IoU with +0.8 mm / pixel spacing on widths and heights) or 3dce "
                              "(+1 px, at most K-1 FPs, extrapolation)")
+    add_protocol_arguments(parser)
+
+
+def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--protocol`` and the options of the complete-label protocols (issue 13)."""
+    from lesionprop.complete_labels import FORMATS
+
+    for action in parser._actions:                                     # noqa: SLF001
+        if action.dest == "annotations":
+            action.required = False
+            action.help = "DL_info.csv-schema file (key-slice: required; lens/harvester with truth.csv: " \
+                          "its key slices' sub-volumes are the units)"
+    parser.add_argument("--protocol", default="key-slice", choices=("key-slice", "lens", "harvester"),
+                        help="key-slice (default), lens (3D boxes, IoBB >= --iobb, FPs per sub-volume at "
+                             "0.125-8) or harvester (2D boxes on slices, IoU >= --iou, 0.125-16, AP); "
+                             "--predictions then is a linked CSV (lesionprop link) or a LENS-style .pkl")
+    parser.add_argument("--truth-format", default="auto", choices=("auto",) + FORMATS,
+                        help="format of --truth for lens/harvester (auto: .csv = truth.csv, else the pickle's layout)")
+    parser.add_argument("--iobb", type=float, default=0.3, help="lens: IoBB for a hit (default 0.3)")
+    parser.add_argument("--window", type=int, metavar="N",
+                        help="lens/harvester with truth.csv and --annotations: sub-volumes K-N ... K+N")
 
 
 def add_bootstrap_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +87,47 @@ def _table(result, ci=None) -> str:
     return "\n".join(lines)
 
 
+def run_complete(args: argparse.Namespace) -> int:
+    """``--protocol lens|harvester``."""
+    from lesionprop.eval import complete
+
+    check_bootstrap_arguments(args)
+    if args.truth is None:
+        raise CommandError(f"--protocol {args.protocol} needs --truth (truth.csv, a LENS or Lesion Harvester pickle)")
+    if args.ci is not None and args.protocol != "lens":
+        raise CommandError("--ci supports --protocol key-slice and lens")
+    if args.plot:
+        refuse_overwrite_of_inputs(args.plot, args.annotations, args.predictions, args.truth)
+    annotations = read_annotations(args.annotations) if args.annotations else None
+    labels = complete.load_truth(args.truth, args.truth_format, split=args.split, annotations=annotations,
+                                 window=args.window)
+    dets = complete.load_detections(args.predictions, labels, split=args.split)
+    fps = None if tuple(args.fps) == tuple(DEFAULT_FPS) else args.fps
+    result = complete.evaluate_complete(args.protocol, labels, dets, fps=fps, iou=args.iou, iobb=args.iobb)
+    ci = complete.lens_ci(result, level=args.ci, n_boot=args.bootstrap, seed=args.seed) \
+        if args.ci is not None else None
+    if args.json:
+        out = result.to_dict(breakdown=args.breakdown)
+        if ci is not None:
+            out.update({"ci_low": [float(x) for x in ci.ci_low], "ci_high": [float(x) for x in ci.ci_high],
+                        "mean_ci": list(ci.lens_mean_ci), "ci_level": float(ci.level), "bootstrap": int(ci.n_boot)})
+        print(json.dumps(out))
+    else:
+        threshold = f"IoBB {args.iobb:g}" if args.protocol == "lens" else f"IoU(+1) {args.iou:g}"
+        print(complete.table(result, labels, dets, threshold, ci))
+    if args.plot:
+        from lesionprop.eval.plot import plot_froc
+
+        plot_froc(result, args.plot, title=f"{args.protocol}: {result.units} sub-volumes, {result.lesions} lesions "
+                                           "(x: FPs per sub-volume)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.protocol != "key-slice":
+        return run_complete(args)
+    if args.annotations is None:
+        raise CommandError("--annotations is required for --protocol key-slice")
     check_bootstrap_arguments(args)
     if args.plot:
         refuse_overwrite_of_inputs(args.plot, args.annotations, args.predictions, args.truth)
