@@ -74,8 +74,14 @@ def test_pipeline_end_to_end_then_kill_and_resume(tmp_path):
     table = json.loads((report / "table.json").read_text())
     assert table["fps"] == [0.5, 1, 2, 4, 8]
     assert set(table["variants"]) == {"baseline", "dd", "lp", "mm", "mm_lp"}
-    assert all(len(v) == 5 and all(0 <= x <= 1 for x in v) for v in table["variants"].values())
+    for v in list(table["variants"].values()) + list(table["truth"]["variants"].values()):
+        assert set(v) >= {"sensitivity", "ci_low", "ci_high", "mean"}
+        assert all(len(v[k]) == 5 for k in ("sensitivity", "ci_low", "ci_high"))
+        assert all(0 <= lo <= hi <= 1 and 0 <= x <= 1
+                   for lo, x, hi in zip(v["ci_low"], v["sensitivity"], v["ci_high"]))
     assert set(table["truth"]["variants"]) == set(table["variants"])
+    assert set(table["differences"]) == {"dd", "lp", "mm", "mm_lp"} and table["images"] > 0 and table["lesions"] > 0
+    assert "Paired difference to FPN-3DCE (baseline)" in (report / "table.md").read_text()
     assert (report / "table.md").read_text().count("|") > 20
     assert (report / "table.csv").is_file() and (report / "froc.png").stat().st_size > 1000
     assert set(table["label_quality"]) == {"mm", "lp", "mm_lp", "dd"}

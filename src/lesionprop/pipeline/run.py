@@ -377,15 +377,17 @@ def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Pip
             result.truth[v] = res["truth"]
 
     # report
-    from lesionprop.pipeline.report import write_report
+    from lesionprop.pipeline.report import BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL, write_report
 
     report_dir = run_dir / "report"
+    pred_files = {v: run_dir / "preds" / f"test_{v}.csv" for v in variants}
     fp_rep = hash_object(["report", [hash_file(run_dir / "eval" / f"{v}.json") for v in variants],
-                          [hash_file(f) for f in label_files]])
+                          [hash_file(f) for f in label_files], [hash_file(f) for f in pred_files.values()],
+                          [BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL]])
     runner.run("report", fp_rep, [report_dir / "table.json", report_dir / "table.md"],
                lambda: write_report(result, report_dir, root=root, annotations=annotations, truth=truth,
                                     label_files=dict(zip(("mm", "lp", "mm_lp", "dd"), label_files)),
-                                    fps=(0.5, 1, 2, 4, 8)))
+                                    fps=(0.5, 1, 2, 4, 8), pred_files=pred_files))
     result.report_dir = report_dir
     result.stage_seconds = {k: r.seconds for k, r in runner.records.items()}
     return result
