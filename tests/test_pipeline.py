@@ -102,7 +102,8 @@ def test_finetune_mode_gives_the_baseline_the_same_extra_training(tmp_path):
     """retrain_from=baseline: every row, the baseline's too, is the baseline fine-tuned for
     pipeline.retrain_iterations on its own labels (no extra training credited to pseudo-labels)."""
     cfg = _tiny_cfg(tmp_path, ["pipeline.retrain_from=baseline", "pipeline.retrain_iterations=4",
-                               "pipeline.parallel_trainings=1", "pipeline.variants=[baseline, lp]"])
+                               "pipeline.parallel_trainings=1", "pipeline.variants=[baseline, lp]",
+                               "pipeline.eval_3d_slices=1"])
     run_dir = tmp_path / "ft"
     result = run_pipeline(cfg, run_dir, log=lambda s: None)
     models = run_dir / "models"
@@ -114,6 +115,12 @@ def test_finetune_mode_gives_the_baseline_the_same_extra_training(tmp_path):
     assert marker["info"]["best_checkpoint"] == str(models / "baseline_finetuned" / "best.pt")
     evaluated = json.loads((run_dir / "stages" / "eval_baseline.json").read_text())
     assert set(result.official) == {"baseline", "lp"} and evaluated["outputs"]
+    # eval_3d_slices=1: one prediction run on K-1..K+1 serves the key-slice and the 3D (lens) evaluation
+    assert set(result.lens) == {"baseline", "lp"} and result.lens["lp"]["window"] == 1
+    assert result.lens["lp"]["protocol"] == "lens" and len(result.lens["lp"]["sensitivity"]) == 7
+    table = json.loads((result.report_dir / "table.json").read_text())
+    assert set(table["lens"]) == {"baseline", "lp"}
+    assert "In 3D against complete labels" in (result.report_dir / "table.md").read_text()
 
 
 def test_retrain_settings_are_checked(tmp_path):

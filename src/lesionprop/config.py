@@ -128,6 +128,7 @@ class PipelineConfig:
     retrain_iterations: int | None = None   # iterations of each retrain (None: train.iterations)
     retrain_base_lr: float | None = None    # base lr of each retrain (None: train.base_lr); lower to fine-tune
     parallel_trainings: int = 1             # retrains run side by side (CPU threads split between them)
+    eval_3d_slices: int = 0                 # n > 0: also the 3D lens evaluation on test slices K-n..K+n; 0 = off
     variants: tuple[str, ...] = ("baseline", "dd", "lp", "mm", "mm_lp")
     synth_series: int = 100
     synth_seed: int = 0

@@ -70,8 +70,9 @@ def markdown_table(comparison: Any, title: str) -> str:
                      for d, lo, hi, p in zip(c.diff[i], c.diff_low[i], c.diff_high[i], c.p_gt_0[i])]
             cells.append(_ci_cell(c.mean_diff[i], *c.mean_diff_ci[i], "+") + f" P={c.mean_p_gt_0[i]:.2f}")
             lines.append(f"| {VARIANT_NAMES.get(c.names[i], c.names[i])} | " + " | ".join(cells) + " |")
-    lines += ["", f"{c.images} test images, {c.lesions} lesions, {c.units} patients; CIs from {c.n_boot} "
-                  "paired bootstrap resamples of the test patients."]
+    lines += ["", f"{c.images} test images, {c.lesions} lesions, {c.units} patient(s); CIs from {c.n_boot} "
+                  "paired bootstrap resamples of the test patients."
+              + (" With so few patients the bootstrap understates the uncertainty." if c.units < 20 else "")]
     return "\n".join(lines)
 
 
@@ -98,6 +99,23 @@ def variant_entries(c: Any) -> dict[str, dict[str, Any]]:
     return {v: {"sensitivity": [float(x) for x in c.sensitivity[i]], "ci_low": [float(x) for x in c.ci_low[i]],
                 "ci_high": [float(x) for x in c.ci_high[i]], "mean": float(c.mean[i]),
                 "mean_ci": [float(x) for x in c.mean_ci[i]]} for i, v in enumerate(c.names)}
+
+
+def lens_table(lens: dict[str, dict[str, Any]]) -> str:
+    """The 3D complete-label evaluation (``lens`` against truth.csv, :mod:`lesionprop.eval.lens`)."""
+    any_r = next(iter(lens.values()))
+    fps = any_r["fps"]
+    lines = ["**In 3D against complete labels** (LENS protocol on truth.csv: sensitivity % at FPs per "
+             "sub-volume, 3D IoBB >= 0.3)", "",
+             "| variant | " + " | ".join(f"{f:g}" for f in fps) + f" | mean {min(fps):g}-{max(fps):g} |",
+             "|" + " --- |" * (len(fps) + 2)]
+    for v, r in lens.items():
+        lines.append(f"| {VARIANT_NAMES.get(v, v)} | " + " | ".join(f"{100 * s:.1f}" for s in r["sensitivity"])
+                     + f" | {100 * r['mean']:.1f} |")
+    lines += ["", f"{any_r['units']} sub-volumes (test key slices K +/- {any_r['window']}, overlapping ones "
+                  f"merged), {any_r['lesions']} lesions; each model's predictions on those slices linked into "
+                  "3D lesions (`lesionprop link`)."]
+    return "\n".join(lines)
 
 
 def paper_table(fps: Sequence[float]) -> str:
@@ -185,6 +203,10 @@ def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, t
           markdown_table(official, "Table 1 / 2 with our numbers: official key-slice test labels")]
     if with_truth is not None:
         md += ["", markdown_table(with_truth, "Against complete labels (truth.csv)")]
+    if getattr(result, "lens", None):
+        table["lens"] = {v: {k: r[k] for k in ("fps", "sensitivity", "mean", "units", "lesions", "window",
+                                                "predicted_lesions")} for v, r in result.lens.items()}
+        md += ["", lens_table(result.lens)]
     md += ["", paper_table(fps)]
 
     quality: dict[str, Any] = {}

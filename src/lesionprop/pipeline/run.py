@@ -38,6 +38,7 @@ class PipelineResult:
     run_dir: Path
     official: dict[str, Any] = field(default_factory=dict)   # variant -> FrocResult
     truth: dict[str, Any] = field(default_factory=dict)
+    lens: dict[str, Any] = field(default_factory=dict)        # variant -> 3D complete-label evaluation
     report_dir: Path | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -50,6 +51,8 @@ def retrain_config(cfg: Config) -> Config:
     p = cfg.pipeline
     if p.retrain_from not in ("scratch", "baseline"):
         raise ValueError(f"pipeline.retrain_from must be scratch or baseline, got {p.retrain_from!r}")
+    if p.eval_3d_slices < 0:
+        raise ValueError(f"pipeline.eval_3d_slices must be >= 0 (0 = off), got {p.eval_3d_slices}")
     changes = {}
     if p.retrain_iterations is not None:
         if p.retrain_iterations < 1:
@@ -267,18 +270,40 @@ def _label_stage(cfg: Config, annotations: Path, preds_csv: Path, out_dir: Path)
 
 def _eval_stage(cfg: Config, checkpoint: Path, root: Path, annotations: Path, truth: Path | None,
                 preds_csv: Path, out_json: Path) -> dict[str, Any]:
+    """Predict on the test key slices (and, with ``pipeline.eval_3d_slices = n``, on K - n ... K + n
+    of each) once; the key-slice evaluation reads the key slices, the 3D ``lens`` one all of them."""
     from lesionprop.engine.predict import predict
     from lesionprop.eval.froc import evaluate
 
-    preds = predict(checkpoint, root, annotations, slices="key", split="test", tta="none", out_csv=preds_csv)
+    n3d = cfg.pipeline.eval_3d_slices
+    preds = predict(checkpoint, root, annotations, slices="range" if n3d else "key", split="test", tta="none",
+                    out_csv=preds_csv, window=n3d or None)
     rows = read_annotations(annotations)
     fps = (0.5, 1, 2, 4, 8)
     res = {"official": _froc_dict(evaluate(rows, preds, split="test", fps=fps))}
     if truth is not None and truth.is_file():
         res["truth"] = _froc_dict(evaluate(rows, preds, split="test", fps=fps, truth=read_annotations(truth)))
+        if n3d:
+            res["lens"] = _lens_dict(rows, preds, truth, n3d)
     with atomic_write(out_json) as fh:
         json.dump(res, fh, indent=2)
     return {k: v["sensitivity"] for k, v in res.items()}
+
+
+def _lens_dict(rows: list, preds: Any, truth: Path, window: int) -> dict[str, Any]:
+    """``lens`` against truth.csv on the test key slices' sub-volumes K +/- window (overlapping
+    ones merged), the predictions linked across slices with ``link``'s defaults."""
+    from lesionprop.complete_labels import detections_from_boxes, read_complete_labels, units_from_key_slices
+    from lesionprop.eval.lens import evaluate_lens
+    from lesionprop.labels.link import link_boxes
+
+    labels = read_complete_labels(truth, "truth-csv", split="test", units=units_from_key_slices(rows, "test", window))
+    ids = link_boxes(preds.series_index, preds.slices, preds.boxes, preds.scores)
+    dets = detections_from_boxes(labels, preds.series_names[preds.series_index], preds.slices, preds.boxes,
+                                 preds.scores, ids)
+    r = evaluate_lens(labels, dets)
+    return {**r.to_dict(breakdown=True), "window": int(window), "predicted_lesions": int(len(dets.scores)),
+            "fp_curve": [float(x) for x in r.fp_curve], "sens_curve": [float(x) for x in r.sens_curve]}
 
 
 def _froc_dict(r: Any) -> dict[str, Any]:
@@ -367,7 +392,8 @@ def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Pip
         out_json = run_dir / "eval" / f"{v}.json"
         preds_csv = run_dir / "preds" / f"test_{v}.csv"
         fp_e = hash_object(["eval", hash_file(checkpoints[v]), data_fp,
-                            hash_file(truth) if truth and truth.is_file() else None])
+                            hash_file(truth) if truth and truth.is_file() else None]
+                           + ([("eval_3d_slices", cfg.pipeline.eval_3d_slices)] if cfg.pipeline.eval_3d_slices else []))
         runner.run(f"eval_{v}", fp_e, [out_json, preds_csv],
                    lambda v=v, out_json=out_json, preds_csv=preds_csv: _eval_stage(
                        cfg, checkpoints[v], root, annotations, truth, preds_csv, out_json))
@@ -375,6 +401,8 @@ def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Pip
         result.official[v] = res["official"]
         if "truth" in res:
             result.truth[v] = res["truth"]
+        if "lens" in res:
+            result.lens[v] = res["lens"]
 
     # report
     from lesionprop.pipeline.report import BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL, write_report
