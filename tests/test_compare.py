@@ -95,3 +95,41 @@ def test_compare_cli_table_json_plot_and_errors(tmp_path, capsys):
     assert "--names needs 2" in capsys.readouterr().err
     assert main(base[:4] + [str(p0)]) == 2
     assert main(base + ["--plot", str(p0)]) == 2              # never overwrites an input
+
+
+def test_bench_pipeline_pools_the_seeds_run_folders(tmp_path):
+    import bench_pipeline
+
+    from lesionprop.data.deeplesion import write_annotations
+
+    runs, expected = {}, []
+    for seed in (0, 1):
+        run = tmp_path / f"phantom_seed{seed}"
+        (run / "data").mkdir(parents=True)
+        (run / "preds").mkdir()
+        (run / "report").mkdir()
+        lesions, _ = random_world(np.random.default_rng(seed), 8)
+        write_annotations(run / "data" / "DL_info.csv", lesions)
+        write_annotations(run / "data" / "truth.csv", lesions)
+        outs = []
+        for i, v in enumerate(bench_pipeline.VARIANTS):
+            _, rows = random_world(np.random.default_rng(seed), 8, hit_rate=0.3 + 0.1 * i)
+            write_world(run / "preds", lesions, rows, f"test_{v}.csv")
+            outs.append(evaluate(lesions, to_preds(rows), fps=FPS).outcomes)
+        expected.append(outs)
+        quality = {"boxes": 3, "correct": 2, "precision": 2 / 3, "missing_targets": 4, "missing_recovered": 1,
+                   "missing_recall": 0.25, "neighbour_targets": 0, "neighbour_recovered": 0, "neighbour_recall": None}
+        table = {"variants": {v: {"sensitivity": [0.5] * 5} for v in bench_pipeline.VARIANTS},
+                 "truth": {"variants": {v: {"sensitivity": [0.25] * 5} for v in bench_pipeline.VARIANTS}},
+                 "label_quality": {"lp": quality}}
+        (run / "report" / "table.json").write_text(json.dumps(table))
+        runs[seed] = run
+    summary = bench_pipeline.summarize_background(runs, 40, 3)
+    ref = pooled_comparison(expected, bench_pipeline.VARIANTS, FPS, n_boot=40, seed=3).to_dict()
+    assert summary["official"]["differences"] == json.loads(json.dumps(ref["differences"]))
+    assert summary["truth"]["variants"]["lp"] == summary["official"]["variants"]["lp"]   # truth = the same rows
+    assert summary["official"]["per_seed"]["1"]["mm"] == [0.5] * 5
+    md = bench_pipeline.markdown("phantom", summary, "official", "official labels")
+    assert "Paired difference to the baseline" in md and md.count("| mm_lp |") == 2
+    q = bench_pipeline.quality_markdown("phantom", summary)
+    assert "| 1 | lp | 3 | 66.7% | 1/4 (25.0%) | 0/0 (n/a) |" in q
