@@ -72,8 +72,8 @@ def _table(result, ci=None) -> str:
              f"IoU {result.iou:g}, convention {result.convention}", head,
              "sensitivity  " + "  ".join(f"{100 * s:6.2f}" for s in result.sensitivity)]
     if ci is not None:
-        lines += [f"{100 * ci.level:g}% CI low  " + "  ".join(f"{100 * s:6.2f}" for s in ci.ci_low),
-                  f"{100 * ci.level:g}% CI high " + "  ".join(f"{100 * s:6.2f}" for s in ci.ci_high),
+        lines += [f"{100 * ci.level:g}% CI low".ljust(13) + "  ".join(f"{100 * s:6.2f}" for s in ci.ci_low),
+                  f"{100 * ci.level:g}% CI high".ljust(13) + "  ".join(f"{100 * s:6.2f}" for s in ci.ci_high),
                   f"mean over 0.5-8 FPs: {100 * ci.mean:.2f} ({100 * ci.level:g}% CI {100 * ci.mean_ci[0]:.2f}-"
                   f"{100 * ci.mean_ci[1]:.2f}; bootstrap of {ci.n_boot} resamples over "
                   f"{result.outcomes.units.size} patients)"]
