@@ -265,3 +265,13 @@ def test_evaluate_cli_lens_and_harvester(tiny_synth, truth, tmp_path, capsys):
     assert "needs --truth" in capsys.readouterr().err
     assert main(["evaluate", "--predictions", str(pred)]) == 2
     assert "--annotations is required" in capsys.readouterr().err
+
+
+
+def test_truth_csv_bad_lesion_id(tiny_synth, tmp_path):
+    lines = (tiny_synth / "truth.csv").read_text().splitlines()
+    lines[3] = lines[3].rsplit(",", 1)[0] + ",x"
+    bad = tmp_path / "truth.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"truth\.csv, row 3 \(.*\): column Lesion_id = 'x' is not an integer"):
+        read_complete_labels(bad)

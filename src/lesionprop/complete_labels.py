@@ -336,13 +336,12 @@ def truth_labels(rows: Sequence, units: Sequence[tuple[str, int, int]] | None = 
     """
     from lesionprop.data.deeplesion import select_split
 
-    rows = list(select_split(rows, split))
-    ids = []
     for i, r in enumerate(rows):
         text = r.extras.get("Lesion_id", "")
         if not text.strip().lstrip("-").isdigit():
-            raise ValueError(f"{path}: row {i + 1} ({r.file_name}): column Lesion_id = {text!r} is not an integer")
-        ids.append(int(text))
+            raise ValueError(f"{path}, row {i + 1} ({r.file_name}): column Lesion_id = {text!r} is not an integer")
+    rows = list(select_split(rows, split))
+    ids = [int(r.extras["Lesion_id"]) for r in rows]
     series = np.asarray([r.series for r in rows], dtype=object)
     if units is None:
         units = merge_units(series.tolist(), np.asarray([r.slice_range[0] for r in rows], np.int64),
@@ -351,7 +350,6 @@ def truth_labels(rows: Sequence, units: Sequence[tuple[str, int, int]] | None = 
     u_top = np.asarray([u[1] for u in units], dtype=np.int64)
     u_bottom = np.asarray([u[2] for u in units], dtype=np.int64)
     names = np.asarray([unit_name(*u) for u in units], dtype=object)
-    n = len(rows)
     sl = np.asarray([r.key_slice for r in rows], dtype=np.int64)
     boxes = np.asarray([r.box for r in rows], dtype=np.float64).reshape(-1, 4)
     sx = np.asarray([r.spacing[0] for r in rows], dtype=np.float64)
