@@ -245,6 +245,10 @@ def test_detect_on_a_deeplesion_layout_series(tiny_synth, checkpoint, tmp_path):
     assert meta["input_kind"] == "deeplesion" and meta["shape_zyx"][0] == len(numbers)
     for les in meta["lesions"]:
         assert numbers[0] <= les["slice_first"] <= les["key_slice"] <= les["slice_last"] <= numbers[-1]
+    # a rerun into the same folder replaces the page's figures
+    assert main(["detect", str(series), "--checkpoint", str(checkpoint), "--out", str(out), "--score", "0",
+                 "--max-lesions", "1", "--device", "cpu"]) == 0
+    assert {p.name[:10] for p in (out / "figures").iterdir()} == {"lesion_001"}
 
 
 @pytest.mark.parametrize("what, edit, message", [

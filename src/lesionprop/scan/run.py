@@ -113,6 +113,8 @@ def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str
               "conventions": "voxel x = column, y = row, z = slice (0 = most superior) of the display-orientation "
                              "volume; patient coordinates LPS mm (DICOM); key_slice / slice_first / slice_last = "
                              "slice numbers of the DeepLesion-layout series (001.png = z 0 for imported scans)"}
+    for stale in [*(out / "figures").glob("lesion_*.png"), out / "lesions_seg.dcm"]:   # a previous run's
+        stale.unlink(missing_ok=True)
     write_tables(out, rows, header)
     write_label_nifti(out / "lesions.nii.gz", vol, labels)
     segments = 0
