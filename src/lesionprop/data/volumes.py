@@ -230,21 +230,24 @@ def _dicom_affine(positions: list[np.ndarray], orient: np.ndarray, pixel_spacing
     (``PixelSpacing`` = (dr, dc)).  The display grid's first pixel and unit steps are found by
     applying the display transform to the stored (r, c) index grid itself.
     """
-    rows, cols = size
-    r, c = np.mgrid[:rows, :cols]
-    grid = np.stack([r, c], axis=-1)
-    transpose, flip_r, flip_c = transform
-    if transpose:
-        grid = grid.transpose(1, 0, 2)
-    if flip_r:
-        grid = grid[::-1, :]
-    if flip_c:
-        grid = grid[:, ::-1]
+    def display_grid(rows: int, cols: int) -> np.ndarray:
+        """(row, column) of the stored pixel behind each display pixel."""
+        grid = np.stack(np.mgrid[:rows, :cols], axis=-1)
+        transpose, flip_r, flip_c = transform
+        if transpose:
+            grid = grid.transpose(1, 0, 2)
+        if flip_r:
+            grid = grid[::-1, :]
+        if flip_c:
+            grid = grid[:, ::-1]
+        return grid
+
     dr, dc = (float(v) for v in pixel_spacing)
     to_mm = np.column_stack([orient[3:] * dr, orient[:3] * dc])          # (3, 2): (r, c) -> mm
-    origin_rc = grid[0, 0].astype(float)
-    x_step = to_mm @ (grid[0, min(1, grid.shape[1] - 1)] - grid[0, 0]) if grid.shape[1] > 1 else to_mm[:, 1] * 0
-    y_step = to_mm @ (grid[min(1, grid.shape[0] - 1), 0] - grid[0, 0]) if grid.shape[0] > 1 else to_mm[:, 0] * 0
+    origin_rc = display_grid(*size)[0, 0].astype(float)
+    steps = display_grid(2, 2)               # the steps do not depend on the size (1-px images too)
+    x_step = to_mm @ (steps[0, 1] - steps[0, 0])
+    y_step = to_mm @ (steps[1, 0] - steps[0, 0])
     if len(positions) > 1:
         z_step = (positions[-1] - positions[0]) / (len(positions) - 1)
     else:
