@@ -184,6 +184,16 @@ def test_detect_dicom_seg_references_the_series(dicom_run, shared_data):
     assert [s.TrackingID for s in seg.SegmentSequence] == [f"lesion {i}" for i in present]
     assert int(seg.NumberOfFrames) == sum(int((lab == i).any(axis=(0, 1)).sum()) for i in present)
     assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
+    # the frames hold the label volume's voxels, slice by slice of the source series
+    import highdicom as hd
+
+    vol = load_ct(shared_data / "realct" / "dicom_series")
+    uids = [sop_uids(pydicom.dcmread(f))[1] for f in vol.files]
+    px = hd.seg.segread(dicom_run / "lesions_seg.dcm").get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=[1, 2], ignore_spatial_locations=True)
+    display = lab.transpose(2, 1, 0)                                                # (z, y, x), unflipped series
+    for k in range(2):
+        np.testing.assert_array_equal(px[..., k].astype(bool), display == present[k])
 
 
 class _Links(HTMLParser):
@@ -277,3 +287,26 @@ def test_detect_missing_slices(shared_data, checkpoint, tmp_path, capsys):
     assert main(["detect", str(folder), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
                  "--device", "cpu"]) == 2
     assert "missing slices between" in capsys.readouterr().err
+
+
+def test_detect_seg_frames_follow_a_mirrored_series(shared_data, checkpoint, tmp_path):
+    """Columns stored toward the patient's right: the SEG frames are mirrored back to the stored order."""
+    import highdicom as hd
+    import nibabel as nib
+    import pydicom
+
+    from lesionprop.scan.outputs import sop_uids
+
+    folder = _edit(_dicoms(shared_data)[:5], tmp_path / "mirror",
+                   lambda i, ds: setattr(ds, "ImageOrientationPatient", [-1, 0, 0, 0, 1, 0]))
+    out = tmp_path / "out"
+    assert main(["detect", str(folder), "--checkpoint", str(checkpoint), "--out", str(out), "--score", "0",
+                 "--max-lesions", "2", "--device", "cpu"]) == 0
+    vol = load_ct(folder)
+    assert vol.meta["flip_cols"]
+    display = np.asarray(nib.load(str(out / "lesions.nii.gz")).dataobj).transpose(2, 1, 0)
+    present = [int(i) for i in np.unique(display) if i > 0]
+    uids = [sop_uids(pydicom.dcmread(f))[1] for f in vol.files]
+    px = hd.seg.segread(out / "lesions_seg.dcm").get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=[1], ignore_spatial_locations=True)
+    np.testing.assert_array_equal(px[..., 0].astype(bool), (display == present[0])[:, :, ::-1])
