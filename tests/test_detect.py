@@ -310,3 +310,26 @@ def test_detect_seg_frames_follow_a_mirrored_series(shared_data, checkpoint, tmp
     px = hd.seg.segread(out / "lesions_seg.dcm").get_pixels_by_source_instance(
         source_sop_instance_uids=uids, segment_numbers=[1], ignore_spatial_locations=True)
     np.testing.assert_array_equal(px[..., 0].astype(bool), (display == present[0])[:, :, ::-1])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--score", "1.5"], "--score must be in [0, 1]"), (["--link-iou", "1"], "--link-iou must be in [0, 1)"),
+    (["--max-gap", "0"], "--max-gap must be at least 1"), (["--max-lesions", "0"], "--max-lesions must be"),
+])
+def test_detect_bad_options(tmp_path, capsys, args, message):
+    assert main(["detect", str(tmp_path), "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o")] + args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_detect_missing_checkpoint_and_file_out(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "src").mkdir()
+    assert main(["detect", str(tmp_path / "src"), "--checkpoint", str(tmp_path / "none.pt"), "--out",
+                 str(tmp_path / "file")]) == 2
+    assert "is a file, expected a folder" in capsys.readouterr().err
+    assert main(["detect", str(tmp_path / "src"), "--checkpoint", str(tmp_path / "none.pt"), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["detect", str(tmp_path / "src"), "--checkpoint", str(tmp_path / "none.pt"), "--out",
+                 str(tmp_path / "src" / "o")]) == 2
+    assert "must not be inside the input" in capsys.readouterr().err

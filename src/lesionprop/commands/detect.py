@@ -28,6 +28,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.score <= 1.0:
         raise CommandError(f"--score must be in [0, 1], got {args.score}")
+    if not 0.0 <= args.link_iou < 1.0:
+        raise CommandError(f"--link-iou must be in [0, 1), got {args.link_iou}")
+    if args.max_gap < 1:
+        raise CommandError(f"--max-gap must be at least 1, got {args.max_gap}")
     if args.max_lesions < 1:
         raise CommandError(f"--max-lesions must be at least 1, got {args.max_lesions}")
     res = detect(args.src, args.checkpoint, args.out, tta=args.tta, score=args.score, iou=args.link_iou,

@@ -17,6 +17,7 @@ file frame (slice names as in the temporary / source dataset).
 from __future__ import annotations
 
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str
         raise FileNotFoundError(f"CT input not found: {src}")
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise ValueError(f"--out {out} must not be inside the input {src}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, expected a folder")
     ckpt = resolve_checkpoint(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".detect-", dir=out) as tmp:
@@ -94,7 +97,9 @@ def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str
             write_series(root, series, vol.hu, vol.spacing, source=f"detect:{vol.source}")
             numbers = np.arange(1, vol.hu.shape[0] + 1, dtype=np.int64)
         names = [f"{series}_{k:03d}.png" for k in numbers]
-        preds = predict(ckpt, root, None, tta=tta, file_names=names, device=device, progress=progress)
+        with warnings.catch_warnings():      # the first / last slice's 3D context repeats the edge slice
+            warnings.filterwarnings("ignore", message=r".*is missing, using slice", category=UserWarning)
+            preds = predict(ckpt, root, None, tta=tta, file_names=names, device=device, progress=progress)
     keep = preds.scores >= score
     preds = preds.subset(keep)
     write_predictions(out / "predictions.csv", preds.file_names, preds.boxes, preds.scores)
