@@ -57,6 +57,18 @@ def test_harvester_hand_worked_curve_and_first_point_rule():
     assert result.ap == pytest.approx(1 / 3)
 
 
+def test_bootstrap_with_the_first_point_rule_and_ap():
+    from lesionprop.eval.lens import bootstrap_protocol
+
+    result, _ = run()
+    ones = bootstrap_protocol(result, weights=np.ones((1, 2), np.int64), level=0.5)
+    assert ones.samples.tolist() == [result.sensitivity.tolist()] and ones.ap_ci == (result.ap, result.ap)
+    # unit 1 (patient 1) drawn twice, unit 0 not: L3 hits g2 twice (two copies), L4 is an FP twice
+    ci = bootstrap_protocol(result, weights=np.array([[0, 2]]), level=0.5)
+    # curve (0, 1/2), (0, 1), (1/2, 1), (1, 1) (FPs per 2 units): every rate reads 1; AP 1
+    assert ci.samples.tolist() == [[1.0] * 8] and ci.ap_ci == (1.0, 1.0)
+
+
 def test_ap_duplicate_rule():
     order = np.arange(3)
     # det 0 and det 1 both hit box 0, det 2 hits box 1; 2 boxes

@@ -57,6 +57,21 @@ def test_lens_hand_worked_curve():
     assert o.det_fp.tolist() == [False, False, True, False, True] and o.det_found.tolist() == [1, 0, 0, 1, 0]
 
 
+def test_bootstrap_is_the_evaluation_of_the_resampled_units():
+    from lesionprop.eval.lens import bootstrap_protocol
+
+    result, _ = lens_case()
+    ones = bootstrap_protocol(result, weights=np.ones((1, 3), np.int64), level=0.5)
+    assert ones.samples.tolist() == [result.sensitivity.tolist()]
+    # units 0, 1, 2 (patients 0, 1, 2): draw unit 0 twice and unit 2 once, drop unit 1
+    ci = bootstrap_protocol(result, weights=np.array([[2, 0, 1]]), level=0.5)
+    # the same by hand: unit 0's lesion and detections twice (units 0 and 1), the empty unit 2 once
+    boxes = np.array([[12, 12, 6, 15, 15, 7]] * 5, float)
+    again, _ = lens_froc(np.array([0, 0, 2, 1, 1]), boxes, np.array([0.9, 0.8, 0.7, 0.9, 0.8]), np.array([0, 1]),
+                         np.array([A, A], float), 3)
+    assert ci.samples.tolist() == [again.sensitivity.tolist()]
+
+
 def test_read_curve_rules():
     fp, s = [0.5, 0.5, 1.0], [0.0, 0.2, 0.3]
     assert read_curve(fp, s, [0.25, 0.5, 0.75, 1.0, 4.0], "last").tolist() == [0.0, 0.2, 0.25, 0.3, 0.3]
@@ -259,8 +274,9 @@ def test_evaluate_cli_lens_and_harvester(tiny_synth, truth, tmp_path, capsys):
     assert main(base + ["--protocol", "lens", "--annotations", str(tiny_synth / "DL_info.csv"), "--window", "1",
                         "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["units"] >= 8
-    assert main(base + ["--protocol", "harvester", "--ci", "0.9"]) == 2
-    assert "--ci supports" in capsys.readouterr().err
+    assert main(base + ["--protocol", "harvester", "--ci", "0.9", "--bootstrap", "20", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"ci_low", "ci_high", "mean_ci", "ap_ci", "ci_level", "bootstrap"} <= set(out) and out["bootstrap"] == 20
     assert main(["evaluate", "--predictions", str(linked), "--protocol", "lens"]) == 2
     assert "needs --truth" in capsys.readouterr().err
     assert main(["evaluate", "--predictions", str(pred)]) == 2

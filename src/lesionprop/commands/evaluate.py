@@ -94,8 +94,6 @@ def run_complete(args: argparse.Namespace) -> int:
     check_bootstrap_arguments(args)
     if args.truth is None:
         raise CommandError(f"--protocol {args.protocol} needs --truth (truth.csv, a LENS or Lesion Harvester pickle)")
-    if args.ci is not None and args.protocol != "lens":
-        raise CommandError("--ci supports --protocol key-slice and lens")
     if args.plot:
         refuse_overwrite_of_inputs(args.plot, args.annotations, args.predictions, args.truth)
     annotations = read_annotations(args.annotations) if args.annotations else None
@@ -104,13 +102,15 @@ def run_complete(args: argparse.Namespace) -> int:
     dets = complete.load_detections(args.predictions, labels, split=args.split)
     fps = None if tuple(args.fps) == tuple(DEFAULT_FPS) else args.fps
     result = complete.evaluate_complete(args.protocol, labels, dets, fps=fps, iou=args.iou, iobb=args.iobb)
-    ci = complete.lens_ci(result, level=args.ci, n_boot=args.bootstrap, seed=args.seed) \
-        if args.ci is not None else None
+    ci = None
+    if args.ci is not None:
+        from lesionprop.eval.lens import bootstrap_protocol
+
+        ci = bootstrap_protocol(result, level=args.ci, n_boot=args.bootstrap, seed=args.seed)
     if args.json:
         out = result.to_dict(breakdown=args.breakdown)
         if ci is not None:
-            out.update({"ci_low": [float(x) for x in ci.ci_low], "ci_high": [float(x) for x in ci.ci_high],
-                        "mean_ci": list(ci.lens_mean_ci), "ci_level": float(ci.level), "bootstrap": int(ci.n_boot)})
+            out.update(ci.to_dict())
         print(json.dumps(out))
     else:
         threshold = f"IoBB {args.iobb:g}" if args.protocol == "lens" else f"IoU(+1) {args.iou:g}"

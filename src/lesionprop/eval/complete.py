@@ -67,15 +67,19 @@ def table(result: ProtocolResult, labels: CompleteLabels, dets: Detections3D, th
              "FPs/volume   " + "  ".join(f"{f:>6g}" for f in result.fps),
              "sensitivity  " + "  ".join(f"{100 * s:6.2f}" for s in result.sensitivity)]
     if ci is not None:
-        lines += [f"{100 * ci.level:g}% CI low  " + "  ".join(f"{100 * s:6.2f}" for s in ci.ci_low),
-                  f"{100 * ci.level:g}% CI high " + "  ".join(f"{100 * s:6.2f}" for s in ci.ci_high)]
+        lines += [f"{100 * ci.level:g}% CI low".ljust(13) + "  ".join(f"{100 * s:6.2f}" for s in ci.ci_low),
+                  f"{100 * ci.level:g}% CI high".ljust(13) + "  ".join(f"{100 * s:6.2f}" for s in ci.ci_high)]
+
+    def with_ci(pair) -> str:
+        return f" ({100 * ci.level:g}% CI {100 * pair[0]:.2f}-{100 * pair[1]:.2f})" if ci is not None else ""
+
     if result.mean is not None:
         lines.append(f"mean over {min(result.fps):g}-{max(result.fps):g} FPs: {100 * result.mean:.2f}"
-                     + (f" ({100 * ci.level:g}% CI {100 * ci.lens_mean_ci[0]:.2f}-{100 * ci.lens_mean_ci[1]:.2f}; "
-                        f"bootstrap of {ci.n_boot} resamples over {result.outcomes.units.size} patients)"
-                        if ci is not None else ""))
+                     + with_ci(ci.mean_ci if ci is not None else None))
     if result.ap is not None:
-        lines.append(f"AP: {100 * result.ap:.2f}")
+        lines.append(f"AP: {100 * result.ap:.2f}" + with_ci(ci.ap_ci if ci is not None else None))
+    if ci is not None:
+        lines.append(f"CIs: bootstrap of {ci.n_boot} resamples over {result.outcomes.units.size} patients")
     for title, groups in (("slice interval", result.by_interval), ("lesion size", result.by_size)):
         if groups:
             lines.append(f"by {title} (sub-volumes / lesions):")
@@ -83,17 +87,3 @@ def table(result: ProtocolResult, labels: CompleteLabels, dets: Detections3D, th
                 lines.append(f"  {name:<14s} {sub.images:>6d} / {sub.lesions:<6d} "
                              + "  ".join(f"{100 * s:6.2f}" for s in sub.sensitivity))
     return "\n".join(lines)
-
-
-def lens_ci(result: ProtocolResult, *, level: float, n_boot: int, seed: int):
-    """Bootstrap over patients (:mod:`lesionprop.eval.bootstrap`) for ``lens``: CIs at its rates
-    and of its mean over them (``ci.lens_mean_ci``)."""
-    from lesionprop.eval.bootstrap import bootstrap_ci, percentile_ci
-
-    if result.protocol != "lens":
-        raise ValueError("--ci supports the key-slice and lens protocols (the bootstrap reads the curve with the "
-                         "last point of equal FP rate; harvester reads the first)")
-    ci = bootstrap_ci(result.outcomes, result.fps, level=level, n_boot=n_boot, seed=seed)
-    lo, hi = percentile_ci(ci.samples.mean(1), level)
-    ci.lens_mean_ci = (float(lo), float(hi))
-    return ci

@@ -69,11 +69,17 @@ def voc_ap(order: np.ndarray, hit_det: np.ndarray, hit_gt: np.ndarray, n_gt: int
     rank[order] = np.arange(n)
     first = np.full(int(n_gt), n, np.int64)
     np.minimum.at(first, hit_gt, rank[hit_det])
-    new = np.bincount(first[first < n], minlength=n)[:n]       # boxes each ranked detection finds first
-    tp = np.cumsum(new > 0)
-    recall = np.cumsum(new) / float(n_gt)
-    precision = tp / np.arange(1, n + 1, dtype=np.float64)
-    mrec = np.concatenate(([0.0], recall, [1.0]))
+    return ap_from_found(np.bincount(first[first < n], minlength=n)[:n], n_gt)
+
+
+def ap_from_found(found: np.ndarray, n_gt: int) -> float:
+    """AP from the number of boxes each ranked detection finds first (0: a false positive for AP)."""
+    found = np.asarray(found, dtype=np.float64)
+    n = found.size
+    if n_gt <= 0 or n == 0:
+        return 0.0
+    precision = np.cumsum(found > 0) / np.arange(1, n + 1, dtype=np.float64)
+    mrec = np.concatenate(([0.0], np.cumsum(found) / float(n_gt), [1.0]))
     mpre = np.concatenate(([0.0], precision, [0.0]))
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
     step = np.flatnonzero(mrec[1:] != mrec[:-1])

@@ -145,6 +145,67 @@ class ProtocolResult:
         return out
 
 
+@dataclass
+class ProtocolCI:
+    """Percentile CIs from a bootstrap over patients: at each rate, of the mean over the rates
+    (lens) and of AP (harvester); ``samples`` (B, R) the resampled sensitivities."""
+
+    level: float
+    n_boot: int
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    mean_ci: tuple[float, float]
+    ap_ci: tuple[float, float] | None
+    samples: np.ndarray
+
+    def to_dict(self) -> dict:
+        out = {"ci_low": [float(x) for x in self.ci_low], "ci_high": [float(x) for x in self.ci_high],
+               "mean_ci": [float(x) for x in self.mean_ci], "ci_level": float(self.level),
+               "bootstrap": int(self.n_boot)}
+        if self.ap_ci is not None:
+            out["ap_ci"] = [float(x) for x in self.ap_ci]
+        return out
+
+
+def bootstrap_protocol(result: ProtocolResult, *, level: float = 0.95, n_boot: int = 1000,
+                       seed: int | None = 0, weights: np.ndarray | None = None) -> ProtocolCI:
+    """Bootstrap over patients of a ``lens`` / ``harvester`` result, exact by construction.
+
+    A resample draws patients with replacement; every detection of a drawn patient's units
+    appears once per draw with its own outcome (a detection's outcome depends only on its
+    unit), so each resample's ranked outcomes are the originals repeated by their weight;
+    its curve is read with the protocol's own rule (last / first point of equal rate).
+    One numpy pass per resample (no loop over detections).  ``weights`` (B, patients)
+    overrides the draw.
+    """
+    from lesionprop.eval.bootstrap import draw_weights, percentile_ci
+    from lesionprop.eval.harvester import ap_from_found
+
+    o = result.outcomes
+    ties = "first" if result.protocol == "harvester" else "last"
+    weights = draw_weights(o.units.size, n_boot, seed) if weights is None else np.asarray(weights, np.int64)
+    n_boot = weights.shape[0]
+    unit_w = weights[:, o.image_unit]                                # (B, units)
+    n_units = unit_w.sum(1)
+    n_les = unit_w @ np.asarray(o.image_lesions, dtype=np.int64)
+    sens = np.full((n_boot, len(result.fps)), np.nan)
+    ap = np.full(n_boot, np.nan)
+    for b in range(n_boot):
+        if n_les[b] == 0:
+            continue
+        det_w = unit_w[b, o.det_image]
+        fp = np.repeat(o.det_fp, det_w)
+        found = np.repeat(o.det_found, det_w)
+        sens[b] = read_curve(np.cumsum(fp) / float(n_units[b]), np.cumsum(found) / float(n_les[b]), result.fps,
+                             ties)
+        if result.ap is not None:
+            ap[b] = ap_from_found(found, int(n_les[b]))
+    lo, hi = percentile_ci(sens, level)
+    mlo, mhi = percentile_ci(sens.mean(1), level)
+    ap_ci = tuple(float(x) for x in percentile_ci(ap, level)) if result.ap is not None else None
+    return ProtocolCI(float(level), int(n_boot), lo, hi, (float(mlo), float(mhi)), ap_ci, sens)
+
+
 def lens_hits(det_unit, det_boxes, gt_unit, gt_boxes, iobb: float = LENS_IOBB) -> tuple[np.ndarray, np.ndarray]:
     """(detection, lesion) pairs of one unit with IoBB >= ``iobb``."""
     det_boxes = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 6)
