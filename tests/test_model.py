@@ -121,3 +121,19 @@ def test_init_backbone_round_trip_and_refusals(tmp_path):
         build_detector(tiny_model_cfg(init_backbone=str(path), pretrained=str(path)), 3)
     with pytest.raises(FileNotFoundError, match="shipped names"):
         resolve(tmp_path / "nothing.pt")
+
+
+def test_anchor_octaves_give_more_sizes_per_level():
+    from lesionprop.model.detector import anchor_sizes
+
+    assert anchor_sizes((32, 64, 128, 256, 512), 0.4, (1.0,)) == ((13,), (26,), (51,), (102,), (205,))
+    assert anchor_sizes((32, 64), 0.4, (1.0, 2 ** 0.5)) == ((13, 18), (26, 36))
+    model = build_detector(tiny_model_cfg(anchor_octaves="1,1.41"), 3)
+    assert model.rpn.anchor_generator.num_anchors_per_location() == [6] * 5
+    assert model.rpn.head.cls_logits.out_channels == 6
+    model.train()
+    losses = model([torch.rand(3, 64, 64) * 255],
+                   [{"boxes": torch.tensor([[5.0, 6.0, 20.0, 24.0]]), "labels": torch.ones(1, dtype=torch.int64)}])
+    assert all(torch.isfinite(v) for v in losses.values())
+    with pytest.raises(ValueError, match="anchor_octaves"):
+        build_detector(tiny_model_cfg(anchor_octaves="1,0"), 3)

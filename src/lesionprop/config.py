@@ -55,6 +55,7 @@ class ModelConfig:
     box_head_dim: int = 1024
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
     anchor_scale: float = 1.0               # = 0.8 mm / data.target_spacing_mm for coarser presets
+    anchor_octaves: tuple[float, ...] = (1.0,)   # sizes per level: size x each (e.g. 1, 1.41: two per octave)
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     rpn_batch_size_per_image: int = 256
     rpn_fg_iou_thresh: float = 0.7          # anchors at least this IoU with a lesion are positives
@@ -229,11 +230,14 @@ def preset_names() -> list[str]:
 
 
 def _read_yaml(path: Path | Any, label: str) -> dict:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{label}: not a UTF-8 text file (byte at offset {exc.start})") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"{label}: not valid YAML: {exc}") from None
+        raise ValueError(f"{label}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{label}: expected a mapping at the top level")
     if "preset" in data:
@@ -266,7 +270,12 @@ def load_config(path: str | Path | None = None, preset: str | None = None,
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"config file not found: {p}")
-        data = _deep_merge(data, _read_yaml(p, str(p)))
+        from_file = _read_yaml(p, str(p))
+        try:
+            _build(Config, from_file)              # name the file when its own keys are wrong
+        except ValueError as exc:
+            raise ValueError(f"{p}: {exc}") from None
+        data = _deep_merge(data, from_file)
     for ov in overrides:
         keys, value = parse_override(ov)
         node = data

@@ -71,6 +71,11 @@ def normalisation(cfg: ModelConfig, num_slices: int) -> tuple[list[float], list[
     return list(mean) * m, list(std) * m
 
 
+def anchor_sizes(base: tuple[int, ...], scale: float, octaves: tuple[float, ...]) -> tuple[tuple[int, ...], ...]:
+    """Anchor sizes (px) per FPN level: ``base * scale * o`` for each factor ``o`` of ``octaves``."""
+    return tuple(tuple(max(1, round(s * scale * o)) for o in octaves) for s in base)
+
+
 def build_detector(cfg: ModelConfig, num_slices: int, *, load_pretrained: bool = True) -> FPN3DCE:
     """The detector described by ``cfg`` for ``num_slices = 3M`` input slices.
 
@@ -91,7 +96,9 @@ def build_detector(cfg: ModelConfig, num_slices: int, *, load_pretrained: bool =
     if cfg.init_backbone and load_pretrained:
         load_backbone(body, cfg.init_backbone)
     backbone = ContextBackbone(body, m)
-    sizes = tuple((max(1, round(s * cfg.anchor_scale)),) for s in cfg.anchor_sizes)
+    if not cfg.anchor_octaves or any(not o > 0 for o in cfg.anchor_octaves):
+        raise ValueError(f"model.anchor_octaves must be positive factors, got {list(cfg.anchor_octaves)}")
+    sizes = anchor_sizes(cfg.anchor_sizes, cfg.anchor_scale, cfg.anchor_octaves)
     anchors = AnchorGenerator(sizes, (tuple(cfg.aspect_ratios),) * len(sizes))
     c = backbone.out_channels
     mean, std = normalisation(cfg, num_slices)
