@@ -156,6 +156,8 @@ def _load_json(path: Path, what: str):
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
+    except UnicodeDecodeError as exc:
+        raise CocoError(f"{path}: not a UTF-8 JSON file (byte at offset {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise CocoError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
 

@@ -10,6 +10,7 @@ run directory and checkpoint (``Config.to_dict``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -192,14 +193,21 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             if value.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(f"config key {key}: expected true/false, got {value!r}")
+        if not isinstance(value, (bool, int)) or value not in (0, 1):
+            raise ValueError(f"config key {key}: expected true/false, got {value!r}")
         return bool(value)
     if tp in (int, float, str):
+        # YAML already typed the value: no str(None) == 'None', no bool as number, no NaN rate
+        if isinstance(value, (bool, list, tuple, dict)) or value is None:
+            raise ValueError(f"config key {key}: expected {tp.__name__}, got {value!r}")
         try:
             out = tp(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"config key {key}: expected {tp.__name__}, got {value!r}") from None
         if tp is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(f"config key {key}: expected an integer, got {value!r}")
+        if tp is float and not math.isfinite(out):
+            raise ValueError(f"config key {key}: expected a finite number, got {value!r}")
         return out
     return value
 
