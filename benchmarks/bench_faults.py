@@ -207,8 +207,10 @@ def scenarios(data: Path, work: Path) -> dict[str, Scenario]:
                                                        "--tta", "flip", "--device", "cpu", "--out", str(o / "p.csv")],
                             ["p.csv"], [data, ckpt]),
         "pipeline": Scenario("pipeline", lambda o: PY + ["pipeline", "--out", str(o)] + TINY_PIPELINE,
-                             ["report/table.json", "report/table.csv", "labels_mm.csv", "labels_lp.csv",
-                              "labels_mm_lp.csv", "labels_dd.csv"], []),
+                             ["report/table.json", "report/table.csv", "report/table.md", "preds/train_tta.csv",
+                              "preds/test_baseline.csv", "preds/test_lp.csv", "labels/labels_mm.csv",
+                              "labels/labels_lp.csv", "labels/labels_mm_lp.csv", "labels/labels_dd.csv",
+                              "models/baseline/last.pt"], []),
     }
     for tool in ("mine", "propagate", "distill"):
         out[tool] = Scenario(tool, lambda o, t=tool: PY + [t, "--annotations", str(ann), "--predictions", str(preds),

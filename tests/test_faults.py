@@ -35,7 +35,7 @@ def work(tmp_path_factory) -> tuple[Path, dict]:
     return work, bench_faults.scenarios(data, work)
 
 
-@pytest.mark.parametrize("name, kills", [("train", 3), ("predict", 2), ("mine", 2), ("propagate", 2),
+@pytest.mark.parametrize("name, kills", [("train", 2), ("predict", 2), ("mine", 2), ("propagate", 2),
                                          ("distill", 2), ("link", 2)])
 def test_killed_command_rerun_gives_the_uninterrupted_outputs(work, name, kills):
     folder, scenarios = work
