@@ -1,7 +1,7 @@
 """Fault injection: SIGKILL a command at seeded random moments, rerun it, compare with an uninterrupted run.
 
 For each scenario (``train``, ``predict``, ``propagate`` / ``mine`` / ``distill``, ``link``,
-``pipeline``) the harness runs the command once uninterrupted (the reference), then for
+``detect``, ``pipeline``) the harness runs the command once uninterrupted (the reference), then for
 each kill point starts it again in a fresh folder, sends SIGKILL after a seeded random
 delay in ``[0.3, 1.0] x`` the reference's wall time, checks that no expected output
 stands half-written (an existing one must already equal the reference), reruns the very
@@ -14,7 +14,7 @@ same command to the end and checks:
 Usage (the test suite runs a few kill points of the fast scenarios; this runs more)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_faults.py --kills 40 --seed 0 \
-        --scenarios train,predict,mine,propagate,distill,link,pipeline --out /tmp/faults
+        --scenarios train,predict,mine,propagate,distill,link,detect,pipeline --out /tmp/faults
 
 Results are printed as one line per kill point and a summary (kill points, survived,
 failures with their reason); record them in ``benchmarks/results/reliability.md``.
@@ -120,6 +120,13 @@ def same_output(ref: Path, got: Path) -> str:
         keys = [k for k in ("model", "optimizer", "iteration") if k in a]
         bad = [k for k in keys if not _tensors_equal(a[k], b.get(k))]
         return f"{got.name}: {', '.join(bad)} differ" if bad else ""
+    if got.name.endswith(".nii.gz"):                # gzip stamps a time: compare voxels and affine
+        import nibabel as nib
+        import numpy as np
+
+        a, b = nib.load(str(ref)), nib.load(str(got))
+        same = np.array_equal(a.get_fdata(), b.get_fdata()) and np.array_equal(a.affine, b.affine)
+        return "" if same else f"{got.name}: voxels or affine differ"
     if got.name == "metrics.jsonl":                 # every record but its wall-clock seconds
         def rows(p: Path) -> list[dict]:
             return [{k: v for k, v in json.loads(t).items() if k != "seconds"} for t in p.read_text().splitlines()]
@@ -144,7 +151,7 @@ def half_written(ref_dir: Path, out_dir: Path, outputs: list[str]) -> list[str]:
                 torch.load(got, weights_only=True)
             except Exception as exc:              # noqa: BLE001
                 bad.append(f"{rel}: does not load ({type(exc).__name__})")
-        elif rel.endswith((".csv", ".json", ".md")) and "stages/" not in rel and "metrics" not in rel \
+        elif rel.endswith((".csv", ".json", ".md", ".nii.gz")) and "stages/" not in rel and "metrics" not in rel \
                 and "config" not in rel and same_output(ref_dir / rel, got):
             bad.append(f"{rel}: differs from a finished file")
     return bad
@@ -216,6 +223,10 @@ def scenarios(data: Path, work: Path) -> dict[str, Scenario]:
         out[tool] = Scenario(tool, lambda o, t=tool: PY + [t, "--annotations", str(ann), "--predictions", str(preds),
                                                            "--out", str(o / "labels.csv")],
                              ["labels.csv"], [data, preds])
+    series = sorted(p.name for p in (data / "Images_png").iterdir())[0]
+    out["detect"] = Scenario("detect", lambda o: PY + ["detect", str(data / "Images_png" / series), "--checkpoint",
+                                                       str(ckpt), "--score", "0.05", "--device", "cpu", "--out", str(o)],
+                             ["lesions.csv", "lesions.json", "predictions.csv", "lesions.nii.gz"], [data, ckpt])
     out["link"] = Scenario("link", lambda o: PY + ["link", "--predictions", str(preds),
                                                    "--out", str(o / "linked.csv")], ["linked.csv"], [data, preds])
     return out
@@ -246,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="/tmp/lesionprop_faults", help="work folder (deleted scenario by scenario)")
     ap.add_argument("--kills", type=int, default=40, help="kill points in all, shared among the scenarios")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--scenarios", default="train,predict,mine,propagate,distill,link,pipeline")
+    ap.add_argument("--scenarios", default="train,predict,mine,propagate,distill,link,detect,pipeline")
     args = ap.parse_args(argv)
     work = Path(args.out)
     data = prepare(work)
