@@ -52,6 +52,7 @@ SETTINGS = {
     # fourth session: backbone from the shipped synthetic pre-training (model card: docs/cpu_synth_backbone.md)
     "scratch_1800": ["data.aug_crop_px=160", "train.iterations=1800", "model.init_backbone=null"],
     "init_1800": ["data.aug_crop_px=160", "train.iterations=1800", "model.init_backbone=synthetic-cpu"],
+    "init_1000": ["data.aug_crop_px=160", "train.iterations=1000", "model.init_backbone=synthetic-cpu"],
     "init_1200": ["data.aug_crop_px=160", "train.iterations=1200", "model.init_backbone=synthetic-cpu"],
     "init_oct_1800": ["data.aug_crop_px=160", "train.iterations=1800", "model.init_backbone=synthetic-cpu",
                       "model.anchor_octaves=[1,1.41]"],
