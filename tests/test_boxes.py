@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lesionprop.boxes import box_area, box_iou, file_to_pixel, pixel_to_file, validate_boxes
-from lesionprop.labels.index import BoxCols, overlap_iou, pair_iou, pair_iou_plus1, segment_pairs
+from lesionprop.grouping import BoxCols, overlap_iou, pair_iou, pair_iou_plus1, segment_pairs
 
 
 def test_frames_round_trip():

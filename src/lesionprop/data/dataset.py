@@ -28,7 +28,8 @@ import torch
 
 from lesionprop.boxes import file_to_pixel
 from lesionprop.config import DataConfig
-from lesionprop.data.deeplesion import Lesion, SeriesInfo, parse_file_name
+from lesionprop.data.deeplesion import SeriesInfo
+from lesionprop.data.layout import parse_file_name
 from lesionprop.data.sample import crop_sample, crop_window, flip_sample, sample_for
 from lesionprop.data.slices import SliceReader
 
@@ -46,17 +47,19 @@ class SliceItem:
     file_name: str
 
 
-def items_from_lesions(lesions: Iterable[Lesion]) -> list[SliceItem]:
-    """One item per distinct ``File_name`` (key or adjacent slice), in first-appearance order,
-    with the boxes of all its rows converted from the file frame to the pixel frame."""
-    grouped: dict[str, list[tuple[float, float, float, float]]] = {}
-    for les in lesions:
-        grouped.setdefault(les.file_name, []).append(les.box)
+def items_from_boxes(file_names: Sequence[str] | np.ndarray, boxes: np.ndarray) -> list[SliceItem]:
+    """One item per distinct file name (key or adjacent slice), in first-appearance order, holding
+    the boxes of all its rows (``boxes`` (N, 4), file frame) converted to the pixel frame."""
+    names = np.asarray(file_names, dtype=object).reshape(-1)
+    px = file_to_pixel(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)).astype(np.float32)
+    uniq, first, inv = np.unique(names.astype(str), return_index=True, return_inverse=True)
+    order = np.argsort(inv.reshape(-1), kind="stable")
+    per_name = np.split(px[order], np.cumsum(np.bincount(inv.reshape(-1), minlength=uniq.size))[:-1])
     items = []
-    for name, boxes in grouped.items():
+    for g in np.argsort(first, kind="stable").tolist():
+        name = str(uniq[g])
         series, idx = parse_file_name(name)
-        px = file_to_pixel(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)).astype(np.float32)
-        items.append(SliceItem(series, idx, px, name))
+        items.append(SliceItem(series, idx, per_name[g], name))
     return items
 
 

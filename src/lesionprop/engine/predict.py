@@ -20,11 +20,12 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from lesionprop.annotations import Annotations, Source, read_annotations, series_geometry
 from lesionprop.boxes import pixel_to_file
 from lesionprop.config import Config, PredictConfig, config_from_dict
 from lesionprop.data.dataset import DetectionDataset, collate, items_for_slices, worker_init_fn
-from lesionprop.data.deeplesion import (Lesion, SeriesInfo, parse_file_name, read_annotations, select_split,
-                                        series_geometry, slice_file_name, slice_path)
+from lesionprop.data.deeplesion import SeriesInfo
+from lesionprop.data.layout import slice_file_name, slice_path
 from lesionprop.engine import distributed
 from lesionprop.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from lesionprop.engine.tta import merge_views, tta_views
@@ -34,14 +35,14 @@ from lesionprop.model.detector import build_detector
 SLICE_MODES = ("key", "adjacent", "both")
 
 
-def slice_names(lesions: list[Lesion], data_root: str | Path, slices: str, split: str) -> list[str]:
+def slice_names(ann: Annotations, data_root: str | Path, slices: str, split: str) -> list[str]:
     """File names to predict on (see the module docstring), in annotation order."""
     if slices not in SLICE_MODES:
         raise ValueError(f"slices must be one of {', '.join(SLICE_MODES)}, got {slices!r}")
-    keys = list(dict.fromkeys(les.file_name for les in select_split(lesions, split) if les.source == "human"))
+    groups = ann.select(split, sources=(Source.HUMAN,), drop_noisy=False).by_key_slice()
+    keys = [str(f) for f in groups.file_names]
     adjacent = []
-    for name in keys:
-        series, k = parse_file_name(name)
+    for series, k in zip(groups.series.tolist(), groups.slices.tolist()):
         adjacent += [slice_file_name(series, j) for j in (k - 1, k + 1)
                      if j >= 0 and slice_path(data_root, series, j).is_file()]
     chosen = {"key": keys, "adjacent": adjacent, "both": keys + adjacent}[slices]
@@ -132,7 +133,7 @@ def predict(checkpoint: str | Path, data_root: str | Path, annotations_path: str
     if out_csv is not None:
         refuse_overwrite_of_inputs(out_csv, annotations_path, ckpt)
     dist = distributed.setup(device)
-    lesions = read_annotations(annotations_path) if annotations_path is not None else []
+    lesions = read_annotations(annotations_path) if annotations_path is not None else Annotations.empty()
     if file_names is None:
         if annotations_path is None:
             raise ValueError("predict needs an annotation file or explicit file_names")

@@ -30,12 +30,12 @@ type's lesions found along the pooled curve at each FP rate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from lesionprop.data.deeplesion import LESION_TYPES, Lesion, parse_file_name, select_split
-from lesionprop.labels.index import Vocab, pair_iou, pair_iou_plus1, segment_pairs, slice_keys
+from lesionprop.annotations import LESION_TYPES, Annotations, Lesion, Source, as_annotations
+from lesionprop.grouping import Vocab, pair_iou, pair_iou_plus1, segment_pairs, slice_keys
 from lesionprop.predictions import Predictions
 
 DEFAULT_FPS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -137,26 +137,33 @@ class FrocResult:
         return out
 
 
-def evaluate(lesions: Sequence[Lesion], predictions: Predictions, *, split: str = "test", iou: float = 0.5,
-             fps: Sequence[float] = DEFAULT_FPS, truth: Sequence[Lesion] | None = None,
-             convention: str = "mulan") -> FrocResult:
+def evaluate(lesions: Annotations | Iterable[Lesion], predictions: Predictions, *, split: str = "test",
+             iou: float = 0.5, fps: Sequence[float] = DEFAULT_FPS,
+             truth: Annotations | Iterable[Lesion] | None = None, convention: str = "mulan") -> FrocResult:
     """Evaluate ``predictions`` on the key slices of ``split`` (see the module docstring)."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     fps = tuple(float(f) for f in fps)
     if not fps or any(not np.isfinite(f) or f < 0 for f in fps):
         raise ValueError(f"fps must be non-negative numbers, got {list(fps)}")
-    keyrows = [les for les in select_split(lesions, split) if les.source == "human" and les.noisy == 0]
-    image_row: dict[str, Lesion] = {}
-    for les in keyrows:
-        image_row.setdefault(les.file_name, les)
-    if not image_row:
+    keyrows = as_annotations(lesions).select(split, sources=(Source.HUMAN,), drop_noisy=True)
+    images = keyrows.by_key_slice()
+    if not len(images):
         raise ValueError(f"no lesions in split {split!r} after dropping Possibly_noisy != 0 rows")
-    gts = keyrows if truth is None else [t for t in truth if t.file_name in image_row]
-    names = list(image_row)
-    parsed = [parse_file_name(n) for n in names]
+    names = images.file_names.astype(str)
+    if truth is None:
+        gts = keyrows
+        gt_img = np.empty(len(keyrows), np.int64)
+        gt_img[images.rows] = np.repeat(np.arange(len(images)), images.count)
+    else:
+        truth = as_annotations(truth)
+        by_name = np.argsort(names)
+        pos = np.clip(np.searchsorted(names[by_name], truth.file_name.astype(str)), 0, names.size - 1)
+        on_image = names[by_name][pos] == truth.file_name.astype(str)
+        gts = truth.take(on_image)
+        gt_img = by_name[pos[on_image]]
     vocab = Vocab(predictions.series_names)
-    img_keys = slice_keys(vocab.codes([p[0] for p in parsed]), np.array([p[1] for p in parsed], np.int64))
+    img_keys = slice_keys(vocab.codes(images.series), images.slices)
     key_order = np.argsort(img_keys)
     sorted_keys = img_keys[key_order]
 
@@ -168,17 +175,15 @@ def evaluate(lesions: Sequence[Lesion], predictions: Predictions, *, split: str 
         else np.zeros(0, np.int64)
     on = det_img >= 0
     det_img, det_boxes, det_scores = det_img[on], predictions.boxes[on], predictions.scores[on]
-    name_id = {n: i for i, n in enumerate(names)}
-    gt_img = np.asarray([name_id[g.file_name] for g in gts], dtype=np.int64)
-    gt_boxes = np.asarray([g.box for g in gts], dtype=np.float64).reshape(-1, 4)
+    gt_boxes = gts.boxes
     plus1 = convention == "3dce"
 
     fp_curve, sens_curve, found_at = froc_curve(det_img, det_boxes, det_scores, gt_img, gt_boxes, len(names),
                                                 iou=iou, plus1=plus1)
     sens = sensitivity_at(fp_curve, sens_curve, fps, convention)
-    result = FrocResult(fps, sens, len(names), len(gts), fp_curve, sens_curve, split, float(iou), convention)
+    result = FrocResult(fps, sens, len(images), len(gts), fp_curve, sens_curve, split, float(iou), convention)
 
-    interval = np.asarray([image_row[n].spacing[2] for n in names], dtype=np.float64)
+    interval = keyrows.spacing[images.first_row, 2]
     for label, img_mask in (("<= 2 mm", interval <= 2.0), ("> 2 mm", interval > 2.0)):
         if not img_mask.any() or not img_mask[gt_img].any():
             continue
@@ -188,7 +193,7 @@ def evaluate(lesions: Sequence[Lesion], predictions: Predictions, *, split: str 
                              gt_boxes[gm], int(img_mask.sum()), iou=iou, plus1=plus1)
         result.by_interval[label] = SubResult(int(img_mask.sum()), int(gm.sum()),
                                               sensitivity_at(f, s, fps, convention).tolist())
-    types = np.asarray([g.lesion_type for g in gts], dtype=np.int64)
+    types = gts.lesion_type
     n_det = det_img.size
     for t in np.unique(types):
         m = types == t

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lesionprop.data.deeplesion import read_annotations
+from lesionprop.annotations import read_annotations
 from lesionprop.fileio import atomic_write, save_figure
 from lesionprop.pipeline.quality import label_quality
 

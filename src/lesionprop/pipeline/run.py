@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from lesionprop.config import Config, save_config
-from lesionprop.data.deeplesion import read_annotations, write_annotations
+from lesionprop.config import Config, save_config, training_signature
+from lesionprop.annotations import concat, read_annotations, write_annotations
 from lesionprop.fileio import atomic_write
 from lesionprop.pipeline.stages import StageRunner, hash_file, hash_object, hash_tree_listing
 
@@ -63,8 +63,9 @@ def retrain_config(cfg: Config) -> Config:
 
 
 def _training_fingerprint(cfg: Config) -> str:
-    """What a trained model depends on besides its data: the data, model and train settings."""
-    return hash_object([cfg.data.__dict__, cfg.model.__dict__, cfg.train.__dict__])
+    """What a trained model depends on besides its data: its training signature (the same one
+    ``train --resume`` checks) and its length."""
+    return hash_object([training_signature(cfg), cfg.train.iterations])
 
 
 def _data_paths(cfg: Config, run_dir: Path) -> tuple[Path, Path, Path | None]:
@@ -79,7 +80,7 @@ def _data_paths(cfg: Config, run_dir: Path) -> tuple[Path, Path, Path | None]:
 
 
 def _synth_stage(cfg: Config, root: Path) -> dict[str, Any]:
-    from lesionprop.data.synth import generate_dataset
+    from lesionprop.synth.dataset import generate_dataset
 
     partial = root.with_name(root.name + ".partial")
     if partial.exists():
@@ -256,12 +257,12 @@ def _label_stage(cfg: Config, annotations: Path, preds_csv: Path, out_dir: Path)
     preds = read_predictions(preds_csv)
     mined = mine(rows, preds, score=lc.score, iou=lc.iou, split="train")
     lp = propagate(rows, preds, iou=lc.iou, offsets=lc.offsets, keep=lc.keep, split="train")
-    mm_lp = propagate(rows + mined, preds, iou=lc.iou, offsets=lc.offsets, keep=lc.keep, split="train")
+    mm_lp = propagate(concat([rows, mined]), preds, iou=lc.iou, offsets=lc.offsets, keep=lc.keep, split="train")
     dd = distill(rows, preds, score=lc.distill_score, offsets=lc.offsets, split="train")
-    sets = {"mm": mined, "lp": lp, "mm_lp": mined + mm_lp, "dd": dd}
+    sets = {"mm": mined, "lp": lp, "mm_lp": concat([mined, mm_lp]), "dd": dd}
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, new in sets.items():
-        write_annotations(out_dir / f"labels_{name}.csv", rows + new, with_source=True)
+        write_annotations(out_dir / f"labels_{name}.csv", concat([rows, new]), with_source=True)
     return {f"new_rows_{k}": len(v) for k, v in sets.items()}
 
 

@@ -1,13 +1,17 @@
-"""Shared parts of the `evaluate`, `propagate`, `mine` and `distill` commands (argument parsing, I/O)."""
+"""Shared parts of the `evaluate`, `propagate`, `mine` and `distill` commands (argument parsing, I/O).
+
+Boxes are not touched here (file frame throughout, see :mod:`lesionprop.boxes`)."""
 
 from __future__ import annotations
 
 import argparse
 import re
 import sys
-from typing import Callable, Sequence
+from typing import Callable
 
-from lesionprop.data.deeplesion import Lesion, write_annotations
+import numpy as np
+
+from lesionprop.annotations import Annotations, concat, read_annotations, write_annotations
 from lesionprop.predictions import Predictions, read_predictions
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
@@ -41,25 +45,23 @@ def add_io_arguments(parser: argparse.ArgumentParser, *, out: bool) -> None:
                         help="skip malformed prediction rows (and report how many) instead of failing")
 
 
-def load_predictions(path: str, lesions: Sequence[Lesion], skip_bad_rows: bool) -> Predictions:
+def load_predictions(path: str, ann: Annotations, skip_bad_rows: bool) -> Predictions:
     """Read predictions; series must be in the annotations; report skipped rows on stderr."""
-    preds = read_predictions(path, skip_bad_rows=skip_bad_rows, known_series={les.series for les in lesions})
+    preds = read_predictions(path, skip_bad_rows=skip_bad_rows, known_series=set(np.unique(ann.series.astype(str))))
     if preds.skipped:
         print(f"skipped {preds.skipped} bad prediction row(s) in {path}; first: "
               + "; ".join(preds.skipped_examples[:3]), file=sys.stderr)
     return preds
 
 
-def write_with_new_rows(out: str, rows: Sequence[Lesion], new: Sequence[Lesion]) -> None:
+def write_with_new_rows(out: str, rows: Annotations, new: Annotations) -> None:
     """Every input row unchanged (in order), then the new rows, with Source and Score."""
-    extra = list(rows[0].extras) if rows else []
-    write_annotations(out, list(rows) + list(new), with_source=True, extra_columns=extra)
+    write_annotations(out, concat([rows, new]), with_source=True)
 
 
 def run_label_tool(args: argparse.Namespace, name: str, algorithm: Callable, where: str = "slice(s)") -> int:
     """The shared body of ``mine`` / ``propagate`` / ``distill``: read, run ``algorithm(rows, preds)``
     (returning the new rows), write inputs + new rows to ``args.out``, report."""
-    from lesionprop.data.deeplesion import read_annotations
     from lesionprop.fileio import refuse_overwrite_of_inputs
 
     refuse_overwrite_of_inputs(args.out, args.annotations, args.predictions)
@@ -67,5 +69,5 @@ def run_label_tool(args: argparse.Namespace, name: str, algorithm: Callable, whe
     preds = load_predictions(args.predictions, rows, args.skip_bad_rows)
     new = algorithm(rows, preds)
     write_with_new_rows(args.out, rows, new)
-    print(f"{name}: {len(new)} new row(s) on {len({r.file_name for r in new})} {where} -> {args.out}")
+    print(f"{name}: {len(new)} new row(s) on {len(set(new.file_name.tolist()))} {where} -> {args.out}")
     return 0

@@ -10,7 +10,7 @@ Writes into ``OUT``::
     preview.png                       (with --preview) slices with truth boxes
 
 Boxes are in the file frame (1-based, see :mod:`lesionprop.boxes`), drawn by one
-function (:func:`lesionprop.data.synth_series.mask_box`) for labels and truth, so a
+function (:func:`lesionprop.synth.series.mask_box`) for labels and truth, so a
 label row equals the truth row of its lesion on the key slice (all 18 fields).
 The truth rows follow the label rules too (type -1 on train, same Possibly_noisy);
 the true type of every lesion is in ``lesions.csv``.  ``docs/synthetic.md``
@@ -30,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from lesionprop.data import phantom as ph
-from lesionprop.data.deeplesion import Lesion, SeriesInfo, read_series_info, series_name, slice_file_name, \
-    write_annotations, write_series_info
-from lesionprop.data.synth_policy import PolicyLesion, choose_unlabeled
-from lesionprop.data.synth_series import SeriesResult, SeriesTask, make_series
+from lesionprop.annotations import Lesion, write_annotations
+from lesionprop.data.deeplesion import SeriesInfo, read_series_info, write_series_info
+from lesionprop.data.layout import series_name, slice_file_name
 from lesionprop.fileio import atomic_write
+from lesionprop.synth import phantom as ph
+from lesionprop.synth.policy import PolicyLesion, choose_unlabeled
+from lesionprop.synth.series import SeriesResult, SeriesTask, make_series
 
 # DeepLesion: 48.3% of series at 1 mm, 48.9% at 5 mm; the rest (0.25-22.5 mm) is represented by 2 mm
 DEFAULT_INTERVALS: tuple[tuple[float, float], ...] = ((1.0, 0.48), (2.0, 0.03), (5.0, 0.49))
@@ -248,7 +249,7 @@ def generate_dataset(out: str | os.PathLike, series: int = 100, seed: int = 0, b
     results = _run_all(tasks, bg, opt)
     summary = _write_tables(out, results, names, split_of, demo, opt, np.random.default_rng([seed, 3]))
     if opt.preview:
-        from lesionprop.data.synth_preview import write_preview
+        from lesionprop.synth.preview import write_preview
 
         write_preview(out, out / "preview.png")
     summary.seconds = time.perf_counter() - t0

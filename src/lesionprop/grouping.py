@@ -1,4 +1,4 @@
-"""Vectorised grouping of boxes by slice, shared by the label tools and the evaluation.
+"""Vectorised grouping of boxes by slice, shared by the label tools (labels/) and the evaluation (eval/).
 
 Boxes are xyxy in the file frame (see :mod:`lesionprop.boxes`); IoU is continuous
 (area = (x2 - x1) * (y2 - y1), no +1), so the frame does not matter.
@@ -14,17 +14,13 @@ operation (:func:`pair_iou`): no Python loop per box or per slice.
 
 from __future__ import annotations
 
-import itertools
-import re
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from lesionprop.data.deeplesion import Lesion, parse_file_name
-from lesionprop.predictions import _NAME_RE, Predictions
-
-_NAME_MATCH = re.compile(_NAME_RE).match
+from lesionprop.annotations import Annotations
+from lesionprop.predictions import Predictions
 
 _SHIFT = np.int64(1 << 32)
 #: pairs per chunk in :func:`segment_pairs` (bounds the memory of a batch of IoUs)
@@ -255,7 +251,7 @@ class SubIndex:
 class KeySlices:
     """Annotation rows grouped by key slice (``File_name``), in order of first appearance.
 
-    ``rows`` (R,) index into the lesion list of the selected rows grouped by key slice
+    ``rows`` (R,) index into the annotation rows grouped by key slice
     (file order inside a key slice); ``start``/``count`` (K,) segments of ``rows``;
     ``keys`` (K,) slice keys; ``series`` (K,) codes; ``slices`` (K,) ints;
     ``boxes`` (R, 4) of ``rows``.
@@ -277,43 +273,16 @@ class KeySlices:
 
     @property
     def first_row(self) -> np.ndarray:
-        """Index (into the lesion list) of the first row of each key slice."""
+        """Index (into the annotation rows) of the first row of each key slice."""
         return self.rows[self.start]
 
 
-def key_slices(lesions: Sequence[Lesion], selected: np.ndarray, vocab: Vocab) -> KeySlices:
-    """Group ``lesions[i]`` for ``i`` in ``selected`` (file order) by File_name."""
-    selected = np.asarray(selected, dtype=np.int64)
-    if selected.size == 0:
-        z = np.zeros(0, dtype=np.int64)
-        return KeySlices(z, z, z, z, z, z, np.zeros((0, 4)))
-    uniq: dict[str, int] = {}
-    group = np.fromiter((uniq.setdefault(lesions[i].file_name, len(uniq)) for i in selected.tolist()),
-                        dtype=np.int64, count=selected.size)
-    order = np.argsort(group, kind="stable")
-    rows = selected[order]
-    count = np.bincount(group, minlength=len(uniq)).astype(np.int64)
-    start = np.cumsum(count) - count
-    match = _NAME_MATCH
-    parsed = [match(n) for n in uniq]
-    if not all(parsed):
-        parse_file_name(next(n for n, m in zip(uniq, parsed) if m is None))  # raises, naming it
-    series = vocab.codes([m.group(1) for m in parsed])
-    slices = np.asarray([int(m.group(2)) for m in parsed], dtype=np.int64)
-    boxes = np.fromiter(itertools.chain.from_iterable(lesions[i].box for i in rows.tolist()),
-                        dtype=np.float64, count=4 * rows.size).reshape(-1, 4)
-    return KeySlices(rows, start, count, slice_keys(series, slices), series, slices, boxes)
-
-
-def split_rows(lesions: Sequence[Lesion], split: str, sources: Sequence[str]) -> np.ndarray:
-    """Indices of the rows of ``split`` (``train|val|test|all``) whose Source is in ``sources``."""
-    from lesionprop.data.deeplesion import SPLITS
-
-    if split != "all" and split not in SPLITS:
-        raise ValueError(f"split must be one of train, val, test, all; got {split!r}")
-    code = SPLITS.get(split)
-    return np.asarray([i for i, les in enumerate(lesions)
-                       if (code is None or les.split == code) and les.source in sources], dtype=np.int64)
+def key_slices(ann: Annotations, vocab: Vocab) -> KeySlices:
+    """Group the rows of ``ann`` (e.g. ``Annotations.select(...)``) by key slice (File_name)."""
+    g = ann.by_key_slice()
+    codes = vocab.codes(g.series)
+    slices = g.slices.astype(np.int64)
+    return KeySlices(g.rows, g.start, g.count, slice_keys(codes, slices), codes, slices, ann.boxes[g.rows])
 
 
 def check_threshold(name: str, value: float) -> float:
