@@ -8,26 +8,40 @@ convention of ``DL_info.csv`` ``Bounding_boxes``, see :mod:`lesionprop.boxes`).
 (bad rows skipped with ``skip_bad_rows`` are left out): the parsed series and
 slice of each box and the CSV line it came from are kept alongside, so the
 label tools and the evaluation never re-parse names.
+
+Reading (DeepLesion scale: 3.4 million rows in about a second on one core) is
+pyarrow's CSV reader on a memory map of the file, slice names parsed once per
+distinct name; writing formats the columns as arrays (:mod:`lesionprop.numtext`),
+every float64 as the shortest text that reads back to the same value.  Files as
+users have them are accepted: a UTF-8 byte-order mark, CRLF line ends, blank
+lines, extra columns in any order; a file that is not UTF-8 is an error naming
+the file and line.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import mmap
 import os
-import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Sequence
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
+from lesionprop.data.layout import SLICE_NAME_PATTERN
 from lesionprop.fileio import atomic_write
+from lesionprop.numtext import CHUNK_ROWS, FloatText, csv_lines, run_codes, text_field
 
 COLUMNS: tuple[str, ...] = ("File_name", "x1", "y1", "x2", "y2", "score")
-_NAME_RE = r"^(\d{6}_\d{2}_\d{2})_(\d{3,})\.png$"
 _MAX_SLICE = 2**31 - 1
+_BOM = b"\xef\xbb\xbf"
+_SCAN = 1 << 22          # bytes per step of the whole-file scans (newlines, non-ASCII)
+_EXAMPLES = 5
 
 
 class PredictionError(ValueError):
@@ -63,19 +77,19 @@ class Predictions:
     @classmethod
     def from_arrays(cls, file_names: Sequence[str], boxes: np.ndarray, scores: np.ndarray) -> "Predictions":
         """In-memory predictions; raises ValueError on a bad name, NaN or x2 < x1."""
-        names = np.asarray(list(file_names), dtype=object)
+        names = _object_array(file_names)
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         s = np.asarray(scores, dtype=np.float64).reshape(-1)
         if not (len(names) == len(b) == len(s)):
             raise ValueError(f"predictions: {len(names)} names, {len(b)} boxes, {len(s)} scores")
-        lines = np.arange(1, len(s) + 1, dtype=np.int64)
-        series_names, series_index, slices, name_bad = _parse_names(names)
-        bad = np.flatnonzero(_bad_values(b, s) | name_bad)
+        codes, uniques = _factorize(names)
+        series_names, series_index, slices = _parse_names(uniques, codes)
+        bad = np.flatnonzero(_bad_values(b, s) | (series_index < 0))
         if bad.size:
             i = int(bad[0])
             why = _value_problem(b[i], s[i]) or f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {names[i]!r}"
             raise ValueError(f"predictions, row {i}: {why}")
-        return cls(names, b, s, series_names, series_index, slices, lines)
+        return cls(names, b, s, series_names, series_index, slices, np.arange(1, len(s) + 1, dtype=np.int64))
 
     def subset(self, mask_or_index: np.ndarray) -> "Predictions":
         """A new Predictions with the selected rows (file order kept)."""
@@ -87,11 +101,29 @@ class Predictions:
                            list(self.skipped_examples))
 
 
+def _object_array(values: Sequence[str]) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values.reshape(-1).astype(object, copy=False)
+    return np.asarray(list(values), dtype=object).reshape(-1)
+
+
+def _factorize(names: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """``(codes, uniques)`` with ``names == uniques[codes]`` (cheap when equal names are adjacent)."""
+    run, heads = run_codes(names)
+    index: dict[str, int] = {}
+    head_code = np.fromiter((index.setdefault(h, len(index)) for h in heads.tolist()), np.int64, heads.size)
+    return head_code[run], list(index)
+
+
 def _bad_values(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Rows with a NaN / non-numeric value or x2 < x1 or y2 < y1 (vectorised)."""
     with np.errstate(invalid="ignore"):
-        return ~(np.isfinite(boxes).all(1) & np.isfinite(scores)
-                 & (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1]))
+        ok = np.isfinite(scores)
+        for j in range(4):
+            ok &= np.isfinite(boxes[:, j])
+        ok &= boxes[:, 2] >= boxes[:, 0]
+        ok &= boxes[:, 3] >= boxes[:, 1]
+        return ~ok
 
 
 def _value_problem(box: np.ndarray, score: float) -> str:
@@ -105,153 +137,279 @@ def _value_problem(box: np.ndarray, score: float) -> str:
     return ""
 
 
-def _parse_names(names: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Parse slice names once per distinct name -> (series_names, series_index, slices, bad)."""
-    codes, uniq = pd.factorize(pd.Series(names, dtype=object), use_na_sentinel=True)
-    uniq = pd.Series(np.asarray(uniq, dtype=object), dtype=object)
-    parts = uniq.astype(str).str.extract(_NAME_RE)
-    ok_u = parts[0].notna().to_numpy().copy()
-    slice_u = np.full(len(uniq), -1, dtype=np.int64)
-    if ok_u.any():
-        digits = parts[1][ok_u]
-        too_big = digits.str.len().to_numpy() > 9
-        vals = np.where(too_big, -1, pd.to_numeric(digits.where(~too_big, "0")).to_numpy())
-        slice_u[ok_u] = vals
-        ok_u &= (slice_u >= 0) & (slice_u <= _MAX_SLICE)
-    series_u = parts[0].fillna("").to_numpy(dtype=object)
-    series_names, series_code_u = np.unique(series_u[ok_u].astype(str), return_inverse=True)
-    code_u = np.full(len(uniq), -1, dtype=np.int64)
-    code_u[ok_u] = series_code_u
-    valid = codes >= 0
-    series_index = np.where(valid, code_u[np.where(valid, codes, 0)], -1)
-    slices = np.where(valid, slice_u[np.where(valid, codes, 0)], -1)
-    bad = series_index < 0
-    return series_names.astype(object), series_index.astype(np.int64), slices.astype(np.int64), bad
+def _parse_names(uniques: Sequence[str] | pa.Array, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse each distinct name once -> ``(series_names, series_index, slices)`` per row;
+    ``series_index`` and ``slices`` are -1 where the name is not a DeepLesion slice name."""
+    arr = uniques if isinstance(uniques, pa.Array) else pa.array(list(uniques), type=pa.string())
+    if len(arr) == 0:
+        z = np.zeros(len(codes), np.int64)
+        return np.zeros(0, dtype=object), z - 1, z - 1
+    parts = pc.extract_regex(arr, SLICE_NAME_PATTERN)
+    ok = ~np.asarray(parts.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    digits = pc.struct_field(parts, "slice")
+    ok &= np.asarray(pc.fill_null(pc.utf8_length(digits), 99).to_numpy(), dtype=np.int64) <= 9
+    slice_u = np.full(len(arr), -1, np.int64)
+    if ok.any():
+        slice_u[ok] = pc.cast(pc.filter(digits, pa.array(ok)), pa.int64()).to_numpy()
+    ok &= slice_u <= _MAX_SLICE
+    series_u = np.asarray(pc.struct_field(parts, "series").to_numpy(zero_copy_only=False), dtype=object)
+    series_names, code_ok = np.unique(series_u[ok].astype(str), return_inverse=True)
+    code_u = np.full(len(arr), -1, np.int64)
+    code_u[ok] = code_ok.reshape(-1)
+    slice_u[~ok] = -1
+    return series_names.astype(object), code_u[codes], slice_u[codes]
 
 
-def _read_header(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as fh:
+# ---------------------------------------------------------------- reading
+
+class _File:
+    """The bytes of a file (memory-mapped) with the scans the reader needs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            self.data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        self.bytes = np.frombuffer(self.data, np.uint8)
+        self._breaks: np.ndarray | None = None
+
+    def scan(self) -> tuple[int, bool]:
+        """``(line breaks, all ASCII after a byte-order mark)`` in one pass."""
+        breaks, top = 0, 0
+        for lo in range(len(_BOM) if self.data[:len(_BOM)] == _BOM else 0, self.bytes.size, _SCAN):
+            part = self.bytes[lo:lo + _SCAN]
+            breaks += int(np.count_nonzero(part == 10))
+            top = max(top, int(part.max()))
+        return breaks, top < 128
+
+    def breaks(self) -> np.ndarray:
+        """Offsets of every ``\\n`` (error paths only)."""
+        if self._breaks is None:
+            self._breaks = np.flatnonzero(self.bytes == 10)
+        return self._breaks
+
+    def line(self, number: int) -> str:
+        """Text of line ``number`` (1-based), without its line end."""
+        br = self.breaks()
+        lo = 0 if number == 1 else int(br[number - 2]) + 1
+        hi = int(br[number - 1]) if number - 1 < br.size else self.bytes.size
+        return bytes(self.data[lo:hi]).decode("utf-8", "replace").rstrip("\r\n")
+
+    def check_utf8(self) -> None:
+        text = bytes(self.data)
         try:
-            header = next(csv.reader(fh))
-        except StopIteration:
-            raise PredictionError(f"{path}: empty file, expected the header {','.join(COLUMNS)}") from None
+            text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = text.count(b"\n", 0, exc.start) + 1
+            raise PredictionError(f"{self.path}, line {line}: not a UTF-8 text file (byte 0x{text[exc.start]:02x}); "
+                                  "save it as UTF-8 CSV") from None
+
+
+def _header(f: _File) -> list[str]:
+    end = f.data.find(b"\n") if f.bytes.size else -1
+    first = bytes(f.data[:end if end >= 0 else f.bytes.size])
+    if not first.strip(b"\r\n\t " + _BOM):
+        raise PredictionError(f"{f.path}: empty file, expected the header {','.join(COLUMNS)}")
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        f.check_utf8()
+        raise
+    header = next(csv.reader([text.rstrip("\r\n")]))
     missing = [c for c in COLUMNS if c not in header]
     if missing:
-        raise PredictionError(f"{path}, line 1: header must contain {','.join(COLUMNS)}; missing {missing}")
+        raise PredictionError(f"{f.path}, line 1: header must contain {','.join(COLUMNS)}; missing {missing}")
     return header
 
 
-def _raw_lines(path: Path, wanted: Collection[int]) -> dict[int, str]:
-    """The text of a few lines (error path only)."""
-    wanted = set(int(w) for w in wanted)
-    out: dict[int, str] = {}
-    if not wanted:
-        return out
-    last = max(wanted)
-    with open(path, encoding="utf-8") as fh:
-        for n, text in enumerate(fh, start=1):
-            if n in wanted:
-                out[n] = text.rstrip("\r\n")
-            if n >= last:
-                break
-    return out
+def _arrow_read(f: _File, numbers: pa.DataType, threads: bool) -> tuple[pa.Table, list[tuple]]:
+    invalid: list[tuple] = []
+
+    def on_invalid(row) -> str:
+        invalid.append((row.number, row.actual_columns, row.text))
+        return "skip"
+
+    types = {"File_name": pa.dictionary(pa.int32(), pa.string()), **{c: numbers for c in COLUMNS[1:]}}
+    table = pacsv.read_csv(
+        pa.BufferReader(pa.py_buffer(f.data)),
+        read_options=pacsv.ReadOptions(use_threads=threads, block_size=1 << 22),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(COLUMNS),
+                                             strings_can_be_null=False))
+    return table, invalid
+
+
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    """One numeric column as float64; NaN for an empty or non-numeric field."""
+    col = table.column(name)
+    if col.type != pa.float64():    # the fallback read: text, parsed value by value
+        import pandas as pd
+
+        text = pd.Series(col.to_numpy(zero_copy_only=False), dtype=object)
+        return pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    out = (pc.fill_null(col, np.nan) if col.null_count else col).to_numpy()
+    return out if out.flags.writeable else out.copy()
+
+
+def _names(table: pa.Table) -> tuple[np.ndarray, pa.Array]:
+    """``(codes, uniques)`` of the dictionary-encoded File_name column."""
+    col = table.column("File_name").unify_dictionaries()
+    if col.num_chunks == 0:
+        return np.zeros(0, np.int64), pa.array([], pa.string())
+    codes = np.concatenate([np.asarray(ch.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+                            for ch in col.chunks])
+    return codes, col.chunk(0).dictionary
+
+
+def _row_lines(f: _File, breaks: int, rows: int) -> np.ndarray:
+    """Line number of each CSV record (header = record 0); pyarrow skips empty lines."""
+    total = breaks + (0 if f.bytes.size == 0 or f.bytes[-1] == 10 else 1)
+    if total == rows + 1:
+        return np.arange(1, rows + 2, dtype=np.int64)
+    br = f.breaks()
+    starts = np.concatenate(([0], br + 1))
+    ends = np.concatenate((br, [f.bytes.size]))
+    length = ends - starts
+    cr = length > 0
+    cr[cr] = f.bytes[np.maximum(ends[cr] - 1, 0)] == 13
+    filled = np.flatnonzero(length - cr > 0) + 1
+    data = bytes(f.data)
+    if filled.size == rows + 1 and b'"' not in data and data.count(b"\r") == data.count(b"\r\n"):
+        return filled
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
+    return np.asarray([reader.line_num for values in reader if values], dtype=np.int64)
 
 
 def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
                      known_series: Collection[str] | None = None) -> Predictions:
-    """Read a prediction CSV (pandas C parser).
+    """Read a prediction CSV.
 
     Bad rows (wrong column count, NaN or non-numeric value, x2 < x1, y2 < y1, a
     name that is not a DeepLesion slice name, or a series outside
     ``known_series`` when given) raise :class:`PredictionError` naming the file,
     line and value; with ``skip_bad_rows`` they are left out and counted in
     ``Predictions.skipped``.  Blank lines are ignored.  Extra columns are not read: a
-    row that only lacks trailing extra fields is accepted (the parser fills them with "").
+    row that only lacks trailing extra fields is accepted.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prediction file not found: {path}")
-    header = _read_header(path)
+    f = _File(path)
+    header = _header(f)
     ncol = len(header)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        df = pd.read_csv(path, on_bad_lines="warn", skip_blank_lines=False, dtype={"File_name": object},
-                         keep_default_na=False, na_values={c: ["", "nan", "NaN", "NA"] for c in COLUMNS[1:]},
-                         low_memory=False)
-    too_long = {int(ln): int(saw) for w in caught
-                for ln, saw in re.findall(r"line (\d+): expected \d+ fields, saw (\d+)", str(w.message))}
-    long_lines = sorted(too_long)
-    nrows = len(df)
-    lines = np.arange(2, nrows + len(long_lines) + 2, dtype=np.int64)
-    if long_lines:
-        lines = np.setdiff1d(lines, np.asarray(long_lines, dtype=np.int64), assume_unique=True)
-    problems: dict[int, str] = {ln: f"expected {ncol} fields, got {too_long[ln]}" for ln in long_lines}
+    breaks, ascii_only = f.scan()
+    if not ascii_only:
+        f.check_utf8()
+    numbers = pa.float64()
+    for attempt in range(3):
+        try:
+            table, invalid = _arrow_read(f, numbers, threads=attempt == 0)
+        except pa.ArrowInvalid as exc:
+            if "conversion error" not in str(exc) or numbers == pa.string():
+                raise PredictionError(f"{path}: cannot be read as CSV ({exc})") from None
+            numbers = pa.string()               # a non-numeric value: read text, then parse
+            continue
+        if all(num is not None for num, _, _ in invalid):
+            break
+    record_line = _row_lines(f, breaks, table.num_rows + len(invalid))
 
-    names = df["File_name"].to_numpy(dtype=object)
-    num = np.empty((nrows, 5), dtype=np.float64)
-    for j, c in enumerate(COLUMNS[1:]):
-        col = df[c]
-        num[:, j] = (col if col.dtype.kind == "f" or col.dtype.kind == "i"
-                     else pd.to_numeric(col, errors="coerce")).to_numpy(dtype=np.float64)
-    boxes, scores = num[:, :4], num[:, 4]
+    codes, uniques = _names(table)
+    boxes = np.empty((table.num_rows, 4), np.float64)
+    for j, c in enumerate(COLUMNS[1:5]):
+        boxes[:, j] = _column(table, c)
+    scores = _column(table, "score")
+    rows_of = np.ones(table.num_rows + len(invalid) + 1, dtype=bool)   # records that are table rows
+    rows_of[0] = False
+    problems: dict[int, str] = {}
+    n_problems = 0
+    short: list[tuple[int, list[str]]] = []
+    need = max(header.index(c) for c in COLUMNS) + 1
+    for number, actual, text in invalid:
+        rows_of[number - 1] = False
+        if not text.strip():
+            continue
+        line = int(record_line[number - 1])
+        if ncol > actual >= need:
+            short.append((number, next(csv.reader([text]))))
+            continue
+        n_problems += 1
+        problems[line] = f"expected {ncol} fields, got {actual}"
+    rec = np.flatnonzero(rows_of) if invalid else None   # record index of every table row
+    if short:                                    # rows lacking only trailing extra fields: add them back
+        extra_names = pa.array([v[header.index("File_name")] for _, v in short], pa.string())
+        codes = np.concatenate([codes, len(uniques) + np.arange(len(short))])
+        uniques = pa.concat_arrays([uniques, extra_names])
+        num = np.asarray([[_to_float(v[header.index(c)]) for c in COLUMNS[1:]] for _, v in short])
+        boxes, scores = np.concatenate([boxes, num[:, :4]]), np.concatenate([scores, num[:, 4]])
+        rec = np.concatenate([rec, [number - 1 for number, _ in short]])
+        order = np.argsort(rec, kind="stable")
+        codes, boxes, scores, rec = codes[order], boxes[order], scores[order], rec[order]
+    lines = record_line[1:] if rec is None else record_line[rec]
+
+    series_names, series_index, slices = _parse_names(uniques, codes)
     value_bad = _bad_values(boxes, scores)
-    series_names, series_index, slices, name_bad = _parse_names(names)
+    name_bad = series_index < 0
+    name_unknown = np.zeros(len(codes), dtype=bool)
     if known_series is not None:
         known = np.isin(series_names, np.asarray(sorted(known_series), dtype=object))
-        name_unknown = (~name_bad) & ~known[np.where(name_bad, 0, series_index)]
-    else:
-        name_unknown = np.zeros(nrows, dtype=bool)
+        name_unknown[~name_bad] = ~known[series_index[~name_bad]]
     bad_rows = np.flatnonzero(value_bad | name_bad | name_unknown)
-
-    blank = np.zeros(nrows, dtype=bool)
+    n_problems += bad_rows.size
     if bad_rows.size:
-        raw = _raw_lines(path, lines[bad_rows])
-        for i in bad_rows:
-            ln = int(lines[i])
-            text = raw.get(ln, "")
-            if not text.strip():
-                blank[i] = True
-                continue
-            fields = next(csv.reader([text]))
-            if len(fields) != ncol:
-                problems[ln] = f"expected {ncol} fields, got {len(fields)}"
-            elif value_bad[i]:
-                why = _value_problem(boxes[i], scores[i]) or "missing value"
-                vals = dict(zip(header, fields))
-                bad_vals = {c: vals[c] for c in COLUMNS[1:] if not _is_finite_number(vals[c])}
-                problems[ln] = f"{why} {bad_vals}" if bad_vals else why
-            elif name_bad[i]:
-                problems[ln] = f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {names[i]!r}"
-            else:
-                problems[ln] = f"series of {names[i]!r} is not in the annotations"
+        for i in bad_rows[:_EXAMPLES].tolist():
+            problems[int(lines[i])] = _row_problem(f, header, int(lines[i]), boxes[i], scores[i],
+                                                   value_bad[i], name_bad[i], uniques[int(codes[i])].as_py())
     if problems and not skip_bad_rows:
         ln = min(problems)
         raise PredictionError(f"{path}, line {ln}: {problems[ln]} (use --skip-bad-rows to skip bad rows)")
-    keep = np.ones(nrows, dtype=bool)
-    keep[bad_rows] = False
-    idx = np.flatnonzero(keep)
-    examples = [f"line {ln}: {problems[ln]}" for ln in sorted(problems)[:5]]
-    return Predictions(names[idx], np.ascontiguousarray(boxes[idx]), scores[idx].copy(), series_names,
-                       series_index[idx], slices[idx], lines[idx], len(problems), examples)
+    if bad_rows.size:
+        keep = np.ones(len(codes), dtype=bool)
+        keep[bad_rows] = False
+        codes, boxes, scores, series_index, slices, lines = (
+            a[keep] for a in (codes, boxes, scores, series_index, slices, lines))
+    names = np.asarray(uniques.to_numpy(zero_copy_only=False), dtype=object)[codes]
+    examples = [f"line {ln}: {problems[ln]}" for ln in sorted(problems)[:_EXAMPLES]]
+    return Predictions(names, boxes, scores, series_names, series_index, slices, lines, n_problems, examples)
 
 
-def _is_finite_number(text: str) -> bool:
+def _to_float(text: str) -> float:
     try:
-        return bool(np.isfinite(float(text)))
+        return float(text)
     except ValueError:
-        return False
+        return float("nan")
 
+
+def _row_problem(f: _File, header: list[str], line: int, box: np.ndarray, score: float, value_bad: bool,
+                 name_bad: bool, name: str) -> str:
+    if value_bad:
+        why = _value_problem(box, score) or "missing value"
+        vals = dict(zip(header, next(csv.reader([f.line(line)]), [])))
+        bad_vals = {c: vals.get(c, "") for c in COLUMNS[1:] if not np.isfinite(_to_float(vals.get(c, "")))}
+        return f"{why} {bad_vals}" if bad_vals else why
+    if name_bad:
+        return f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {name!r}"
+    return f"series of {name!r} is not in the annotations"
+
+
+# ---------------------------------------------------------------- writing
 
 def write_predictions(path: str | os.PathLike, file_names: Sequence[str], boxes: np.ndarray,
                       scores: np.ndarray) -> None:
     """Write a prediction CSV atomically.  Numbers are written with the shortest text that
-    reads back to the same float64 (exact round trip)."""
-    names = np.asarray(list(file_names), dtype=object)
+    reads back to the same float64 (exact round trip; see :mod:`lesionprop.numtext`)."""
+    names = _object_array(file_names)
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if not (len(names) == len(b) == len(s)):
         raise ValueError(f"write_predictions: {len(names)} names, {len(b)} boxes, {len(s)} scores")
-    df = pd.DataFrame({"File_name": names, "x1": b[:, 0], "y1": b[:, 1], "x2": b[:, 2], "y2": b[:, 3],
-                       "score": s})
-    with atomic_write(path) as fh:
-        df.to_csv(fh, index=False, lineterminator="\n")
+    codes, heads = run_codes(names)
+    columns = [b[:, 0], b[:, 1], b[:, 2], b[:, 3], s]
+    text = [FloatText() for _ in columns]
+    with atomic_write(path, "wb") as fh:
+        fh.write((",".join(COLUMNS) + "\n").encode())
+        for lo in range(0, len(s), CHUNK_ROWS):
+            part = codes[lo:lo + CHUNK_ROWS]
+            first = int(part[0])
+            fields = [text_field(part - first, heads[first:int(part[-1]) + 1])]
+            fields += [fmt(col[lo:lo + CHUNK_ROWS]) for fmt, col in zip(text, columns)]
+            fh.write(csv_lines(fields))
