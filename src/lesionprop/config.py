@@ -97,7 +97,6 @@ class TrainConfig:
 class PredictConfig:
     """Inference and test-time augmentation."""
 
-    tta: str = "none"                       # none | flip | scales | flip+scales
     tta_scales: tuple[float, ...] = (0.8, 1.0, 1.2)
     merge: str = "wbf"                      # how TTA boxes are merged: wbf | nms
     merge_iou: float = 0.55
@@ -298,8 +297,15 @@ def training_signature(cfg: Config) -> dict[str, Any]:
     return out
 
 
+#: settings that existed once and are ignored when a saved config (a checkpoint's) is rebuilt
+REMOVED_SETTINGS: dict[str, frozenset[str]] = {"predict": frozenset({"tta"})}
+
+
 def config_from_dict(data: dict) -> Config:
-    """Rebuild a Config saved with :meth:`Config.to_dict` (e.g. from a checkpoint)."""
+    """Rebuild a Config saved with :meth:`Config.to_dict` (e.g. from a checkpoint); settings
+    removed since (:data:`REMOVED_SETTINGS`) are dropped."""
+    data = {k: ({kk: vv for kk, vv in v.items() if kk not in REMOVED_SETTINGS.get(k, ())}
+                if isinstance(v, dict) else v) for k, v in data.items()}
     return _build(Config, data)
 
 

@@ -1,4 +1,4 @@
-"""``DL_info.csv``-schema files <-> :class:`lesionprop.annotations.Annotations`.
+"""``DL_info.csv``-schema files <-> :class:`lesionprop.annotations.table.Annotations`.
 
 Boxes stay in the file frame (see :mod:`lesionprop.boxes`); nothing is converted here.
 
@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from lesionprop.annotations import (
+from lesionprop.annotations.table import (
     COLUMNS, SOURCE_COLUMNS, SOURCES, AnnotationError, Annotations, Lesion, floats_text,
 )
 from lesionprop.data.layout import SLICE_NAME_PATTERN, parse_file_name

@@ -465,19 +465,3 @@ def series_geometry(root: str | os.PathLike, ann: "Annotations | Iterable[Lesion
                                     tuple(int(v) for v in ann.image_size[i]),  # type: ignore[arg-type]
                                     tuple(int(v) for v in ann.slice_range[i]), "DL_info")  # type: ignore[arg-type]
     return out
-
-
-def read_annotations(path: str | os.PathLike) -> Annotations:
-    """Read a ``DL_info.csv``-schema file (see :func:`lesionprop.annotation_csv.read_annotations_csv`)."""
-    from lesionprop.annotation_csv import read_annotations_csv
-
-    return read_annotations_csv(path)
-
-
-def write_annotations(path: str | os.PathLike, rows: "Annotations | Iterable[Lesion]", *,
-                      with_source: bool | None = None, extra_columns: Sequence[str] | None = None) -> None:
-    """Write rows in the DL_info.csv schema, atomically (see
-    :func:`lesionprop.annotation_csv.write_annotations_csv`)."""
-    from lesionprop.annotation_csv import write_annotations_csv
-
-    write_annotations_csv(path, as_annotations(rows), with_source=with_source, extra_columns=extra_columns)

@@ -145,11 +145,6 @@ class SliceReader:
                 self._lru_bytes -= old.nbytes
         return arr
 
-    def clear_cache(self) -> None:
-        self._lru.clear()
-        self._lru_bytes = 0
-        self._volumes.clear()
-
     @property
     def cached_bytes(self) -> int:
         """Bytes held by the in-memory cache (the on-disk cache is not counted)."""

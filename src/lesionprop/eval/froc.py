@@ -128,13 +128,26 @@ class FrocResult:
     by_interval: dict[str, SubResult] = field(default_factory=dict)
     by_type: dict[str, SubResult] = field(default_factory=dict)
 
-    def to_dict(self, breakdown: bool = False) -> dict:
+    def to_dict(self, breakdown: bool = False, curve: bool = False) -> dict:
         out = {"fps": [float(f) for f in self.fps], "sensitivity": [float(s) for s in self.sensitivity],
                "images": int(self.images), "lesions": int(self.lesions)}
+        if curve:
+            out.update(split=self.split, iou=float(self.iou), convention=self.convention,
+                       fp_curve=[float(x) for x in self.fp_curve], sens_curve=[float(x) for x in self.sens_curve])
         if breakdown:
             out["by_interval"] = {k: vars(v) for k, v in self.by_interval.items()}
             out["by_type"] = {k: vars(v) for k, v in self.by_type.items()}
         return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FrocResult":
+        """The result written by ``to_dict(curve=True)`` (breakdowns included when written)."""
+        return cls(tuple(float(f) for f in d["fps"]), np.asarray(d["sensitivity"], dtype=np.float64),
+                   int(d["images"]), int(d["lesions"]), np.asarray(d.get("fp_curve", []), dtype=np.float64),
+                   np.asarray(d.get("sens_curve", []), dtype=np.float64), d.get("split", "test"),
+                   float(d.get("iou", 0.5)), d.get("convention", "mulan"),
+                   {k: SubResult(**v) for k, v in d.get("by_interval", {}).items()},
+                   {k: SubResult(**v) for k, v in d.get("by_type", {}).items()})
 
 
 def evaluate(lesions: Annotations | Iterable[Lesion], predictions: Predictions, *, split: str = "test",

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lesionprop.annotations import read_annotations
+from lesionprop.eval.froc import FrocResult
 from lesionprop.fileio import atomic_write, save_figure
 from lesionprop.pipeline.quality import label_quality
 
@@ -37,16 +38,16 @@ PAPER = {
 }
 
 
-def markdown_table(results: dict[str, dict[str, Any]], fps: Sequence[float], title: str) -> str:
+def markdown_table(results: dict[str, FrocResult], fps: Sequence[float], title: str) -> str:
     head = "| variant | " + " | ".join(f"{f:g}" for f in fps) + " | paper @4 |"
     lines = [f"**{title}** (sensitivity % at FPs per image)", "", head, "|" + " --- |" * (len(fps) + 2)]
     for v, r in results.items():
         paper = PAPER.get(v)
         p4 = f"{paper[3]:.2f}" if paper else ""
-        lines.append(f"| {VARIANT_NAMES.get(v, v)} | " + " | ".join(f"{100 * s:.2f}" for s in r["sensitivity"])
+        lines.append(f"| {VARIANT_NAMES.get(v, v)} | " + " | ".join(f"{100 * s:.2f}" for s in r.sensitivity)
                      + f" | {p4} |")
     any_r = next(iter(results.values()))
-    lines += ["", f"{any_r['images']} test images, {any_r['lesions']} lesions."]
+    lines += ["", f"{any_r.images} test images, {any_r.lesions} lesions."]
     return "\n".join(lines)
 
 
@@ -63,19 +64,19 @@ def _write_text(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def _csv_text(results: dict[str, dict[str, Any]], truth: dict[str, dict[str, Any]], fps: Sequence[float]) -> str:
+def _csv_text(results: dict[str, FrocResult], truth: dict[str, FrocResult], fps: Sequence[float]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["labels", "variant"] + [f"sens@{f:g}" for f in fps] + ["images", "lesions"])
     for kind, res in (("official", results), ("truth", truth)):
         for v, r in res.items():
-            w.writerow([kind, v] + [f"{s:.6f}" for s in r["sensitivity"]] + [r["images"], r["lesions"]])
+            w.writerow([kind, v] + [f"{s:.6f}" for s in r.sensitivity] + [r.images, r.lesions])
     for v, row in PAPER.items():
         w.writerow(["paper", v] + [f"{x / 100:.4f}" for x in row] + ["", ""])
     return buf.getvalue()
 
 
-def froc_plot(results: dict[str, dict[str, Any]], truth: dict[str, dict[str, Any]], path: Path) -> None:
+def froc_plot(results: dict[str, FrocResult], truth: dict[str, FrocResult], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,8 +86,8 @@ def froc_plot(results: dict[str, dict[str, Any]], truth: dict[str, dict[str, Any
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, (title, res) in zip(axes[0], panels):
         for v, r in res.items():
-            fp = np.asarray(r["fp_curve"])
-            se = np.asarray(r["sens_curve"])
+            fp = np.asarray(r.fp_curve)
+            se = np.asarray(r.sens_curve)
             ax.plot(np.r_[0, fp], np.r_[0, se], label=VARIANT_NAMES.get(v, v))
         ax.set_xscale("symlog", linthresh=0.5)
         ax.set_xlim(0, 16)
@@ -109,12 +110,13 @@ def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, t
     out_dir.mkdir(parents=True, exist_ok=True)
     fps = list(fps)
     table = {"fps": fps, "units": "fraction of lesions",
-             "variants": {v: r["sensitivity"] for v, r in result.official.items()},
+             "variants": {v: [float(x) for x in r.sensitivity] for v, r in result.official.items()},
              "paper": {v: [x / 100 for x in row] for v, row in PAPER.items()}}
     if result.truth:
-        table["truth"] = {"fps": fps, "variants": {v: r["sensitivity"] for v, r in result.truth.items()}}
+        table["truth"] = {"fps": fps, "variants": {v: [float(x) for x in r.sensitivity]
+                                                   for v, r in result.truth.items()}}
     any_r = next(iter(result.official.values()))
-    table["images"], table["lesions"] = any_r["images"], any_r["lesions"]
+    table["images"], table["lesions"] = any_r.images, any_r.lesions
 
     md = ["# lesionprop pipeline report", "",
           markdown_table(result.official, fps, "Table 1 / 2 with our numbers: official key-slice test labels")]
