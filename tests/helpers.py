@@ -11,12 +11,12 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import cv2
 import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from lesionprop.annotations import Annotations, Lesion, write_annotations
+from lesionprop.data.layout import write_slice
 from lesionprop.predictions import Predictions
 
 
@@ -113,15 +113,13 @@ def write_blob_dataset(root: Path, *, series: int = 4, size: int = 128, slices: 
     yy, xx = np.mgrid[:size, :size]
     for s in range(series):
         name = f"{s + 1:06d}_01_01"
-        folder = root / "Images_png" / name
-        folder.mkdir(parents=True, exist_ok=True)
         r = rng.uniform(9, 15)
         cx, cy = rng.uniform(size * 0.3, size * 0.7, size=2)
         for k in range(slices):
             hu = np.full((size, size), -1000.0)
             hu[(xx - size / 2) ** 2 + (yy - size / 2) ** 2 < (size * 0.45) ** 2] = 40.0
             hu[(xx - cx) ** 2 + (yy - cy) ** 2 < r ** 2] = 1500.0
-            cv2.imwrite(str(folder / f"{k:03d}.png"), (hu + 32768).astype(np.uint16))
+            write_slice(root, name, k, hu)
         key = slices // 2
         box = (cx - r + 1, cy - r + 1, cx + r + 1, cy + r + 1)   # file frame = pixel + 1
         rows.append(_row(name, s + 1, key, box, splits[s % len(splits)], size))

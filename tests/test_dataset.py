@@ -6,7 +6,7 @@ from lesionprop.config import DataConfig
 from lesionprop.data.dataset import (
     DetectionDataset, SliceItem, clip_boxes, collate, items_for_slices, items_from_boxes,
 )
-from lesionprop.annotations import Annotations, Lesion, derived_lesion, series_geometry
+from lesionprop.annotations import Lesion, derived_lesion, series_geometry
 from lesionprop.data.layout import write_slice
 from lesionprop.data.slices import SliceReader
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lesionprop.annotations import LESION_TYPES, Annotations, Split, read_annotations, series_geometry
-from lesionprop.data.layout import list_series, list_slices, series_dir
+from lesionprop.data.layout import IMAGES_DIR, list_series, list_slices, series_dir
 
 
 def _interval_key(z: float) -> str:
@@ -44,7 +44,7 @@ def summarize(root: str | os.PathLike, annotations: str | os.PathLike | None = N
     path = Path(annotations) if annotations else root / "DL_info.csv"
     ann = read_annotations(path) if (annotations or path.is_file()) else Annotations.empty()
     folders = {s: set(list_slices(series_dir(root, s))) for s in list_series(root)}
-    if not (root / "Images_png").is_dir() and not len(ann):
+    if not (root / IMAGES_DIR).is_dir() and not len(ann):
         raise FileNotFoundError(f"{root}: neither Images_png/ nor DL_info.csv found")
     geometry = series_geometry(root, ann)
     groups = ann.by_key_slice()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from lesionprop.data.layout import IMAGES_DIR
 from lesionprop.fileio import atomic_write
 
 
@@ -48,7 +49,7 @@ def dataset_fingerprint(root: str | os.PathLike, annotations: str | os.PathLike)
     root = Path(root)
     folders = []
     try:
-        with os.scandir(root / "Images_png") as it:
+        with os.scandir(root / IMAGES_DIR) as it:
             folders = sorted((e.name, e.stat().st_mtime_ns) for e in it if e.is_dir())
     except FileNotFoundError:
         pass

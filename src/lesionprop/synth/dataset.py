@@ -32,7 +32,7 @@ import numpy as np
 
 from lesionprop.annotations import Lesion, write_annotations
 from lesionprop.data.deeplesion import SeriesInfo, read_series_info, write_series_info
-from lesionprop.data.layout import series_name, slice_file_name
+from lesionprop.data.layout import IMAGES_DIR, series_name, slice_file_name
 from lesionprop.fileio import atomic_write
 from lesionprop.synth import phantom as ph
 from lesionprop.synth.policy import PolicyLesion, choose_unlabeled
@@ -203,10 +203,10 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         info = out / "series_info.csv"
         synthetic = (out / "lesions.csv").is_file() and info.is_file() and \
             all(r.source == "synth" for r in read_series_info(info).values())
-        if (out / "Images_png").exists() and not synthetic:
+        if (out / IMAGES_DIR).exists() and not synthetic:
             raise ValueError(f"refusing to replace {out}: it is not a dataset written by lesionprop synth "
                              "(no lesions.csv, or series_info.csv lists non-synthetic series)")
-        shutil.rmtree(out / "Images_png", ignore_errors=True)
+        shutil.rmtree(out / IMAGES_DIR, ignore_errors=True)
         for name in _OUTPUTS:
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
