@@ -119,3 +119,30 @@ def test_a_checkpoint_config_with_a_removed_setting_still_loads():
     saved = _cfg().to_dict()
     saved["predict"]["tta"] = "flip"            # PredictConfig.tta was never read and is gone
     assert config_from_dict(saved) == _cfg()
+
+
+def test_dataset_fingerprint_sees_slices_added_or_rewritten_and_the_annotations(tmp_path):
+    import time
+
+    import numpy as np
+
+    from helpers import write_blob_dataset
+    from lesionprop.data.layout import write_slice
+    from lesionprop.pipeline.stages import dataset_fingerprint
+
+    ann = write_blob_dataset(tmp_path, series=2, slices=3, size=32)
+    fp = dataset_fingerprint(tmp_path, ann)
+    assert dataset_fingerprint(tmp_path, ann) == fp
+    (tmp_path / "notes.txt").write_text("not part of the dataset")
+    ann.write_bytes(ann.read_bytes())                       # same contents, newer file
+    assert dataset_fingerprint(tmp_path, ann) == fp
+    seen = {fp}
+    for change in (lambda: write_slice(tmp_path, "000001_01_01", 3, np.zeros((32, 32))),     # a slice added
+                   lambda: write_slice(tmp_path, "000002_01_01", 0, np.ones((32, 32))),      # one rewritten
+                   lambda: (tmp_path / "series_info.csv").write_text("Series\n"),
+                   lambda: ann.write_text(ann.read_text().replace(",F,", ",M,"))):
+        time.sleep(0.03)                                    # past the file system's clock tick
+        change()
+        now = dataset_fingerprint(tmp_path, ann)
+        assert now not in seen
+        seen.add(now)
