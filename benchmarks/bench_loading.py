@@ -38,7 +38,7 @@ import torch
 
 from lesionprop.config import DataConfig
 from lesionprop.data.dataset import DetectionDataset, items_for_slices
-from lesionprop.data.deeplesion import Lesion, read_annotations, series_geometry, write_annotations
+from lesionprop.annotations import Lesion, read_annotations, series_geometry, write_annotations
 from lesionprop.data.sample import sample_for
 from lesionprop.data.layout import write_slice
 from lesionprop.data.slices import SliceReader
