@@ -351,7 +351,8 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
     name_bad = series_index < 0
     name_unknown = np.zeros(len(codes), dtype=bool)
     if known_series is not None:
-        known = np.isin(series_names, np.asarray(sorted(known_series), dtype=object))
+        wanted = set(known_series)
+        known = np.fromiter((name in wanted for name in series_names.tolist()), bool, series_names.size)
         name_unknown[~name_bad] = ~known[series_index[~name_bad]]
     bad_rows = np.flatnonzero(value_bad | name_bad | name_unknown)
     n_problems += bad_rows.size
