@@ -24,6 +24,7 @@ import csv
 import io
 import mmap
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Sequence
@@ -39,6 +40,7 @@ from lesionprop.numtext import CHUNK_ROWS, FloatText, csv_lines, run_codes, text
 
 COLUMNS: tuple[str, ...] = ("File_name", "x1", "y1", "x2", "y2", "score")
 _MAX_SLICE = 2**31 - 1
+_NAME_MATCH = re.compile(SLICE_NAME_PATTERN).match
 _BOM = b"\xef\xbb\xbf"
 _SCAN = 1 << 22          # bytes per step of the whole-file scans (newlines, non-ASCII)
 _EXAMPLES = 5
@@ -137,26 +139,43 @@ def _value_problem(box: np.ndarray, score: float) -> str:
     return ""
 
 
+def _numpy(arr: pa.Array, dtype: type) -> np.ndarray:
+    """The values of a fixed-width arrow array, without a copy (NaN / 0 where null).
+
+    ``Array.to_numpy``, ``pa.array`` and ``pa.scalar`` import pandas (a second of start-up
+    for every command), so array data is taken from the buffers."""
+    size = np.dtype(dtype).itemsize
+    if len(arr) == 0:
+        return np.zeros(0, dtype)
+    out = np.frombuffer(arr.buffers()[1], dtype, len(arr), arr.offset * size)
+    if arr.null_count:
+        bits = np.unpackbits(np.frombuffer(arr.buffers()[0], np.uint8), bitorder="little")
+        out = np.where(bits[arr.offset:arr.offset + len(arr)].astype(bool), out,
+                       np.nan if out.dtype.kind == "f" else 0)
+    return out
+
+
 def _parse_names(uniques: Sequence[str] | pa.Array, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Parse each distinct name once -> ``(series_names, series_index, slices)`` per row;
     ``series_index`` and ``slices`` are -1 where the name is not a DeepLesion slice name."""
-    arr = uniques if isinstance(uniques, pa.Array) else pa.array(list(uniques), type=pa.string())
-    if len(arr) == 0:
-        z = np.zeros(len(codes), np.int64)
-        return np.zeros(0, dtype=object), z - 1, z - 1
-    parts = pc.extract_regex(arr, SLICE_NAME_PATTERN)
-    ok = ~np.asarray(parts.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    digits = pc.struct_field(parts, "slice")
-    ok &= np.asarray(pc.fill_null(pc.utf8_length(digits), 99).to_numpy(), dtype=np.int64) <= 9
-    slice_u = np.full(len(arr), -1, np.int64)
-    if ok.any():
-        slice_u[ok] = pc.cast(pc.filter(digits, pa.array(ok)), pa.int64()).to_numpy()
-    ok &= slice_u <= _MAX_SLICE
-    series_u = np.asarray(pc.struct_field(parts, "series").to_numpy(zero_copy_only=False), dtype=object)
-    series_names, code_ok = np.unique(series_u[ok].astype(str), return_inverse=True)
-    code_u = np.full(len(arr), -1, np.int64)
+    if isinstance(uniques, pa.Array):
+        parts = pc.extract_regex(uniques, SLICE_NAME_PATTERN)
+        valid = pc.is_valid(parts)
+        ok = _numpy(pc.cast(valid, pa.int8()), np.int8).astype(bool)
+        series = pc.filter(pc.struct_field(parts, "series"), valid).to_pylist()
+        digits = pc.filter(pc.struct_field(parts, "slice"), valid).to_pylist()
+    else:
+        found = [_NAME_MATCH(str(u)) for u in uniques]
+        ok = np.array([m is not None for m in found], dtype=bool)
+        series = [m.group(1) for m in found if m]
+        digits = [m.group(2) for m in found if m]
+    slice_u = np.full(ok.size, -1, np.int64)
+    slice_u[ok] = [int(d) if len(d) <= 9 else -1 for d in digits]
+    code_u = np.full(ok.size, -1, np.int64)
+    series_names, code_ok = np.unique(np.array(series, dtype=str), return_inverse=True)
     code_u[ok] = code_ok.reshape(-1)
-    slice_u[~ok] = -1
+    bad = (slice_u < 0) | (slice_u > _MAX_SLICE)
+    code_u[bad], slice_u[bad] = -1, -1
     return series_names.astype(object), code_u[codes], slice_u[codes]
 
 
@@ -247,18 +266,24 @@ def _column(table: pa.Table, name: str) -> np.ndarray:
 
         text = pd.Series(col.to_numpy(zero_copy_only=False), dtype=object)
         return pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
-    out = (pc.fill_null(col, np.nan) if col.null_count else col).to_numpy()
-    return out if out.flags.writeable else out.copy()
+    out = np.empty(len(col), np.float64)
+    at = 0
+    for ch in col.chunks:
+        out[at:at + len(ch)] = _numpy(ch, np.float64)
+        at += len(ch)
+    return out
 
 
 def _names(table: pa.Table) -> tuple[np.ndarray, pa.Array]:
-    """``(codes, uniques)`` of the dictionary-encoded File_name column."""
-    col = table.column("File_name").unify_dictionaries()
-    if col.num_chunks == 0:
+    """``(codes, uniques)`` of the dictionary-encoded File_name column: each read block's
+    dictionary is appended to ``uniques`` (a name may appear in several blocks)."""
+    chunks = table.column("File_name").chunks
+    if not chunks:
         return np.zeros(0, np.int64), pa.array([], pa.string())
-    codes = np.concatenate([np.asarray(ch.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-                            for ch in col.chunks])
-    return codes, col.chunk(0).dictionary
+    offsets = np.cumsum([0] + [len(ch.dictionary) for ch in chunks])
+    codes = np.concatenate([_numpy(ch.indices, np.int32).astype(np.int64) + off
+                            for ch, off in zip(chunks, offsets.tolist())])
+    return codes, pa.concat_arrays([ch.dictionary for ch in chunks])
 
 
 def _row_lines(f: _File, breaks: int, rows: int) -> np.ndarray:
@@ -368,7 +393,7 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
         keep[bad_rows] = False
         codes, boxes, scores, series_index, slices, lines = (
             a[keep] for a in (codes, boxes, scores, series_index, slices, lines))
-    names = np.asarray(uniques.to_numpy(zero_copy_only=False), dtype=object)[codes]
+    names = np.array(uniques.to_pylist(), dtype=object)[codes]
     examples = [f"line {ln}: {problems[ln]}" for ln in sorted(problems)[:_EXAMPLES]]
     return Predictions(names, boxes, scores, series_names, series_index, slices, lines, n_problems, examples)
 
