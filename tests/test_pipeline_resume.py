@@ -90,10 +90,10 @@ def test_a_training_setting_retrains_everything_from_scratch(killed_run, tmp_pat
 
 
 def test_a_logging_or_worker_setting_retrains_nothing(killed_run, tmp_path):
-    # (data.num_workers is one of these settings too; a forked loader worker inside this
-    # multi-threaded test process can hang, so the test changes the slice cache instead)
+    # num_workers=1 also checks that loader workers start clean after this process used
+    # OpenCV's thread pool (forked workers waited forever in cv2.setNumThreads)
     run_dir, ran, lp = _rerun(killed_run, tmp_path, "train.log_every=3", "train.checkpoint_every=4",
-                              "data.cache_mb=64")
+                              "data.cache_mb=64", "data.num_workers=1")
     assert ran == {"train_lp", "eval_baseline", "eval_lp", "report"}
     assert lp["resumed"] is True
     # logged every iteration up to the kill, every 3rd after it (and the last)

@@ -169,7 +169,7 @@ def _reformat(texts: pa.Array, decimals: int) -> np.ndarray:
 def _strings(values: Any, n: int) -> pa.Array:
     """A pyarrow string array of length ``n`` (from a numpy array, a list or a pyarrow array)."""
     if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+        values = values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
     if not isinstance(values, pa.Array):
         values = pa.array(np.asarray(values, dtype=object).reshape(-1), type=pa.string())
     if len(values) != n:

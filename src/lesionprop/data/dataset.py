@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -160,3 +160,17 @@ def collate(batch: Sequence[tuple[torch.Tensor, dict, dict]]) -> tuple[list[torc
 def worker_init_fn(worker_id: int) -> None:
     """DataLoader workers: one OpenCV thread each (the workers are the parallelism)."""
     cv2.setNumThreads(1)
+
+
+def worker_context(num_workers: int) -> Any:
+    """The multiprocessing context of DataLoader workers: ``spawn`` (None without workers).
+
+    A forked worker inherits OpenCV's thread pool in whatever state the parent left it:
+    after the parent has resized images (e.g. the pipeline's predictions before a
+    retrain), ``cv2.setNumThreads`` in the forked worker waits forever.  Spawned workers
+    start clean; the dataset's samples depend on (seed, epoch, index) only, so the data
+    are the same.
+    """
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn") if num_workers > 0 else None

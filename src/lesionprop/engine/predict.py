@@ -23,7 +23,7 @@ from tqdm import tqdm
 from lesionprop.annotations import Annotations, Source, read_annotations, series_geometry
 from lesionprop.boxes import pixel_to_file
 from lesionprop.config import Config, PredictConfig, config_from_dict
-from lesionprop.data.dataset import DetectionDataset, collate, items_for_slices, worker_init_fn
+from lesionprop.data.dataset import DetectionDataset, collate, items_for_slices, worker_context, worker_init_fn
 from lesionprop.data.deeplesion import SeriesInfo
 from lesionprop.data.layout import slice_file_name, slice_path
 from lesionprop.engine import distributed
@@ -76,7 +76,8 @@ def infer(model: torch.nn.Module, cfg: Config, data_root: str | Path, file_names
                               reader=reader)
         reader = ds.reader
         loader = DataLoader(Subset(ds, mine), batch_size=pcfg.batch_size, collate_fn=collate,
-                            num_workers=cfg.data.num_workers, worker_init_fn=worker_init_fn)
+                            num_workers=cfg.data.num_workers, worker_init_fn=worker_init_fn,
+                            multiprocessing_context=worker_context(cfg.data.num_workers))
         for images, _, metas in loader:
             batch = [im.to(dist.device) for im in images for f in flips
                      for im in ([im.flip(-1)] if f else [im])]

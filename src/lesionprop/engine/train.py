@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from lesionprop.config import Config, config_from_dict, save_config, training_signature
 from lesionprop.annotations import Split, read_annotations, series_geometry
-from lesionprop.data.dataset import DetectionDataset, collate, items_from_boxes, worker_init_fn
+from lesionprop.data.dataset import DetectionDataset, collate, items_from_boxes, worker_context, worker_init_fn
 from lesionprop.engine import distributed
 from lesionprop.engine.batches import EpochIndexed, GlobalBatchSampler, to_device
 from lesionprop.engine.checkpoint import (load_checkpoint, rng_state, save_checkpoint, seed_everything,
@@ -148,6 +148,7 @@ def train(cfg: Config, data_root: str | Path, annotations_path: str | Path, run_
     sampler = GlobalBatchSampler(len(dataset), tc.batch_size, tc.seed, start, tc.iterations, dist.rank, dist.world)
     loader = DataLoader(EpochIndexed(dataset), batch_sampler=sampler, collate_fn=collate,
                         num_workers=cfg.data.num_workers, worker_init_fn=worker_init_fn,
+                        multiprocessing_context=worker_context(cfg.data.num_workers),
                         generator=torch.Generator(), pin_memory=cuda)
     log = MetricsLog(run_dir / "metrics.jsonl", start if resume else None, dist.main)
     bar = tqdm(total=tc.iterations, initial=start, desc="train", disable=not (progress and dist.main),
