@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from lesionprop.annotations.table import (
-    COLUMNS, SOURCE_COLUMNS, SOURCES, AnnotationError, Annotations, Lesion, floats_text,
+    COLUMNS, SOURCE_COLUMNS, SOURCES, AnnotationError, Annotations, Lesion, _fmt, floats_text,
 )
 from lesionprop.data.layout import SLICE_NAME_PATTERN, parse_file_name
 from lesionprop.fileio import atomic_write
@@ -343,7 +343,14 @@ def _locate_bad_field(values: Sequence[str], header: Sequence[str]) -> tuple[str
 def _quoted(values: np.ndarray | pa.Array) -> pa.Array:
     """Text fields as the csv module writes them (QUOTE_MINIMAL)."""
     arr = values if isinstance(values, pa.Array) else pa.array(values, type=pa.string())
-    need = pc.match_substring_regex(arr, '[,"\r\n]')
+    need = None
+    for char in (",", '"', "\n", "\r"):
+        has = pc.match_substring(arr, char)
+        need = has if need is None else pc.or_(need, has)
+    if not pc.any(need).as_py():
+        return arr
+    if pc.all(need).as_py():          # e.g. every box "x1, y1, x2, y2"
+        return pc.binary_join_element_wise('"', pc.replace_substring(arr, '"', '""'), '"', "")
     quoted = pc.binary_join_element_wise('"', pc.replace_substring(arr, '"', '""'), '"', "")
     return pc.if_else(need, quoted, arr)
 
@@ -363,9 +370,8 @@ def write_annotations_csv(path: str | os.PathLike, ann: Annotations, *, with_sou
     header = list(COLUMNS) + (list(SOURCE_COLUMNS) if with_source else []) + extra
     cols = [_quoted(ann.text[c]) for c in COLUMNS]
     if with_source:
-        score = np.where(np.isnan(ann.score), "", np.strings.rstrip(np.strings.rstrip(
-            np.strings.mod("%.6f", np.nan_to_num(ann.score) + 0.0), "0"), "."))
-        cols += [_quoted(ann.source.astype(str)), _quoted(score)]
+        score = pc.if_else(pa.array(np.isnan(ann.score)), "", _fmt(np.nan_to_num(ann.score), 6))
+        cols += [_quoted(pa.array(ann.source.astype(str), pa.string())), _quoted(score)]
     cols += [_quoted(ann.extras[c] if c in ann.extras else pa.array([""] * n, pa.string())) for c in extra]
     head = io.StringIO()
     csv.writer(head, lineterminator="\n").writerow(header)
@@ -374,5 +380,5 @@ def write_annotations_csv(path: str | os.PathLike, ann: Annotations, *, with_sou
         if n:
             lines = pc.binary_join_element_wise(*cols, ",")
             body = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, n], pa.int32()), lines), "\n")
-            fh.write(body[0].as_py().encode("utf-8"))
+            fh.write(body[0].as_buffer())
             fh.write(b"\n")

@@ -146,24 +146,46 @@ def derived_lesion(template: Lesion, *, slice_index: int, box: Sequence[float], 
                    source=Source(source).value, score=float(score), extras={}, raw=None)
 
 
-def _fmt(x: np.ndarray, decimals: int = 4) -> np.ndarray:
-    """Vectorised :func:`num_text` (same text for every finite value and NaN)."""
-    x = np.asarray(x, dtype=np.float64) + 0.0          # -0.0 -> 0.0, as str(int(-0.0)) == "0"
-    s = np.strings.mod(f"%.{decimals}f", x)
-    return np.strings.rstrip(np.strings.rstrip(s, "0"), ".").astype(object)
+def _fmt(x: np.ndarray, decimals: int = 4) -> pa.Array:
+    """Vectorised :func:`num_text`: the same text for every value.
+
+    ``round(x * 10**decimals)`` in float64 is the correctly rounded decimal except within
+    float error of a rounding tie; those values (and NaN, inf, huge ones) are formatted
+    by :func:`num_text` itself.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    unit = 10 ** decimals
+    y = x * unit
+    with np.errstate(invalid="ignore"):
+        frac = np.abs(y - np.trunc(y))
+        slow = ~np.isfinite(y) | (np.abs(y) >= 2.0 ** 50) | (np.abs(frac - 0.5) <= np.abs(y) * 2.0 ** -50 + 1e-9)
+    m = np.abs(np.rint(np.where(slow, 0.0, y))).astype(np.int64)
+    whole = pc.cast(pa.array(m // unit), pa.string())
+    part = pc.utf8_rtrim(pc.utf8_lpad(pc.cast(pa.array(m % unit), pa.string()), decimals, "0"), "0")
+    part = pc.if_else(pa.array(m % unit == 0), "", pc.binary_join_element_wise(".", part, ""))
+    sign = pc.if_else(pa.array(x < 0), "-", "")
+    out = pc.binary_join_element_wise(sign, whole, part, "")
+    if slow.any():
+        fixed = pa.array([num_text(v, decimals) for v in x[slow].tolist()], pa.string())
+        out = pc.replace_with_mask(out, pa.array(slow), fixed)
+    return out
 
 
-def _join_cols(cols: Sequence[np.ndarray]) -> np.ndarray:
-    out = cols[0].astype(str)
-    for c in cols[1:]:
-        out = np.strings.add(np.strings.add(out, ", "), c.astype(str))
-    return out.astype(object)
+def _join_cols(cols: Sequence[pa.Array]) -> pa.Array:
+    """Fields joined as DL_info writes number lists: ``'a, b, c'``."""
+    return pc.binary_join_element_wise(*cols, ", ")
 
 
-def _reformat(texts: pa.Array, decimals: int) -> np.ndarray:
-    """Number lists re-written in :func:`join_text` form (through their few distinct values)."""
-    uniq, inv = np.unique(texts.to_numpy(zero_copy_only=False).astype(str), return_inverse=True)
-    return np.asarray([join_text(floats_text(u, None, ""), decimals) for u in uniq], dtype=object)[inv]
+def _int_text(values: np.ndarray) -> pa.Array:
+    return pc.cast(pa.array(np.asarray(values, dtype=np.int64).reshape(-1)), pa.string())
+
+
+def _reformat(texts: pa.Array, rows: np.ndarray, decimals: int) -> pa.Array:
+    """Number lists of ``texts[rows]`` re-written in :func:`join_text` form (through their few
+    distinct values)."""
+    enc = pc.dictionary_encode(texts)
+    values = [join_text(floats_text(u, None, ""), decimals) for u in enc.dictionary.to_pylist()]
+    return pc.take(pa.array(values, pa.string()), pc.take(enc.indices, pa.array(rows)))
 
 
 def _strings(values: Any, n: int) -> pa.Array:
@@ -394,41 +416,41 @@ class Annotations:
         src = Source(source).value
         t = np.asarray(template, dtype=np.int64).reshape(-1)
         n = t.size
-        base = self.take(t)
+        cols = {k: v[t] for k, v in self._columns().items()}
         b = np.asarray(boxes, dtype=np.float64).reshape(n, 4)
         sl = np.asarray(slices, dtype=np.int64).reshape(n)
         types = np.full(n, -1, np.int64) if lesion_type is None else np.asarray(lesion_type, np.int64).reshape(n)
         x1, y1, x2, y2 = b.T
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         w, h = x2 - x1, y2 - y1
-        size = base.image_size
-        loc = np.stack([cx / np.maximum(size[:, 1], 1), cy / np.maximum(size[:, 0], 1), base.location[:, 2]], 1)
+        size = cols["image_size"]
+        loc = np.stack([cx / np.maximum(size[:, 1], 1), cy / np.maximum(size[:, 0], 1), cols["location"][:, 2]], 1)
         diam = np.stack([np.maximum(w, h), np.minimum(w, h)], 1)
-        names = np.asarray([slice_file_name(s, i) for s, i in zip(base.series.tolist(), sl.tolist())], dtype=object)
-        cols = base._columns()
-        cols.update(file_name=names, slice_index=sl, boxes=b, diameters_px=diam, location=loc, lesion_type=types,
-                    noisy=np.zeros(n, bool), source=np.full(n, src, dtype=object),
+        series = pa.array(cols["series"], pa.string())
+        names = pc.binary_join_element_wise(series, "_", pc.utf8_lpad(_int_text(sl), 3, "0"), ".png", "")
+        cols.update(file_name=names.to_numpy(zero_copy_only=False), slice_index=sl, boxes=b, diameters_px=diam,
+                    location=loc, lesion_type=types, noisy=np.zeros(n, bool), source=np.full(n, src, dtype=object),
                     score=np.asarray(scores, np.float64).reshape(n), line=np.zeros(n, np.int64))
         fx1, fy1, fx2, fy2, fcx, fcy = (_fmt(v) for v in (x1, y1, x2, y2, cx, cy))
-        ints = {c: np.asarray([str(v) for v in col.tolist()], dtype=object)
-                for c, col in (("Patient_index", base.patient), ("Study_index", base.study),
-                               ("Series_ID", base.series_id), ("Key_slice_index", sl),
-                               ("Coarse_lesion_type", types), ("Train_Val_Test", base.split))}
-        age = np.where(np.isnan(base.age), "", _fmt(np.nan_to_num(base.age))).astype(object)
+        age = cols["age"]
         text = {
-            "File_name": names, **ints,
+            "File_name": names, "Patient_index": _int_text(cols["patient"]), "Study_index": _int_text(cols["study"]),
+            "Series_ID": _int_text(cols["series_id"]), "Key_slice_index": _int_text(sl),
             "Measurement_coordinates": _join_cols([fx1, fcy, fx2, fcy, fcx, fy1, fcx, fy2]),
             "Bounding_boxes": _join_cols([fx1, fy1, fx2, fy2]),
             "Lesion_diameters_Pixel_": _join_cols([_fmt(diam[:, 0]), _fmt(diam[:, 1])]),
             "Normalized_lesion_location": _join_cols([_fmt(loc[:, j], 6) for j in range(3)]),
-            "Possibly_noisy": np.full(n, "0", dtype=object),
-            "Slice_range": _reformat(base.text["Slice_range"], 4),
-            "Spacing_mm_px_": _reformat(base.text["Spacing_mm_px_"], 6),
-            "Image_size": _reformat(base.text["Image_size"], 4),
-            "DICOM_windows": _reformat(base.text["DICOM_windows"], 4),
-            "Patient_gender": base.gender.copy(), "Patient_age": age,
+            "Coarse_lesion_type": _int_text(types), "Possibly_noisy": pa.array(["0"] * n, pa.string()),
+            "Slice_range": _reformat(self.text["Slice_range"], t, 4),
+            "Spacing_mm_px_": _reformat(self.text["Spacing_mm_px_"], t, 6),
+            "Image_size": _reformat(self.text["Image_size"], t, 4),
+            "DICOM_windows": _reformat(self.text["DICOM_windows"], t, 4),
+            "Patient_gender": pa.array(cols["gender"], pa.string()),
+            "Patient_age": pc.if_else(pa.array(np.isnan(age)), "", _fmt(np.nan_to_num(age))),
+            "Train_Val_Test": _int_text(cols["split"]),
         }
-        return Annotations(cols, text, {k: np.full(n, "", dtype=object) for k in self.extras}, None, True)
+        empty = pa.array([""] * n, pa.string())
+        return Annotations(cols, text, {k: empty for k in self.extras}, None, True)
 
 
 def concat(parts: Sequence[Annotations]) -> Annotations:
