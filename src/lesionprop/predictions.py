@@ -328,7 +328,7 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
     numbers = pa.float64()
     for attempt in range(3):
         try:
-            table, invalid = _arrow_read(f, numbers, threads=attempt == 0)
+            table, invalid = _arrow_read(f, numbers, threads=attempt == 0 and pa.cpu_count() > 1)
         except pa.ArrowInvalid as exc:
             if "conversion error" not in str(exc) or numbers == pa.string():
                 raise PredictionError(f"{path}: cannot be read as CSV ({exc})") from None
