@@ -329,7 +329,7 @@ def _write_tables(out: Path, results: list[SeriesResult], names, split_of, demo,
                             les.areas[les.key_slice], min(les.boxes), max(les.boxes), int(g in noisy)])
     labels.sort(key=lambda r: (r.file_name, int(r.extras["Lesion_id"])))
     truth.sort(key=lambda r: (r.file_name, int(r.extras["Lesion_id"])))
-    write_annotations(out / "DL_info.csv", labels, with_source=False)
+    write_annotations(out / "DL_info.csv", labels, with_source=False, extra_columns=())
     write_annotations(out / "truth.csv", truth, with_source=False, extra_columns=["Lesion_id"])
     write_series_info(out / "series_info.csv", [SeriesInfo(r.name, r.spacing, r.image_size, r.slice_range, "synth")
                                                 for r in results])
