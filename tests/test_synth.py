@@ -77,6 +77,7 @@ def test_labels_equal_truth_on_key_slices(tiny_synth):
     assert all((r.lesion_type == -1) == (r.split == 1) for r in labels)
     header = (tiny_synth / "truth.csv").read_text().splitlines()[0].split(",")
     assert tuple(header) == COLUMNS + ("Lesion_id",)
+    assert tuple((tiny_synth / "DL_info.csv").read_text().splitlines()[0].split(",")) == COLUMNS
 
 
 def test_truth_boxes_cover_the_inserted_lesion(tmp_path):
