@@ -3,6 +3,9 @@
 import numpy as np
 import pytest
 
+from helpers import make_lesion
+from lesionprop.annotations import write_annotations
+from lesionprop.cli import main
 from lesionprop.predictions import PredictionError, Predictions, read_predictions, write_predictions
 
 HEADER = "File_name,x1,y1,x2,y2,score\n"
@@ -172,3 +175,19 @@ def test_written_text(tmp_path):
     assert (tmp_path / "empty.csv").read_text() == HEADER
     with pytest.raises(ValueError, match="2 names, 1 boxes"):
         write_predictions(tmp_path / "x.csv", names[:2], boxes[:1], [0.5])
+
+
+@pytest.mark.parametrize("command", ["mine", "propagate", "distill", "evaluate"])
+def test_commands_refuse_a_non_utf8_or_nameless_predictions_file_with_exit_code_2(tmp_path, capsys, command):
+    ann = tmp_path / "DL_info.csv"
+    write_annotations(ann, [make_lesion("000001_01_01_010.png", (1, 2, 3, 4), split=1),
+                            make_lesion("000001_01_01_020.png", (1, 2, 3, 4), split=3)])
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes((HEADER + OK).encode() + b"000001_01_01_01\xe9.png,1,2,3,4,0.5\n")
+    nameless = write(tmp_path, HEADER + "a.png,1,2,3,4,0.5\n", "nameless.csv")
+    for path, why in ((latin1, "line 3: not a UTF-8 text file"), (nameless, "line 2: not a DeepLesion slice name")):
+        args = [command, "--annotations", str(ann), "--predictions", str(path)]
+        args += ["--out", str(tmp_path / "out.csv")] if command != "evaluate" else []
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and why in err and "Traceback" not in err
