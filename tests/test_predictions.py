@@ -191,3 +191,13 @@ def test_commands_refuse_a_non_utf8_or_nameless_predictions_file_with_exit_code_
         assert main(args) == 2
         err = capsys.readouterr().err
         assert str(path) in err and why in err and "Traceback" not in err
+
+
+def test_slice_numbers_beyond_int32_are_not_slice_names(tmp_path):
+    path = write(tmp_path, HEADER + "000002_01_01_99999999999.png,1,2,3,4,0.5\n" + OK
+                 + "000003_01_01_5000000000.png,1,2,3,4,0.5\n")
+    with pytest.raises(PredictionError, match="line 2: not a DeepLesion slice name"):
+        read_predictions(path)
+    p = read_predictions(path, skip_bad_rows=True)
+    assert p.series_names.tolist() == ["000001_01_01"] and p.series_index.tolist() == [0]
+    assert p.slices.tolist() == [10] and p.skipped == 2

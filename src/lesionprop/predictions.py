@@ -162,21 +162,32 @@ def _parse_names(uniques: Sequence[str] | pa.Array, codes: np.ndarray) -> tuple[
         parts = pc.extract_regex(uniques, SLICE_NAME_PATTERN)
         valid = pc.is_valid(parts)
         ok = _numpy(pc.cast(valid, pa.int8()), np.int8).astype(bool)
-        series = pc.filter(pc.struct_field(parts, "series"), valid).to_pylist()
-        digits = pc.filter(pc.struct_field(parts, "slice"), valid).to_pylist()
+        series = pc.filter(pc.struct_field(parts, "series"), valid)
+        digits = pc.filter(pc.struct_field(parts, "slice"), valid)
+        short = len(digits) == 0 or int(_numpy(pc.utf8_length(digits), np.int32).max()) <= 9
+        slice_ok = _numpy(pc.cast(digits, pa.int64()), np.int64) if short else \
+            np.array([int(d) if len(d) <= 9 else -1 for d in digits.to_pylist()], dtype=np.int64)
+        names = pc.unique(series)
+        names = names.take(pc.array_sort_indices(names))
+        code_ok = _numpy(pc.index_in(series, value_set=names), np.int32)
+        series_names = np.array(names.to_pylist(), dtype=object)
     else:
         found = [_NAME_MATCH(str(u)) for u in uniques]
         ok = np.array([m is not None for m in found], dtype=bool)
-        series = [m.group(1) for m in found if m]
-        digits = [m.group(2) for m in found if m]
+        slice_ok = np.array([int(m.group(2)) if len(m.group(2)) <= 9 else -1 for m in found if m], dtype=np.int64)
+        series_names, code_ok = np.unique(np.array([m.group(1) for m in found if m], dtype=str),
+                                          return_inverse=True)
+        series_names = series_names.astype(object)
     slice_u = np.full(ok.size, -1, np.int64)
-    slice_u[ok] = [int(d) if len(d) <= 9 else -1 for d in digits]
+    slice_u[ok] = slice_ok
     code_u = np.full(ok.size, -1, np.int64)
-    series_names, code_ok = np.unique(np.array(series, dtype=str), return_inverse=True)
     code_u[ok] = code_ok.reshape(-1)
     bad = (slice_u < 0) | (slice_u > _MAX_SLICE)
-    code_u[bad], slice_u[bad] = -1, -1
-    return series_names.astype(object), code_u[codes], slice_u[codes]
+    if bad.any():                               # a slice number out of range: its series may vanish
+        code_u[bad], slice_u[bad] = -1, -1
+        used, code_u[~bad & ok] = np.unique(code_u[~bad & ok], return_inverse=True)
+        series_names = series_names[used]
+    return series_names, code_u[codes], slice_u[codes]
 
 
 # ---------------------------------------------------------------- reading
