@@ -30,7 +30,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from lesionprop.annotations.table import (
-    COLUMNS, SOURCE_COLUMNS, SOURCES, AnnotationError, Annotations, Lesion, _fmt, floats_text,
+    COLUMNS, SOURCE_COLUMNS, SOURCES, AnnotationError, Annotations, Lesion, _fmt, arrow_bools, arrow_strings,
+    floats_text, lit, numpy_of, objects_of, repeat_text,
 )
 from lesionprop.data.layout import SLICE_NAME_PATTERN, parse_file_name
 from lesionprop.fileio import atomic_write
@@ -88,11 +89,14 @@ def _trim(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.utf8_trim_whitespace(col)
 
 
-def _cast(col: pa.ChunkedArray, typ: pa.DataType) -> np.ndarray:
+def _cast(col: pa.ChunkedArray | pa.Array, typ: pa.DataType) -> np.ndarray:
     try:
-        return pc.cast(col, typ).to_numpy(zero_copy_only=False)
+        out = pc.cast(col, typ)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise _Fallback from None
+    if out.null_count:
+        raise _Fallback
+    return numpy_of(out, np.float64 if typ == pa.float64() else np.int64)
 
 
 def _int_of_float(col: pa.ChunkedArray) -> np.ndarray:
@@ -106,7 +110,7 @@ def _int_of_float(col: pa.ChunkedArray) -> np.ndarray:
 def _number_lists(col: pa.ChunkedArray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Comma-separated numbers of every field -> (flat float64 values, count per field)."""
     t = _trim(col)
-    empty = pc.equal(t, "").to_numpy(zero_copy_only=False)
+    empty = numpy_of(pc.equal(t, lit("")), bool)
     counts = values = None
     for sep in (", ", ","):              # DeepLesion writes ", "; anything else takes the slower way
         parts = pc.split_pattern(t, sep)
@@ -117,19 +121,24 @@ def _number_lists(col: pa.ChunkedArray, n: int | None) -> tuple[np.ndarray, np.n
             values = pc.cast(flat, pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
-        counts = pc.list_value_length(parts).to_numpy(zero_copy_only=False).astype(np.int64)
+        counts = numpy_of(pc.list_value_length(parts), np.int32).astype(np.int64)
         break
     if values is None:
         if not empty.any():
             raise _Fallback
-        counts = pc.list_value_length(parts).to_numpy(zero_copy_only=False).astype(np.int64)
+        counts = numpy_of(pc.list_value_length(parts), np.int32).astype(np.int64)
         counts[empty] = 0
-        values = _cast(pc.filter(flat, pa.array(np.repeat(~empty, np.where(empty, 1, counts)))), pa.float64())
+        values = _cast(pc.filter(flat, arrow_bools(np.repeat(~empty, np.where(empty, 1, counts)))), pa.float64())
+        if n is not None and (counts != n).any():
+            raise _Fallback
+        return values, counts
     elif empty.any():
         raise _Fallback
     if n is not None and (counts != n).any():
         raise _Fallback
-    return values.to_numpy(zero_copy_only=False), counts
+    if values.null_count:
+        raise _Fallback
+    return numpy_of(values, np.float64), counts
 
 
 def _padded(values: np.ndarray, counts: np.ndarray, n: int) -> np.ndarray:
@@ -183,12 +192,12 @@ def _read_columns(data: bytes, path: str) -> Annotations:
     sp, _ = _number_lists(col["Spacing_mm_px_"], 3)
     size, _ = _number_lists(col["Image_size"], 2)
     age_t = _trim(col["Patient_age"])
-    no_age = pc.or_(pc.equal(age_t, ""), pc.equal(pc.utf8_lower(age_t), "nan")).to_numpy(zero_copy_only=False)
+    no_age = numpy_of(pc.or_(pc.equal(age_t, lit("")), pc.equal(pc.utf8_lower(age_t), lit("nan"))), bool)
     age = np.full(n, np.nan)
     if (~no_age).any():
-        age[~no_age] = _cast(pc.filter(age_t, pa.array(~no_age)), pa.float64())
+        age[~no_age] = _cast(pc.filter(age_t, arrow_bools(~no_age)), pa.float64())
     if "Source" in col:
-        source = _trim(col["Source"]).to_numpy(zero_copy_only=False).astype(object)
+        source = objects_of(_trim(col["Source"]))
         source[source == ""] = "human"
         if not np.isin(source, SOURCES).all():
             raise _Fallback
@@ -197,19 +206,19 @@ def _read_columns(data: bytes, path: str) -> Annotations:
     score = np.full(n, np.nan)
     if "Score" in col:
         st = _trim(col["Score"])
-        has = pc.not_equal(st, "").to_numpy(zero_copy_only=False)
+        has = numpy_of(pc.not_equal(st, lit("")), bool)
         if has.any():
-            score[has] = _cast(pc.filter(st, pa.array(has)), pa.float64())
+            score[has] = _cast(pc.filter(st, arrow_bools(has)), pa.float64())
     noisy = _int_of_float(_trim(col["Possibly_noisy"]))
     columns = {
-        "file_name": names.to_numpy(zero_copy_only=False),
+        "file_name": objects_of(names),
         "series": _series_names(names, ints["Patient_index"], ints["Study_index"], ints["Series_ID"]),
         "slice_index": _cast(pc.utf8_slice_codeunits(names, 13, -4), pa.int64()), "patient": ints["Patient_index"], "study": ints["Study_index"],
         "series_id": ints["Series_ID"], "boxes": box, "diameters_px": _padded(diam, dcount, 2),
         "location": _padded(loc, lcount, 3), "lesion_type": _int_of_float(_trim(col["Coarse_lesion_type"])),
         "noisy": noisy != 0, "slice_range": np.trunc(sr.reshape(-1, 2)).astype(np.int64),
         "spacing": sp.reshape(-1, 3), "image_size": np.trunc(size.reshape(-1, 2)).astype(np.int64),
-        "gender": _trim(col["Patient_gender"]).to_numpy(zero_copy_only=False), "age": age,
+        "gender": objects_of(_trim(col["Patient_gender"])), "age": age,
         "split": _int_of_float(_trim(col["Train_Val_Test"])), "source": source, "score": score, "line": lines,
     }
     extras = {h: col[h] for h in header[len(COLUMNS):] if h not in SOURCE_COLUMNS}
@@ -224,7 +233,7 @@ def _series_names(names: pa.ChunkedArray, patient: np.ndarray, study: np.ndarray
         return _cast(pc.utf8_slice_codeunits(names, start, stop), pa.int64())
 
     if (part(0, 6) == patient).all() and (part(7, 9) == study).all() and (part(10, 12) == series_id).all():
-        return pc.utf8_slice_codeunits(names, 0, 12).to_numpy(zero_copy_only=False)
+        return objects_of(pc.utf8_slice_codeunits(names, 0, 12))
     z = np.strings.zfill
     out = np.strings.add(np.strings.add(np.strings.add(np.strings.add(
         z(patient.astype(str), 6), "_"), z(study.astype(str), 2)), "_"), z(series_id.astype(str), 2))
@@ -342,7 +351,7 @@ def _locate_bad_field(values: Sequence[str], header: Sequence[str]) -> tuple[str
 
 def _quoted(values: np.ndarray | pa.Array) -> pa.Array:
     """Text fields as the csv module writes them (QUOTE_MINIMAL)."""
-    arr = values if isinstance(values, pa.Array) else pa.array(values, type=pa.string())
+    arr = values if isinstance(values, pa.Array) else arrow_strings(values)
     need = None
     for char in (",", '"', "\n", "\r"):
         has = pc.match_substring(arr, char)
@@ -350,9 +359,16 @@ def _quoted(values: np.ndarray | pa.Array) -> pa.Array:
     if not pc.any(need).as_py():
         return arr
     if pc.all(need).as_py():          # e.g. every box "x1, y1, x2, y2"
-        return pc.binary_join_element_wise('"', pc.replace_substring(arr, '"', '""'), '"', "")
-    quoted = pc.binary_join_element_wise('"', pc.replace_substring(arr, '"', '""'), '"', "")
+        return pc.binary_join_element_wise(lit('"'), pc.replace_substring(arr, '"', '""'), lit('"'), lit(""))
+    quoted = pc.binary_join_element_wise(lit('"'), pc.replace_substring(arr, '"', '""'), lit('"'), lit(""))
     return pc.if_else(need, quoted, arr)
+
+
+def _source_text(source: np.ndarray) -> pa.Array:
+    """The Source column through its few distinct values."""
+    uniq, inv = np.unique(source.astype(str), return_inverse=True)
+    return pc.take(arrow_strings(uniq.tolist()), pa.Array.from_buffers(
+        pa.int64(), inv.size, [None, pa.py_buffer(np.ascontiguousarray(inv.reshape(-1), dtype=np.int64))]))
 
 
 def write_annotations_csv(path: str | os.PathLike, ann: Annotations, *, with_source: bool | None = None,
@@ -370,15 +386,16 @@ def write_annotations_csv(path: str | os.PathLike, ann: Annotations, *, with_sou
     header = list(COLUMNS) + (list(SOURCE_COLUMNS) if with_source else []) + extra
     cols = [_quoted(ann.text[c]) for c in COLUMNS]
     if with_source:
-        score = pc.if_else(pa.array(np.isnan(ann.score)), "", _fmt(np.nan_to_num(ann.score), 6))
-        cols += [_quoted(pa.array(ann.source.astype(str), pa.string())), _quoted(score)]
-    cols += [_quoted(ann.extras[c] if c in ann.extras else pa.array([""] * n, pa.string())) for c in extra]
+        score = pc.if_else(arrow_bools(np.isnan(ann.score)), lit(""), _fmt(np.nan_to_num(ann.score), 6))
+        cols += [_quoted(_source_text(ann.source)), _quoted(score)]
+    cols += [_quoted(ann.extras[c] if c in ann.extras else repeat_text("", n)) for c in extra]
     head = io.StringIO()
     csv.writer(head, lineterminator="\n").writerow(header)
     with atomic_write(path, "wb") as fh:
         fh.write(head.getvalue().encode("utf-8"))
         if n:
-            lines = pc.binary_join_element_wise(*cols, ",")
-            body = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, n], pa.int32()), lines), "\n")
+            lines = pc.binary_join_element_wise(*cols, lit(","))
+            one = pa.Array.from_buffers(pa.int32(), 2, [None, pa.py_buffer(np.array([0, n], np.int32))])
+            body = pc.binary_join(pa.ListArray.from_arrays(one, lines), lit("\n"))
             fh.write(body[0].as_buffer())
             fh.write(b"\n")

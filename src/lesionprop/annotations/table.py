@@ -35,6 +35,62 @@ from lesionprop.data.deeplesion import (  # noqa: F401  (AnnotationError: re-exp
 )
 from lesionprop.data.layout import parse_file_name, series_name, slice_file_name
 
+# ---------------------------------------------------------------- arrow <-> numpy without pandas
+# pa.array, pa.scalar and Array.to_numpy import pandas (about a second of every command's
+# start): arrays are built from and read through their buffers, literals are scalars.
+
+def arrow_ints(values: Any) -> pa.Array:
+    a = np.ascontiguousarray(np.asarray(values, dtype=np.int64).reshape(-1))
+    return pa.Array.from_buffers(pa.int64(), a.size, [None, pa.py_buffer(a)])
+
+
+def arrow_bools(mask: Any) -> pa.Array:
+    m = np.asarray(mask, dtype=bool).reshape(-1)
+    return pa.Array.from_buffers(pa.bool_(), m.size, [None, pa.py_buffer(np.packbits(m, bitorder="little"))])
+
+
+def arrow_strings(values: Any) -> pa.Array:
+    """A string array of ``values`` (str, or anything ``str()`` gives the text of)."""
+    enc = [v.encode("utf-8") if isinstance(v, str) else str(v).encode("utf-8") for v in values]
+    offsets = np.zeros(len(enc) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in enc], out=offsets[1:])
+    return pa.Array.from_buffers(pa.large_string(), len(enc), [None, pa.py_buffer(offsets),
+                                                               pa.py_buffer(b"".join(enc))]).cast(pa.string())
+
+
+_SCALARS: dict[str, pa.Scalar] = {}
+
+
+def lit(value: str) -> pa.Scalar:
+    """``value`` as an arrow string scalar (for compute functions)."""
+    if value not in _SCALARS:
+        _SCALARS[value] = arrow_strings([value])[0]
+    return _SCALARS[value]
+
+
+def repeat_text(value: str, n: int) -> pa.Array:
+    return pc.take(arrow_strings([value]), arrow_ints(np.zeros(n, np.int64)))
+
+
+def numpy_of(arr: pa.Array | pa.ChunkedArray, dtype: Any) -> np.ndarray:
+    """The values of a null-free fixed-width arrow array (a copy when it had several chunks)."""
+    if len(arr) == 0:
+        return np.zeros(0, dtype)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    if arr.type == pa.bool_():
+        bits = np.unpackbits(np.frombuffer(arr.buffers()[1], np.uint8), bitorder="little")
+        return bits[arr.offset:arr.offset + len(arr)].astype(bool)
+    return np.frombuffer(arr.buffers()[1], dtype, len(arr), arr.offset * np.dtype(dtype).itemsize)
+
+
+def objects_of(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A string array as a numpy object array of str."""
+    out = np.empty(len(arr), dtype=object)
+    out[:] = arr.to_pylist()
+    return out
+
+
 COLUMNS: tuple[str, ...] = (
     "File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_index",
     "Measurement_coordinates", "Bounding_boxes", "Lesion_diameters_Pixel_",
@@ -160,24 +216,24 @@ def _fmt(x: np.ndarray, decimals: int = 4) -> pa.Array:
         frac = np.abs(y - np.trunc(y))
         slow = ~np.isfinite(y) | (np.abs(y) >= 2.0 ** 50) | (np.abs(frac - 0.5) <= np.abs(y) * 2.0 ** -50 + 1e-9)
     m = np.abs(np.rint(np.where(slow, 0.0, y))).astype(np.int64)
-    whole = pc.cast(pa.array(m // unit), pa.string())
-    part = pc.utf8_rtrim(pc.utf8_lpad(pc.cast(pa.array(m % unit), pa.string()), decimals, "0"), "0")
-    part = pc.if_else(pa.array(m % unit == 0), "", pc.binary_join_element_wise(".", part, ""))
-    sign = pc.if_else(pa.array(x < 0), "-", "")
-    out = pc.binary_join_element_wise(sign, whole, part, "")
+    whole = pc.cast(arrow_ints(m // unit), pa.string())
+    part = pc.utf8_rtrim(pc.utf8_lpad(pc.cast(arrow_ints(m % unit), pa.string()), decimals, "0"), "0")
+    part = pc.if_else(arrow_bools(m % unit == 0), lit(""), pc.binary_join_element_wise(lit("."), part, lit("")))
+    sign = pc.if_else(arrow_bools(x < 0), lit("-"), lit(""))
+    out = pc.binary_join_element_wise(sign, whole, part, lit(""))
     if slow.any():
-        fixed = pa.array([num_text(v, decimals) for v in x[slow].tolist()], pa.string())
-        out = pc.replace_with_mask(out, pa.array(slow), fixed)
+        fixed = arrow_strings([num_text(v, decimals) for v in x[slow].tolist()])
+        out = pc.replace_with_mask(out, arrow_bools(slow), fixed)
     return out
 
 
 def _join_cols(cols: Sequence[pa.Array]) -> pa.Array:
     """Fields joined as DL_info writes number lists: ``'a, b, c'``."""
-    return pc.binary_join_element_wise(*cols, ", ")
+    return pc.binary_join_element_wise(*cols, lit(", "))
 
 
 def _int_text(values: np.ndarray) -> pa.Array:
-    return pc.cast(pa.array(np.asarray(values, dtype=np.int64).reshape(-1)), pa.string())
+    return pc.cast(arrow_ints(values), pa.string())
 
 
 def _reformat(texts: pa.Array, rows: np.ndarray, decimals: int) -> pa.Array:
@@ -185,7 +241,7 @@ def _reformat(texts: pa.Array, rows: np.ndarray, decimals: int) -> pa.Array:
     distinct values)."""
     enc = pc.dictionary_encode(texts)
     values = [join_text(floats_text(u, None, ""), decimals) for u in enc.dictionary.to_pylist()]
-    return pc.take(pa.array(values, pa.string()), pc.take(enc.indices, pa.array(rows)))
+    return pc.take(arrow_strings(values), pc.take(enc.indices, arrow_ints(rows)))
 
 
 def _strings(values: Any, n: int) -> pa.Array:
@@ -193,7 +249,7 @@ def _strings(values: Any, n: int) -> pa.Array:
     if isinstance(values, pa.ChunkedArray):
         values = values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
     if not isinstance(values, pa.Array):
-        values = pa.array(np.asarray(values, dtype=object).reshape(-1), type=pa.string())
+        values = arrow_strings(np.asarray(values, dtype=object).reshape(-1))
     if len(values) != n:
         raise ValueError(f"text column of {len(values)} rows, expected {n}")
     return values
@@ -287,7 +343,7 @@ class Annotations:
     @classmethod
     def empty(cls) -> "Annotations":
         cols = {k: np.zeros((0, *shape), dtype=dtype) for k, (dtype, shape) in TYPED.items()}
-        return cls(cols, {c: pa.array([], pa.string()) for c in COLUMNS})
+        return cls(cols, {c: arrow_strings([]) for c in COLUMNS})
 
     def _columns(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in TYPED}
@@ -297,9 +353,9 @@ class Annotations:
         idx = np.asarray(index_or_mask)
         if idx.dtype != bool:
             idx = idx.astype(np.int64).reshape(-1)
-            pick = (lambda a: pc.take(a, pa.array(idx)))
+            pick = (lambda a: pc.take(a, arrow_ints(idx)))
         else:
-            pick = (lambda a: pc.filter(a, pa.array(idx)))
+            pick = (lambda a: pc.filter(a, arrow_bools(idx)))
         return Annotations({k: v[idx] for k, v in self._columns().items()},
                            {c: pick(v) for c, v in self.text.items()},
                            {k: pick(v) for k, v in self.extras.items()}, self.path, self.source_columns)
@@ -308,7 +364,7 @@ class Annotations:
         """Extra column ``name`` (e.g. ``Lesion_id``) as a numpy array of str."""
         if name not in self.extras:
             raise KeyError(f"{self.path or 'annotations'}: no column {name!r} (extra columns: {list(self.extras)})")
-        return self.extras[name].to_numpy(zero_copy_only=False).astype(object)
+        return objects_of(self.extras[name])
 
     def mask(self, split: Split | str | int | None = None,
              sources: Iterable[Source | str] | None = (Source.HUMAN,), drop_noisy: bool = True) -> np.ndarray:
@@ -426,9 +482,10 @@ class Annotations:
         size = cols["image_size"]
         loc = np.stack([cx / np.maximum(size[:, 1], 1), cy / np.maximum(size[:, 0], 1), cols["location"][:, 2]], 1)
         diam = np.stack([np.maximum(w, h), np.minimum(w, h)], 1)
-        series = pa.array(cols["series"], pa.string())
-        names = pc.binary_join_element_wise(series, "_", pc.utf8_lpad(_int_text(sl), 3, "0"), ".png", "")
-        cols.update(file_name=names.to_numpy(zero_copy_only=False), slice_index=sl, boxes=b, diameters_px=diam,
+        series = arrow_strings(cols["series"])
+        names = pc.binary_join_element_wise(series, lit("_"), pc.utf8_lpad(_int_text(sl), 3, "0"), lit(".png"),
+                                            lit(""))
+        cols.update(file_name=objects_of(names), slice_index=sl, boxes=b, diameters_px=diam,
                     location=loc, lesion_type=types, noisy=np.zeros(n, bool), source=np.full(n, src, dtype=object),
                     score=np.asarray(scores, np.float64).reshape(n), line=np.zeros(n, np.int64))
         fx1, fy1, fx2, fy2, fcx, fcy = (_fmt(v) for v in (x1, y1, x2, y2, cx, cy))
@@ -440,16 +497,16 @@ class Annotations:
             "Bounding_boxes": _join_cols([fx1, fy1, fx2, fy2]),
             "Lesion_diameters_Pixel_": _join_cols([_fmt(diam[:, 0]), _fmt(diam[:, 1])]),
             "Normalized_lesion_location": _join_cols([_fmt(loc[:, j], 6) for j in range(3)]),
-            "Coarse_lesion_type": _int_text(types), "Possibly_noisy": pa.array(["0"] * n, pa.string()),
+            "Coarse_lesion_type": _int_text(types), "Possibly_noisy": repeat_text("0", n),
             "Slice_range": _reformat(self.text["Slice_range"], t, 4),
             "Spacing_mm_px_": _reformat(self.text["Spacing_mm_px_"], t, 6),
             "Image_size": _reformat(self.text["Image_size"], t, 4),
             "DICOM_windows": _reformat(self.text["DICOM_windows"], t, 4),
-            "Patient_gender": pa.array(cols["gender"], pa.string()),
-            "Patient_age": pc.if_else(pa.array(np.isnan(age)), "", _fmt(np.nan_to_num(age))),
+            "Patient_gender": arrow_strings(cols["gender"]),
+            "Patient_age": pc.if_else(arrow_bools(np.isnan(age)), lit(""), _fmt(np.nan_to_num(age))),
             "Train_Val_Test": _int_text(cols["split"]),
         }
-        empty = pa.array([""] * n, pa.string())
+        empty = repeat_text("", n)
         return Annotations(cols, text, {k: empty for k in self.extras}, None, True)
 
 
@@ -461,7 +518,7 @@ def concat(parts: Sequence[Annotations]) -> Annotations:
     names = list(dict.fromkeys(k for p in parts for k in p.extras))
     cols = {k: np.concatenate([getattr(p, k) for p in parts]) for k in TYPED}
     text = {c: pa.concat_arrays([p.text[c] for p in parts]) for c in COLUMNS}
-    extras = {k: pa.concat_arrays([p.extras.get(k, pa.array([""] * len(p), pa.string())) for p in parts])
+    extras = {k: pa.concat_arrays([p.extras.get(k, repeat_text("", len(p))) for p in parts])
               for k in names}
     return Annotations(cols, text, extras, parts[0].path, any(p.source_columns for p in parts))
 
