@@ -157,7 +157,7 @@ if op == "read_dlinfo":
         from lesionprop.annotations import read_annotations
         new = True
     except ImportError:
-        from lesionprop.data.deeplesion import read_annotations
+        from lesionprop.annotations import read_annotations
         new = False
     ann, res["wall"], res["cpu"] = timed(lambda: read_annotations(args["path"]))
     if new:

@@ -1,15 +1,22 @@
-"""Multi-seed pipeline benchmark: mean and spread of every variant's sensitivity.
+"""Multi-seed pipeline benchmark: paired differences to the baseline, pooled over seeds.
 
 Runs ``lesionprop pipeline`` for each seed on (a) the procedural phantom and
 (b) lesions inserted into the real CT ``../shared/data/realct/ct_small_3mm.nii.gz``
 (inside its liver mask; skipped when the file is absent), several runs in
-parallel, then aggregates ``report/table.json`` into mean +/- std per variant.
+parallel.  Then, per background, on official labels and on truth: each variant's
+sensitivity and its paired difference to the baseline, with 95% CIs POOLED over
+seeds: a bootstrap over (seed, patient) units, each seed's test patients resampled
+within that seed (the same draw for every variant of the seed), the statistic being
+the mean over seeds (:func:`lesionprop.eval.compare.pooled_comparison`).  Also
+each seed's pseudo-label precision and recall against truth.
 
-    python benchmarks/bench_pipeline.py --seeds 0 1 2 --jobs 3 --preset demo \
-        --set train.iterations=400 --out bench_out/pipeline
+    python benchmarks/bench_pipeline.py --seeds 0 1 2 --jobs 2 --preset demo \
+        --set pipeline.parallel_trainings=1 --out bench_out/pipeline
+    python benchmarks/bench_pipeline.py --seeds 0 1 2 --out bench_out/pipeline --summarize-only
 
-Results: ``OUT/summary.md`` and ``OUT/summary.json`` (copy the table into
-``benchmarks/results/pipeline.md``).
+Results: ``OUT/summary.md`` and ``OUT/summary.json`` (copy the tables into
+``benchmarks/results/pipeline.md``).  ``--summarize-only`` recomputes them from
+finished run folders without running anything.
 """
 
 from __future__ import annotations
@@ -56,25 +63,91 @@ def run_one(out: Path, preset: str, seed: int, extra: list[str], log: Path, thre
     return table
 
 
-def aggregate(tables: list[dict], key: str | None) -> dict[str, dict[str, list[float]]]:
-    out = {}
-    for v in tables[0]["variants"]:
-        rows = np.array([(t[key]["variants"] if key else t["variants"])[v] for t in tables], dtype=float)
-        out[v] = {"mean": rows.mean(0).tolist(), "std": rows.std(0, ddof=1 if len(rows) > 1 else 0).tolist(),
-                  "runs": rows.tolist()}
+VARIANTS = ["baseline", "lp", "mm", "mm_lp", "dd"]
+
+
+def run_outcomes(run: Path, variants: list[str]) -> tuple[list, list | None]:
+    """Per-variant evaluation outcomes of one finished pipeline folder: official labels, truth."""
+    from lesionprop.annotations import read_annotations
+    from lesionprop.eval.froc import evaluate
+    from lesionprop.predictions import read_predictions
+
+    rows = read_annotations(run / "data" / "DL_info.csv")
+    truth_csv = run / "data" / "truth.csv"
+    truth = read_annotations(truth_csv) if truth_csv.is_file() else None
+    official, complete = [], [] if truth is not None else None
+    for v in variants:
+        preds = read_predictions(run / "preds" / f"test_{v}.csv")
+        official.append(evaluate(rows, preds, split="test", fps=FPS).outcomes)
+        if truth is not None:
+            complete.append(evaluate(rows, preds, split="test", fps=FPS, truth=truth).outcomes)
+    return official, complete
+
+
+def summarize_background(runs: dict[int, Path], n_boot: int, seed: int) -> dict:
+    """Pooled paired comparison over the seeds' run folders (official and truth) and per-seed label quality."""
+    from lesionprop.eval.compare import pooled_comparison
+
+    seeds = sorted(runs)
+    tables = {s: json.loads((runs[s] / "report" / "table.json").read_text()) for s in seeds}
+    variants = [v for v in VARIANTS if all(v in t["variants"] for t in tables.values())]
+    per_seed = {s: run_outcomes(runs[s], variants) for s in seeds}
+    out: dict = {"seeds": seeds, "variants": variants}
+    for kind, k in (("official", 0), ("truth", 1)):
+        if any(per_seed[s][k] is None for s in seeds):
+            continue
+        c = pooled_comparison([per_seed[s][k] for s in seeds], variants, FPS, n_boot=n_boot, seed=seed)
+        out[kind] = c.to_dict()
+        out[kind]["per_seed"] = {str(s): {v: _sens(tables[s], kind, v) for v in variants} for s in seeds}
+    out["label_quality"] = {str(s): tables[s].get("label_quality", {}) for s in seeds}
     return out
 
 
-def _pct(x: float) -> str:
-    return "n/a (no boxes)" if np.isnan(x) else f"{100 * x:.1f}%"
+def _sens(table: dict, kind: str, v: str) -> list[float]:
+    entry = (table["truth"] if kind == "truth" else table)["variants"][v]
+    return entry["sensitivity"] if isinstance(entry, dict) else entry       # older table.json: a plain list
 
 
-def markdown(name: str, agg: dict, n: int, title: str) -> str:
-    lines = [f"**{name}, {title}** ({n} seeds; sensitivity % mean +/- std)", "",
-             "| variant | " + " | ".join(f"{f:g} FP" for f in FPS) + " |", "|" + " --- |" * (len(FPS) + 1)]
-    for v, a in agg.items():
-        lines.append(f"| {v} | " + " | ".join(f"{100 * m:.1f} +/- {100 * s:.1f}"
-                                              for m, s in zip(a["mean"], a["std"])) + " |")
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or np.isnan(x) else f"{100 * x:.1f}%"
+
+
+def _cell(x: float, lo: float, hi: float, sign: str = "") -> str:
+    return f"{100 * x:{sign}.1f} ({100 * lo:{sign}.1f}, {100 * hi:{sign}.1f})"
+
+
+def markdown(name: str, summary: dict, kind: str, title: str) -> str:
+    c = summary[kind]
+    n = len(summary["seeds"])
+    lines = [f"**{name}, {title}** ({n} seeds, {c['units']} test patients, {c['lesions']} lesions in all; "
+             f"mean over seeds, {100 * c['ci_level']:g}% CI from {c['bootstrap']} resamples of (seed, patient))", "",
+             "| variant | " + " | ".join(f"{f:g} FP" for f in FPS) + " | mean 0.5-8 |", "|" + " --- |" * (len(FPS) + 2)]
+    for v, e in c["variants"].items():
+        lines.append(f"| {v} | " + " | ".join(_cell(*x) for x in zip(e["sensitivity"], e["ci_low"], e["ci_high"]))
+                     + f" | {_cell(e['mean'], *e['mean_ci'])} |")
+    lines += ["", "Paired difference to the baseline (points; P = share of resamples with a difference > 0)", "",
+              "| variant | " + " | ".join(f"{f:g} FP" for f in FPS) + " | mean 0.5-8 |",
+              "|" + " --- |" * (len(FPS) + 2)]
+    for v, d in c["differences"].items():
+        cells = [_cell(x, lo, hi, "+") + f" P={p:.2f}" for x, lo, hi, p in
+                 zip(d["diff"], d["ci_low"], d["ci_high"], d["p_gt_0"])]
+        lines.append(f"| {v} | " + " | ".join(cells) + f" | {_cell(d['mean_diff'], *d['mean_ci'], '+')} "
+                     f"P={d['mean_p_gt_0']:.2f} |")
+    per = "; ".join(f"seed {s}: " + " / ".join(f"{100 * vals[v][FPS.index(4)]:.1f}" for v in c["variants"])
+                    for s, vals in c["per_seed"].items())
+    lines += ["", f"Per seed at 4 FPs ({' / '.join(c['variants'])}): {per}."]
+    return "\n".join(lines)
+
+
+def quality_markdown(name: str, summary: dict) -> str:
+    lines = [f"**{name}, pseudo-labels against truth, per seed** (training split; IoU >= 0.5)", "",
+             "| seed | labels | boxes | precision | missing key-slice recall | neighbour-slice recall |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for s, q in summary["label_quality"].items():
+        for k, v in q.items():
+            lines.append(f"| {s} | {k} | {v['boxes']} | {_pct(v['precision'])} | "
+                         f"{v['missing_recovered']}/{v['missing_targets']} ({_pct(v['missing_recall'])}) | "
+                         f"{v['neighbour_recovered']}/{v['neighbour_targets']} ({_pct(v['neighbour_recall'])}) |")
     return "\n".join(lines)
 
 
@@ -87,6 +160,9 @@ def main() -> int:
     ap.add_argument("--realct", default=str(REALCT), help="folder with ct_small_3mm(.nii.gz, _organs.nii.gz)")
     ap.add_argument("--only", choices=["phantom", "realct"], help="benchmark one background only")
     ap.add_argument("--out", default="bench_out/pipeline")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="resamples of (seed, patient) (default 1000)")
+    ap.add_argument("--boot-seed", type=int, default=0, help="seed of the resampling")
+    ap.add_argument("--summarize-only", action="store_true", help="only summarize finished run folders under --out")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,37 +172,33 @@ def main() -> int:
             continue
         for seed in args.seeds:
             jobs.append((bg, seed, out / f"{bg}_seed{seed}", extra + args.overrides))
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)     # parallel pipelines share the cores
-    with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {(bg, seed): pool.submit(run_one, run, args.preset, seed, extra, out / f"{bg}_seed{seed}.log",
-                                           threads)
-                   for bg, seed, run, extra in jobs}
-        results: dict[str, list[dict]] = {}
-        for (bg, seed), fut in futures.items():
-            try:
-                results.setdefault(bg, []).append(fut.result())
-                print(f"{bg} seed {seed}: done", flush=True)
-            except RuntimeError as exc:      # keep the other runs' results
-                print(f"{bg} seed {seed}: FAILED: {exc}", flush=True)
-        results = {bg: tables for bg, tables in results.items() if tables}
+    done: dict[str, dict[int, Path]] = {}
+    seconds: dict[str, list[float]] = {}
+    if args.summarize_only:
+        for bg, seed, run, _ in jobs:
+            if (run / "report" / "table.json").is_file():
+                done.setdefault(bg, {})[seed] = run
+    else:
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)     # parallel pipelines share the cores
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = {(bg, seed, run): pool.submit(run_one, run, args.preset, seed, extra,
+                                                    out / f"{bg}_seed{seed}.log", threads)
+                       for bg, seed, run, extra in jobs}
+            for (bg, seed, run), fut in futures.items():
+                try:
+                    seconds.setdefault(bg, []).append(fut.result()["seconds"])
+                    done.setdefault(bg, {})[seed] = run
+                    print(f"{bg} seed {seed}: done", flush=True)
+                except RuntimeError as exc:      # keep the other runs' results
+                    print(f"{bg} seed {seed}: FAILED: {exc}", flush=True)
     summary, md = {}, [f"preset {args.preset}, overrides {args.overrides or 'none'}", ""]
-    for bg, tables in results.items():
-        summary[bg] = {"official": aggregate(tables, None), "seconds": [t["seconds"] for t in tables]}
-        md += [markdown(bg, summary[bg]["official"], len(tables), "official key-slice labels"), ""]
-        if all("truth" in t for t in tables):
-            summary[bg]["truth"] = aggregate(tables, "truth")
-            md += [markdown(bg, summary[bg]["truth"], len(tables), "complete truth labels"), ""]
-        if all("label_quality" in t for t in tables):
-            q = {k: {m: float(np.nanmean([np.nan if t["label_quality"][k][m] is None else t["label_quality"][k][m]
-                                          for t in tables])) for m in ("boxes", "precision", "missing_recall",
-                                                                        "neighbour_recall")}
-                 for k in tables[0]["label_quality"]}
-            summary[bg]["label_quality"] = q
-            md += [f"**{bg}, pseudo-labels** (mean over seeds)", "",
-                   "| labels | boxes | precision | missing recall | neighbour recall |", "| --- | --- | --- | --- | --- |"]
-            md += [f"| {k} | {v['boxes']:.0f} | {_pct(v['precision'])} | {100 * v['missing_recall']:.1f}% | "
-                   f"{100 * v['neighbour_recall']:.1f}% |" for k, v in q.items()]
-            md.append("")
+    for bg, runs in done.items():
+        summary[bg] = summarize_background(runs, args.bootstrap, args.boot_seed)
+        summary[bg]["seconds"] = seconds.get(bg, [])
+        for kind, title in (("official", "official key-slice labels"), ("truth", "complete truth labels")):
+            if kind in summary[bg]:
+                md += [markdown(bg, summary[bg], kind, title), ""]
+        md += [quality_markdown(bg, summary[bg]), ""]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text("\n".join(md))
     print("\n".join(md))

@@ -136,17 +136,27 @@ def distill_loop(lesions: Sequence[Lesion], preds: Predictions, *, score_thr: fl
     return out
 
 
+def iou_padded(a: Sequence[float], b: Sequence[float], pad: float) -> float:
+    """Scalar IoU with ``pad`` added to every width and height (MULAN's +1 in its frame)."""
+    iw = max(min(a[2], b[2]) - max(a[0], b[0]) + pad, 0.0)
+    ih = max(min(a[3], b[3]) - max(a[1], b[1]) + pad, 0.0)
+    inter = iw * ih
+    union = (a[2] - a[0] + pad) * (a[3] - a[1] + pad) + (b[2] - b[0] + pad) * (b[3] - b[1] + pad) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def froc_loop(images: dict[str, list[Sequence[float]]], dets: list[tuple[str, Sequence[float], float]],
-              iou_thr: float = 0.5) -> tuple[list[float], list[float]]:
+              iou_thr: float = 0.5, pad: dict[str, float] | None = None) -> tuple[list[float], list[float]]:
     """MULAN's loop: ``images`` name -> lesion boxes; ``dets`` (name, box, score) on those
-    images.  Returns (fp_curve, sens_curve)."""
+    images; ``pad`` name -> IoU pad (0.8 / spacing; continuous IoU when None).
+    Returns (fp_curve, sens_curve)."""
     order = sorted(range(len(dets)), key=lambda i: -dets[i][2])  # stable: ties keep input order
     hit = {name: [False] * len(g) for name, g in images.items()}
     n_les = sum(len(g) for g in images.values())
     fps, found, fp_curve, sens_curve = 0, 0, [], []
     for i in order:
         name, box, _ = dets[i]
-        ov = [iou(box, g) for g in images[name]]
+        ov = [iou(box, g) if pad is None else iou_padded(box, g, pad[name]) for g in images[name]]
         if not ov or max(ov) < iou_thr:
             fps += 1
         else:

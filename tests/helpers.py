@@ -20,15 +20,16 @@ from lesionprop.data.layout import write_slice
 from lesionprop.predictions import Predictions
 
 
-def _load_reference_loops():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reference_loops.py"
-    spec = importlib.util.spec_from_file_location("lesionprop_reference_loops", path)
+def load_benchmark(name: str):
+    """``benchmarks/NAME.py`` as a module, loaded by its path (for tests of a benchmark's own logic)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"lesionprop_benchmarks_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
 
 
-loops = _load_reference_loops()
+loops = load_benchmark("reference_loops")
 make_lesion = loops.make_lesion
 
 
@@ -137,3 +138,55 @@ def _row(series: str, patient: int, key: int, box, split: int, size: int) -> Les
                   diameters=(x2 - x1, y2 - y1), location=(0.5, 0.5, 0.5), lesion_type=-1, noisy=0,
                   slice_range=(0, 6), spacing=(0.8, 0.8, 2.0), image_size=(size, size),
                   windows=(-1024.0, 3071.0), gender="F", age=50.0, split=split)
+
+
+# ---------------------------------------------------------------- patients, for the bootstrap tests
+
+def slice_name(patient, k):
+    return f"{patient:06d}_01_01_{k:03d}.png"
+
+
+def random_world(rng, n_patients, dets_per_image=4, hit_rate=0.5):
+    """Test-split lesions and scored predictions: 1-3 key slices per patient, 1-2 lesions each;
+    per image some detections near a lesion (hits or misses) and some far away (FPs).
+    Returns (lesions, rows) with rows (patient, slice, box, score)."""
+    lesions, rows = [], []
+    for p in range(1, n_patients + 1):
+        for k in range(10, 10 + int(rng.integers(1, 4))):
+            boxes = []
+            for _ in range(int(rng.integers(1, 3))):
+                x, y, s = rng.integers(0, 200, 2).astype(float).tolist() + [float(rng.integers(4, 30))]
+                boxes.append((x, y, x + s, y + s))
+                lesions.append(make_lesion(slice_name(p, k), boxes[-1], split=3))
+            for _ in range(int(rng.integers(0, dets_per_image + 1))):
+                # the same draws whatever hit_rate: worlds of one seed share their lesions
+                u, pick, j, far = rng.random(), int(rng.integers(len(boxes))), rng.normal(0, 0.25, 2), \
+                    rng.integers(300, 480, 2).astype(float)
+                if u < hit_rate:
+                    x1, y1, x2, y2 = boxes[pick]
+                    j = j * (x2 - x1)
+                    box = (x1 + j[0], y1 + j[1], x2 + j[0], y2 + j[1])
+                else:
+                    box = (far[0], far[1], far[0] + 10, far[1] + 10)
+                rows.append((p, k, box, float(rng.random())))
+    return lesions, rows
+
+
+def to_preds(rows):
+    if not rows:
+        return Predictions.from_arrays([], np.zeros((0, 4)), [])
+    return Predictions.from_arrays([slice_name(p, k) for p, k, _, _ in rows], [r[2] for r in rows],
+                                   [r[3] for r in rows])
+
+
+def write_world(tmp_path, lesions, rows, name="preds.csv"):
+    from lesionprop.annotations import write_annotations
+    from lesionprop.predictions import write_predictions
+
+    ann = tmp_path / "DL_info.csv"
+    if not ann.exists():
+        write_annotations(ann, lesions)
+    pred = tmp_path / name
+    p = to_preds(rows)
+    write_predictions(pred, p.file_names, p.boxes, p.scores)
+    return ann, pred

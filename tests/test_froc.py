@@ -1,12 +1,14 @@
 """FROC evaluation: hand-computed curves, the protocol's corner cases, a loop cross-check."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import FAST, S1, S2, loops, make_lesion, name, preds
-from lesionprop.eval.froc import evaluate, froc_curve, sensitivity_at
+from lesionprop.eval.froc import evaluate, froc_curve, pair_iou_padded, sensitivity_at
 
 froc_loop = loops.froc_loop
 
@@ -46,14 +48,42 @@ def test_hand_computed_curve_and_sensitivities():
     assert res.by_interval["> 2 mm"].sensitivity == [0.0] * 5
     assert res.by_type["liver"].lesions == 3 and res.by_type["liver"].sensitivity[-1] == pytest.approx(2 / 3)
     assert res.by_type["lung"].sensitivity == [0.0] * 5
+    # sizes (make_lesion: long diameter in pixels x 0.8 mm): a1, a2 8 mm; b1 16 mm; d1 8 mm
+    assert {k: (v.images, v.lesions) for k, v in res.by_size.items()} == {"< 10 mm": (2, 3), "10-30 mm": (1, 1)}
+    assert res.by_size["< 10 mm"].sensitivity[-1] == pytest.approx(1 / 3)
+    assert res.by_size["10-30 mm"].sensitivity == [0.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def spaced(lesion, sx):
+    return replace(lesion, spacing=(sx, sx, lesion.spacing[2]))
 
 
 def test_one_detection_finds_several_lesions_and_iou_boundary():
-    les = [make_lesion(A, (0, 0, 10, 10), split=3), make_lesion(A, (0, 0, 10, 10), split=3)]
-    res = evaluate(les, preds((S1, 10, (0, 0, 10, 5), 0.9)), fps=(1,))   # IoU exactly 0.5 counts (>=)
+    # spacing 1.6 mm: MULAN pads widths and heights by 0.8 / 1.6 = 0.5 file pixel;
+    # (0, 0, 10, 4.75) vs (0, 0, 10, 10): 10.5 * 5.25 / 10.5 ** 2 = 0.5 exactly (continuous: 0.475)
+    les = [spaced(make_lesion(A, (0, 0, 10, 10), split=3), 1.6) for _ in range(2)]
+    res = evaluate(les, preds((S1, 10, (0, 0, 10, 4.75), 0.9)), fps=(1,))   # IoU exactly 0.5 counts (>=)
     assert res.sens_curve.tolist() == [1.0] and res.fp_curve.tolist() == [0.0]
-    res = evaluate(les, preds((S1, 10, (0, 0, 10, 4.9), 0.9)), fps=(1,))
+    res = evaluate(les, preds((S1, 10, (0, 0, 10, 4.7), 0.9)), fps=(1,))
     assert res.sens_curve.tolist() == [0.0] and res.fp_curve.tolist() == [1.0]
+
+
+def test_mulan_iou_pad_is_0p8_mm_over_the_images_pixel_spacing():
+    gt, det = (10, 10, 14, 14), (11, 11, 15, 15)
+    # continuous IoU 9 / 23 = 0.39; pad 1 (0.8 mm pixels): 16 / 34 = 0.47; pad 2 (0.4 mm): 25 / 47 = 0.53
+    np.testing.assert_allclose(pair_iou_padded(np.array([det], float), np.array([gt], float), [0.0, 1.0, 2.0][0]),
+                               [9 / 23])
+    np.testing.assert_allclose(pair_iou_padded(np.array([det] * 2, float), np.array([gt] * 2, float),
+                                               np.array([1.0, 2.0])), [16 / 34, 25 / 47])
+    # two images in one evaluation, each with its own spacing: only the 0.4 mm one is a hit
+    les = [spaced(make_lesion(A, gt, split=3), 0.8), spaced(make_lesion(B, gt, split=3), 0.4)]
+    res = evaluate(les, preds((S1, 10, det, 0.9), (S1, 20, det, 0.8)), fps=(1,))
+    assert res.fp_curve.tolist() == [0.5, 0.5] and res.sens_curve.tolist() == [0.0, 0.5]
+    # the same boxes with 0.2 mm pixels (pad 4): 49 / 65 = 0.75 on both
+    res = evaluate([spaced(g, 0.2) for g in les], preds((S1, 10, det, 0.9), (S1, 20, det, 0.8)), fps=(1,))
+    assert res.sens_curve.tolist() == [0.5, 1.0]
+    with pytest.raises(ValueError, match=r"000001_01_01_010.png: Spacing_mm_px_ x must be a positive"):
+        evaluate([spaced(les[0], 0.0)], preds(), fps=(1,))
 
 
 def test_no_detections_and_errors():
@@ -97,8 +127,8 @@ def test_sensitivity_at_conventions():
 
 
 def test_3dce_convention_uses_plus_one_boxes():
-    les = [make_lesion(A, (0, 0, 9, 9), split=3)]
-    det = preds((S1, 10, (0, 0, 9, 4), 0.9))   # continuous IoU 36/81 = .44; +1 widths: 50/100 = .5
+    les = [spaced(make_lesion(A, (0, 0, 9, 9), split=3), 1.6)]
+    det = preds((S1, 10, (0, 0, 9, 4), 0.9))   # +0.5 (MULAN at 1.6 mm): 42.75/90.25 = .47; +1: 50/100 = .5
     assert evaluate(les, det, iou=0.48).sens_curve.tolist() == [0.0]
     assert evaluate(les, det, iou=0.48, convention="3dce").sens_curve.tolist() == [1.0]
 
@@ -117,5 +147,5 @@ def test_curve_matches_mulan_loop(dets, gts):
         images.setdefault(g.file_name, []).append(g.box)
     loop_dets = [(p.file_names[j], p.boxes[j].tolist(), p.scores[j]) for j in range(len(p))
                  if p.file_names[j] in images]
-    fp, sens = froc_loop(images, loop_dets)
+    fp, sens = froc_loop(images, loop_dets, pad={n: 1.0 for n in images})    # make_lesion: 0.8 mm pixels
     assert res.fp_curve.tolist() == fp and res.sens_curve.tolist() == sens

@@ -12,11 +12,11 @@ FLOORS = {
     "boxes": 0, "fileio": 0, "numtext": 0, "cli": 0, "__init__": 0, "__main__": 0,
     "config": 1, "configs": 1,
     "data": 2, "model": 2,
-    "annotations": 3, "predictions": 3, "synth": 3, "dataset_stats": 3,
-    "grouping": 4,
+    "annotations": 3, "predictions": 3, "synth": 3, "dataset_stats": 3, "coco": 3,
+    "grouping": 4, "complete_labels": 4,
     "labels": 5, "eval": 5,
     "engine": 6,
-    "pipeline": 7,
+    "pipeline": 7, "scan": 7,
     "commands": 8,
 }
 

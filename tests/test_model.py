@@ -89,3 +89,51 @@ def test_pretrained_weights_from_a_local_file(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="not a state dict for this backbone"):
         build_backbone("resnet18", fpn_channels=16, pretrained=tmp_path / "bad.pth")
+
+
+def test_init_backbone_round_trip_and_refusals(tmp_path):
+    """A backbone exported as fp16 from a detector state dict loads into a fresh detector;
+    the RPN and box head stay as initialised; wrong shapes, missing files and ImageNet together are errors."""
+    from lesionprop.model.pretrain import backbone_state, load_backbone, resolve
+
+    torch.manual_seed(0)
+    src = build_detector(tiny_model_cfg(), 3)
+    state = backbone_state(src.state_dict())
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    assert set(state) == set(src.backbone.body.state_dict()) and any(k.startswith("fpn.") for k in state)
+    path = tmp_path / "bb.pt"
+    torch.save(state, path)
+    torch.manual_seed(1)
+    fresh = build_detector(tiny_model_cfg(), 3)
+    head_before = fresh.roi_heads.box_predictor.cls_score.weight.clone()
+    torch.manual_seed(1)
+    dst = build_detector(tiny_model_cfg(init_backbone=str(path)), 3)
+    for k, v in dst.backbone.body.state_dict().items():
+        assert torch.equal(v, state[k].to(v.dtype)), k
+    assert torch.equal(dst.roi_heads.box_predictor.cls_score.weight, head_before)
+    # a checkpoint rebuild (load_pretrained=False) never reads the file
+    build_detector(tiny_model_cfg(init_backbone=str(tmp_path / "gone.pt")), 3, load_pretrained=False)
+    with pytest.raises(FileNotFoundError, match="gone.pt"):
+        build_detector(tiny_model_cfg(init_backbone=str(tmp_path / "gone.pt")), 3)
+    with pytest.raises(ValueError, match="has shape"):
+        load_backbone(build_detector(tiny_model_cfg(fpn_channels=8), 3).backbone.body, path)
+    with pytest.raises(ValueError, match="exclude each other"):
+        build_detector(tiny_model_cfg(init_backbone=str(path), pretrained=str(path)), 3)
+    with pytest.raises(FileNotFoundError, match="shipped names"):
+        resolve(tmp_path / "nothing.pt")
+
+
+def test_anchor_octaves_give_more_sizes_per_level():
+    from lesionprop.model.detector import anchor_sizes
+
+    assert anchor_sizes((32, 64, 128, 256, 512), 0.4, (1.0,)) == ((13,), (26,), (51,), (102,), (205,))
+    assert anchor_sizes((32, 64), 0.4, (1.0, 2 ** 0.5)) == ((13, 18), (26, 36))
+    model = build_detector(tiny_model_cfg(anchor_octaves="1,1.41"), 3)
+    assert model.rpn.anchor_generator.num_anchors_per_location() == [6] * 5
+    assert model.rpn.head.cls_logits.out_channels == 6
+    model.train()
+    losses = model([torch.rand(3, 64, 64) * 255],
+                   [{"boxes": torch.tensor([[5.0, 6.0, 20.0, 24.0]]), "labels": torch.ones(1, dtype=torch.int64)}])
+    assert all(torch.isfinite(v) for v in losses.values())
+    with pytest.raises(ValueError, match="anchor_octaves"):
+        build_detector(tiny_model_cfg(anchor_octaves="1,0"), 3)

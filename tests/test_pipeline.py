@@ -74,8 +74,14 @@ def test_pipeline_end_to_end_then_kill_and_resume(tmp_path):
     table = json.loads((report / "table.json").read_text())
     assert table["fps"] == [0.5, 1, 2, 4, 8]
     assert set(table["variants"]) == {"baseline", "dd", "lp", "mm", "mm_lp"}
-    assert all(len(v) == 5 and all(0 <= x <= 1 for x in v) for v in table["variants"].values())
+    for v in list(table["variants"].values()) + list(table["truth"]["variants"].values()):
+        assert set(v) >= {"sensitivity", "ci_low", "ci_high", "mean"}
+        assert all(len(v[k]) == 5 for k in ("sensitivity", "ci_low", "ci_high"))
+        assert all(0 <= lo <= hi <= 1 and 0 <= x <= 1
+                   for lo, x, hi in zip(v["ci_low"], v["sensitivity"], v["ci_high"]))
     assert set(table["truth"]["variants"]) == set(table["variants"])
+    assert set(table["differences"]) == {"dd", "lp", "mm", "mm_lp"} and table["images"] > 0 and table["lesions"] > 0
+    assert "Paired difference to FPN-3DCE (baseline)" in (report / "table.md").read_text()
     assert (report / "table.md").read_text().count("|") > 20
     assert (report / "table.csv").is_file() and (report / "froc.png").stat().st_size > 1000
     assert set(table["label_quality"]) == {"mm", "lp", "mm_lp", "dd"}
@@ -96,7 +102,8 @@ def test_finetune_mode_gives_the_baseline_the_same_extra_training(tmp_path):
     """retrain_from=baseline: every row, the baseline's too, is the baseline fine-tuned for
     pipeline.retrain_iterations on its own labels (no extra training credited to pseudo-labels)."""
     cfg = _tiny_cfg(tmp_path, ["pipeline.retrain_from=baseline", "pipeline.retrain_iterations=4",
-                               "pipeline.parallel_trainings=1", "pipeline.variants=[baseline, lp]"])
+                               "pipeline.parallel_trainings=1", "pipeline.variants=[baseline, lp]",
+                               "pipeline.eval_3d_slices=1"])
     run_dir = tmp_path / "ft"
     result = run_pipeline(cfg, run_dir, log=lambda s: None)
     models = run_dir / "models"
@@ -108,6 +115,12 @@ def test_finetune_mode_gives_the_baseline_the_same_extra_training(tmp_path):
     assert marker["info"]["best_checkpoint"] == str(models / "baseline_finetuned" / "best.pt")
     evaluated = json.loads((run_dir / "stages" / "eval_baseline.json").read_text())
     assert set(result.official) == {"baseline", "lp"} and evaluated["outputs"]
+    # eval_3d_slices=1: one prediction run on K-1..K+1 serves the key-slice and the 3D (lens) evaluation
+    assert set(result.lens) == {"baseline", "lp"} and result.lens["lp"]["window"] == 1
+    assert result.lens["lp"]["protocol"] == "lens" and len(result.lens["lp"]["sensitivity"]) == 7
+    table = json.loads((result.report_dir / "table.json").read_text())
+    assert set(table["lens"]) == {"baseline", "lp"}
+    assert "In 3D against complete labels" in (result.report_dir / "table.md").read_text()
 
 
 def test_retrain_settings_are_checked(tmp_path):

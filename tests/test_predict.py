@@ -57,6 +57,16 @@ def test_slice_selection(blobs):
     assert len(slice_names(lesions, root, "both", "test")) == 6
     with pytest.raises(ValueError, match="slices must be one of"):
         slice_names(lesions, root, "middle", "test")
+    # range: every slice of Slice_range (0..6) that exists; window=1: K-1..K+1 only
+    rng = slice_names(lesions, root, "range", "test")
+    assert rng == [f"{s}_{k:03d}.png" for s in ("000002_01_01", "000003_01_01") for k in range(7)]
+    assert slice_names(lesions, root, "range", "test", window=1) == [
+        f"{s}_{k:03d}.png" for s in ("000002_01_01", "000003_01_01") for k in (2, 3, 4)]
+    (root / "Images_png" / "000002_01_01" / "006.png").rename(root / "gone.png")
+    try:
+        assert "000002_01_01_006.png" not in slice_names(lesions, root, "range", "test")
+    finally:
+        (root / "gone.png").rename(root / "Images_png" / "000002_01_01" / "006.png")
 
 
 @pytest.mark.parametrize("tta", ["none", "flip", "scales", "flip+scales"])

@@ -10,6 +10,7 @@ run directory and checkpoint (``Config.to_dict``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -45,6 +46,7 @@ class ModelConfig:
 
     backbone: str = "resnet50"              # resnet50 | resnet18 | resnet10
     pretrained: str | None = None           # local ImageNet weights file; never downloaded
+    init_backbone: str | None = None        # ResNet + FPN weights to start from: synthetic-cpu (shipped) or a file
     trainable_layers: int = 3               # 0..5 ResNet stages trained (5 = all, for random init)
     base_width: int = 64                    # basic-block ResNets: narrower than 64 for CPU presets
     norm: str = "auto"                      # auto (frozen_bn if pretrained else gn) | frozen_bn | bn | gn
@@ -54,6 +56,7 @@ class ModelConfig:
     box_head_dim: int = 1024
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
     anchor_scale: float = 1.0               # = 0.8 mm / data.target_spacing_mm for coarser presets
+    anchor_octaves: tuple[float, ...] = (1.0,)   # sizes per level: size x each (e.g. 1, 1.41: two per octave)
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     rpn_batch_size_per_image: int = 256
     rpn_fg_iou_thresh: float = 0.7          # anchors at least this IoU with a lesion are positives
@@ -126,6 +129,7 @@ class PipelineConfig:
     retrain_iterations: int | None = None   # iterations of each retrain (None: train.iterations)
     retrain_base_lr: float | None = None    # base lr of each retrain (None: train.base_lr); lower to fine-tune
     parallel_trainings: int = 1             # retrains run side by side (CPU threads split between them)
+    eval_3d_slices: int = 0                 # n > 0: also the 3D lens evaluation on test slices K-n..K+n; 0 = off
     variants: tuple[str, ...] = ("baseline", "dd", "lp", "mm", "mm_lp")
     synth_series: int = 100
     synth_seed: int = 0
@@ -188,14 +192,21 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             if value.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(f"config key {key}: expected true/false, got {value!r}")
+        if not isinstance(value, (bool, int)) or value not in (0, 1):
+            raise ValueError(f"config key {key}: expected true/false, got {value!r}")
         return bool(value)
     if tp in (int, float, str):
+        # YAML already typed the value: no str(None) == 'None', no bool as number, no NaN rate
+        if isinstance(value, (bool, list, tuple, dict)) or value is None:
+            raise ValueError(f"config key {key}: expected {tp.__name__}, got {value!r}")
         try:
             out = tp(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"config key {key}: expected {tp.__name__}, got {value!r}") from None
         if tp is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(f"config key {key}: expected an integer, got {value!r}")
+        if tp is float and not math.isfinite(out):
+            raise ValueError(f"config key {key}: expected a finite number, got {value!r}")
         return out
     return value
 
@@ -226,11 +237,14 @@ def preset_names() -> list[str]:
 
 
 def _read_yaml(path: Path | Any, label: str) -> dict:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{label}: not a UTF-8 text file (byte at offset {exc.start})") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"{label}: not valid YAML: {exc}") from None
+        raise ValueError(f"{label}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{label}: expected a mapping at the top level")
     if "preset" in data:
@@ -263,7 +277,12 @@ def load_config(path: str | Path | None = None, preset: str | None = None,
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"config file not found: {p}")
-        data = _deep_merge(data, _read_yaml(p, str(p)))
+        from_file = _read_yaml(p, str(p))
+        try:
+            _build(Config, from_file)              # name the file when its own keys are wrong
+        except ValueError as exc:
+            raise ValueError(f"{p}: {exc}") from None
+        data = _deep_merge(data, from_file)
     for ov in overrides:
         keys, value = parse_override(ov)
         node = data

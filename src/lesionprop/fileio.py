@@ -14,11 +14,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", newline: str | None =
     """Write ``path`` through a temp file in the same folder, renamed on success.
 
     A crash or exception leaves any previous ``path`` untouched and no partial file.
+    The finished file gets the permissions a plain ``open()`` would give (0666 less the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_current_umask())   # mkstemp makes 0600; give what open() would give
         kwargs = {} if "b" in mode else {"newline": newline, "encoding": "utf-8"}
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
@@ -29,6 +31,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", newline: str | None =
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def refuse_overwrite_of_inputs(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:

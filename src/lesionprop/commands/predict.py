@@ -12,7 +12,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--series", nargs="+", metavar="NAME",
                    help="instead of --annotations: every slice of these series folders (e.g. an imported CT; "
                         "spacing from DATA/series_info.csv); 'all' for every series in series_info.csv")
-    p.add_argument("--slices", choices=("key", "adjacent", "both"), default="key")
+    p.add_argument("--slices", choices=("key", "adjacent", "both", "range"), default="key",
+                   help="key slices, their K-1/K+1 neighbours, both, or range: every slice of each key "
+                        "slice's Slice_range (the sub-volume a 3D evaluation needs)")
+    p.add_argument("--window", type=int, metavar="N",
+                   help="with --slices range: only K-N ... K+N of each sub-volume")
     p.add_argument("--split", choices=("train", "val", "test", "all"), default="test")
     p.add_argument("--tta", choices=("none", "flip", "scales", "flip+scales"), default="none")
     p.add_argument("--batch-size", type=int, help="images per forward pass (default: the checkpoint's)")
@@ -51,9 +55,11 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.annotations is None) == (args.series is None):
         raise CommandError("give either --annotations (key/adjacent slices of a split) or --series")
+    if args.window is not None and args.slices != "range":
+        raise CommandError("--window needs --slices range")
     file_names = series_slices(args.data, args.series) if args.series else None
     preds = predict(args.checkpoint, args.data, args.annotations, slices=args.slices, split=args.split,
                     tta=args.tta, out_csv=args.out, file_names=file_names, batch_size=args.batch_size,
-                    device=args.device)
+                    device=args.device, window=args.window)
     print(f"wrote {len(preds)} boxes to {args.out}")
     return 0

@@ -93,8 +93,12 @@ def list_slices(folder: str | os.PathLike) -> dict[int, os.DirEntry]:
     return out
 
 
-def decode_png(path: str | os.PathLike) -> np.ndarray:
-    """Decode one DeepLesion slice PNG -> ``(H, W)`` int16 HU.  Errors name the file."""
+def decode_png(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode one DeepLesion slice PNG -> ``(H, W)`` int16 HU.  Errors name the file.
+
+    ``shape``: the ``(rows, cols)`` the annotations give (``Image_size``); a PNG of
+    another size is refused rather than read against boxes meant for another grid.
+    """
     path = Path(path)
     if not path.is_file():
         raise SliceReadError(f"slice file not found: {path}")
@@ -105,6 +109,9 @@ def decode_png(path: str | os.PathLike) -> np.ndarray:
         raise SliceReadError(f"slice PNG must be single-channel, got shape {raw.shape}: {path}")
     if raw.dtype != np.uint16:
         raise SliceReadError(f"slice PNG must be 16-bit (HU + 32768), got {raw.dtype}: {path}")
+    if shape is not None and raw.shape != tuple(int(v) for v in shape):
+        raise SliceReadError(f"slice PNG is {raw.shape[0]}x{raw.shape[1]}, the annotations' Image_size "
+                             f"says {shape[0]}x{shape[1]}: {path}")
     # uint16 v -> int16 (v - 32768) is a flip of the top bit, done in place.
     np.bitwise_xor(raw, np.uint16(0x8000), out=raw)
     return raw.view(np.int16)

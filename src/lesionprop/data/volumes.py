@@ -19,6 +19,14 @@ nearest-axis reorientation (``io_orientation``), no resampling; an oblique
 affine is reoriented to its closest axes.
 
 ``spacing`` is ``(x, y, z)`` in mm, ``z`` being the slice interval.
+
+Geometry: ``CTVolume.affine`` (4 x 4) maps a display voxel index ``(x, y, z, 1)``
+(column, row, slice; integer = voxel centre) to patient coordinates in mm in the
+DICOM patient system **LPS** (+x left, +y posterior, +z superior).  DICOM: from
+``ImagePositionPatient`` / ``ImageOrientationPatient`` / ``PixelSpacing`` of the
+sorted slices; NIfTI: the reoriented file affine (RAS) with x and y negated.
+:func:`to_source_grid` puts a display-orientation array (e.g. a label volume)
+back on the input's own voxel grid with the input's affine, for NIfTI output.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ class CTVolume:
     z_positions: tuple[float, ...] = ()             # mm along the superior axis, one per slice
     source: str = ""                                # "dicom" | "nifti"
     meta: dict = field(default_factory=dict, compare=False)
+    affine: np.ndarray | None = field(default=None, compare=False)   # display voxel (x, y, z) -> LPS mm
 
 
 def is_nifti(path: str | os.PathLike) -> bool:
@@ -100,6 +109,9 @@ def _read_dicom(f: Path):
         raise VolumeError(f"{f}: not a CT image (Modality = {modality or 'missing'!r})")
     if "PixelData" not in ds:
         raise VolumeError(f"{f}: not a CT image (no pixel data)")
+    image_type = [str(v).upper() for v in (getattr(ds, "ImageType", None) or [])]
+    if "LOCALIZER" in image_type:
+        raise VolumeError(f"{f}: a localizer (scout) image, not an axial CT slice (ImageType = {image_type})")
     for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
         if tag not in ds:
             raise VolumeError(f"{f}: missing {tag}, cannot place the slice in the volume")
@@ -198,14 +210,87 @@ def load_dicom_series(folder: str | os.PathLike) -> CTVolume:
     sy, sx = (float(v) for v in ref["PixelSpacing"])     # DICOM: (row spacing, column spacing)
     if transpose:
         sx, sy = sy, sx
+    affine = _dicom_affine([np.asarray(ds.ImagePositionPatient, dtype=float) for ds in datasets], orient,
+                           ref["PixelSpacing"], ref["size"], (transpose, flip_r, flip_c), dz)
     return CTVolume(np.ascontiguousarray(vol), (sx, sy, dz), tuple(str(f) for f in files),
                     tuple(float(sign * v) for v in proj), "dicom",
-                    {"transpose": transpose, "flip_rows": flip_r, "flip_cols": flip_c})
+                    {"transpose": transpose, "flip_rows": flip_r, "flip_cols": flip_c}, affine)
+
+
+def _dicom_affine(positions: list[np.ndarray], orient: np.ndarray, pixel_spacing: np.ndarray,
+                  size: tuple[int, int], transform: tuple[bool, bool, bool], dz: float) -> np.ndarray:
+    """Display voxel (x, y, z) -> LPS mm, for slices already in display order.
+
+    A stored pixel (row r, column c) of slice k lies at ``IPP_k + c * dc * rowcos + r * dr * colcos``
+    (``PixelSpacing`` = (dr, dc)).  The display grid's first pixel and unit steps are found by
+    applying the display transform to the stored (r, c) index grid itself.
+    """
+    def display_grid(rows: int, cols: int) -> np.ndarray:
+        """(row, column) of the stored pixel behind each display pixel."""
+        grid = np.stack(np.mgrid[:rows, :cols], axis=-1)
+        transpose, flip_r, flip_c = transform
+        if transpose:
+            grid = grid.transpose(1, 0, 2)
+        if flip_r:
+            grid = grid[::-1, :]
+        if flip_c:
+            grid = grid[:, ::-1]
+        return grid
+
+    dr, dc = (float(v) for v in pixel_spacing)
+    to_mm = np.column_stack([orient[3:] * dr, orient[:3] * dc])          # (3, 2): (r, c) -> mm
+    origin_rc = display_grid(*size)[0, 0].astype(float)
+    steps = display_grid(2, 2)               # the steps do not depend on the size (1-px images too)
+    x_step = to_mm @ (steps[0, 1] - steps[0, 0])
+    y_step = to_mm @ (steps[1, 0] - steps[0, 0])
+    if len(positions) > 1:
+        z_step = (positions[-1] - positions[0]) / (len(positions) - 1)
+    else:
+        normal = np.cross(orient[:3], orient[3:])
+        z_step = -abs(dz) * normal * (1.0 if normal[2] >= 0 else -1.0)   # slice order: superior first
+    aff = np.eye(4)
+    aff[:3, 0], aff[:3, 1], aff[:3, 2] = x_step, y_step, z_step
+    aff[:3, 3] = positions[0] + to_mm @ origin_rc
+    return aff
+
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def voxel_to_patient(affine: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` display voxel coordinates (x, y, z; may be fractional) -> ``(N, 3)`` mm via ``affine``."""
+    p = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    return p @ affine[:3, :3].T + affine[:3, 3]
+
+
+def spacing_affine(spacing: Sequence[float]) -> np.ndarray:
+    """LPS affine of a volume known only by its spacing (display orientation, origin at voxel 0)."""
+    sx, sy, sz = (float(v) for v in spacing)
+    return np.diag([sx, sy, -sz, 1.0])     # x -> left, y -> posterior, slices run superior -> inferior
+
+
+def to_source_grid(vol: CTVolume, data_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A ``(Z, Y, X)`` display-orientation array -> (array on the input's voxel grid, its RAS affine).
+
+    NIfTI input: the inverse of the load's reorientation, with the file's own affine, so
+    the array lines up voxel for voxel with the input file.  Otherwise: the display grid
+    as ``(x, y, z)`` with ``LPS_TO_RAS @ vol.affine`` (same geometry as the DICOM series).
+    """
+    import nibabel as nib
+
+    xyz = np.asarray(data_zyx).transpose(2, 1, 0)
+    if vol.source == "nifti" and "source_affine" in vol.meta:
+        back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("L", "P", "I")),
+                                               vol.meta["source_ornt"])
+        return np.ascontiguousarray(nib.orientations.apply_orientation(xyz, back)), vol.meta["source_affine"]
+    affine = vol.affine if vol.affine is not None else spacing_affine(vol.spacing)
+    return np.ascontiguousarray(xyz), LPS_TO_RAS @ affine
 
 
 # ---------------------------------------------------------------- NIfTI
 
-def _nifti_display(path: Path, integer_labels: bool) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+def _nifti_display(path: Path, integer_labels: bool, info: dict | None = None
+                   ) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
     import nibabel as nib
 
     try:
@@ -222,6 +307,8 @@ def _nifti_display(path: Path, integer_labels: bool) -> tuple[np.ndarray, tuple[
     xform = nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt(("L", "P", "I")))
     data = nib.orientations.apply_orientation(data, xform)
     affine = img.affine @ nib.orientations.inv_ornt_aff(xform, img.shape[:3])
+    if info is not None:
+        info.update(source_affine=np.asarray(img.affine, dtype=float), source_ornt=ornt)
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     if integer_labels and not np.issubdtype(data.dtype, np.integer):
         if not np.allclose(data, np.rint(data)):
@@ -233,7 +320,8 @@ def _nifti_display(path: Path, integer_labels: bool) -> tuple[np.ndarray, tuple[
 def load_nifti(path: str | os.PathLike) -> CTVolume:
     """A NIfTI CT volume (HU after the header's scl_slope/inter) -> :class:`CTVolume`."""
     path = Path(path)
-    vol, spacing, affine = _nifti_display(path, integer_labels=False)
+    info: dict = {}
+    vol, spacing, affine = _nifti_display(path, integer_labels=False, info=info)
     if vol.dtype.kind == "f" and not np.all(np.isfinite(vol)):
         raise VolumeError(f"{path}: non-finite voxel values")
     lo, hi = float(vol.min()), float(vol.max())
@@ -241,7 +329,8 @@ def load_nifti(path: str | os.PathLike) -> CTVolume:
         raise VolumeError(f"{path}: values {lo}..{hi} do not fit HU in int16")
     hu = np.rint(vol).astype(np.int16) if vol.dtype.kind == "f" else vol.astype(np.int16)
     zs = tuple(float(affine[2, 2] * k + affine[2, 3]) for k in range(hu.shape[0]))  # RAS z, superior first
-    return CTVolume(hu, spacing, (str(path),), zs, "nifti", {"affine": np.asarray(affine)})
+    return CTVolume(hu, spacing, (str(path),), zs, "nifti", {"affine": np.asarray(affine), **info},
+                    LPS_TO_RAS @ np.asarray(affine, dtype=float))
 
 
 def load_label_volume(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -305,5 +394,6 @@ def write_series(root: str | os.PathLike, series_name: str, hu: np.ndarray, spac
     return info
 
 
-__all__ = ["CTVolume", "VolumeError", "load_ct", "load_dicom_series", "load_nifti", "load_label_volume",
-           "write_series", "write_slices", "merge_series_info"]
+__all__ = ["CTVolume", "VolumeError", "load_ct", "voxel_to_patient", "spacing_affine", "to_source_grid",
+           "LPS_TO_RAS", "load_dicom_series", "load_nifti", "load_label_volume", "write_series", "write_slices",
+           "merge_series_info"]

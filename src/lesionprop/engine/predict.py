@@ -7,7 +7,10 @@ the flip undone by the geometry), clipped to the slice, merged per slice
 ``boxes.pixel_to_file``) like ``DL_info.csv``.
 
 Slices: ``key`` = distinct ``File_name`` of the split's human rows; ``adjacent``
-= slices K-1 and K+1 of each key slice whose PNG exists; ``both`` = their union.
+= slices K-1 and K+1 of each key slice whose PNG exists; ``both`` = their union;
+``range`` = every slice of each key slice's ``Slice_range`` (the sub-volume
+DeepLesion ships, both ends included) whose PNG exists, or only K - n ... K + n of it
+with ``window=n`` (what a 3D evaluation needs: predictions on all its slices).
 """
 
 from __future__ import annotations
@@ -32,15 +35,32 @@ from lesionprop.engine.tta import merge_views, tta_views
 from lesionprop.fileio import refuse_overwrite_of_inputs
 from lesionprop.model.detector import build_detector
 
-SLICE_MODES = ("key", "adjacent", "both")
+SLICE_MODES = ("key", "adjacent", "both", "range")
 
 
-def slice_names(ann: Annotations, data_root: str | Path, slices: str, split: str) -> list[str]:
+def range_slices(ann: Annotations, window: int | None = None) -> list[tuple[str, int, int]]:
+    """``(series, first, last)`` of each distinct key slice's sub-volume: its ``Slice_range``,
+    or ``K - window ... K + window`` clipped to it; in annotation order, duplicates dropped."""
+    lo, hi = ann.slice_range[:, 0], ann.slice_range[:, 1]
+    if window is not None:
+        lo, hi = np.maximum(lo, ann.slice_index - window), np.minimum(hi, ann.slice_index + window)
+    return list(dict.fromkeys(zip(ann.series.tolist(), lo.astype(int).tolist(), hi.astype(int).tolist())))
+
+
+def slice_names(ann: Annotations, data_root: str | Path, slices: str, split: str,
+                window: int | None = None) -> list[str]:
     """File names to predict on (see the module docstring), in annotation order."""
     if slices not in SLICE_MODES:
         raise ValueError(f"slices must be one of {', '.join(SLICE_MODES)}, got {slices!r}")
-    groups = ann.select(split, sources=(Source.HUMAN,), drop_noisy=False).by_key_slice()
+    if window is not None and (int(window) != window or window < 0):
+        raise ValueError(f"window must be an integer >= 0, got {window!r}")
+    human = ann.select(split, sources=(Source.HUMAN,), drop_noisy=False)
+    groups = human.by_key_slice()
     keys = [str(f) for f in groups.file_names]
+    if slices == "range":
+        names = [slice_file_name(series, j) for series, lo, hi in range_slices(human, window)
+                 for j in range(max(lo, 0), hi + 1) if slice_path(data_root, series, j).is_file()]
+        return list(dict.fromkeys(names))
     adjacent = []
     for series, k in zip(groups.series.tolist(), groups.slices.tolist()):
         adjacent += [slice_file_name(series, j) for j in (k - 1, k + 1)
@@ -122,11 +142,12 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.M
 def predict(checkpoint: str | Path, data_root: str | Path, annotations_path: str | Path | None, *,
             slices: str = "key", split: str = "test", tta: str = "none", out_csv: str | Path | None = None,
             file_names: list[str] | None = None, batch_size: int | None = None, device: str | None = None,
-            progress: bool = True):
+            progress: bool = True, window: int | None = None):
     """Predict boxes (FILE frame) on the chosen slices; write ``out_csv`` on rank 0 when given.
 
     ``file_names`` overrides ``slices``/``split`` (e.g. an imported CT: the
-    spacing then comes from ``DATA/series_info.csv``).  Returns ``Predictions``.
+    spacing then comes from ``DATA/series_info.csv``).  ``window``: with ``slices="range"``,
+    only K - window ... K + window of each sub-volume.  Returns ``Predictions``.
     """
     from lesionprop.predictions import Predictions, write_predictions
 
@@ -138,7 +159,7 @@ def predict(checkpoint: str | Path, data_root: str | Path, annotations_path: str
     if file_names is None:
         if annotations_path is None:
             raise ValueError("predict needs an annotation file or explicit file_names")
-        file_names = slice_names(lesions, data_root, slices, split)
+        file_names = slice_names(lesions, data_root, slices, split, window)
     geometry = series_geometry(data_root, lesions)
     model, cfg = load_model(ckpt, dist.device)
     pcfg = cfg.predict if batch_size is None else cfg.predict.__class__(

@@ -1,7 +1,14 @@
 """Sensitivity at false positives per image (FROC), the MULAN / AlignShift protocol.
 
-Boxes are xyxy in the file frame (see :mod:`lesionprop.boxes`).  IoU is continuous
-(no +1) except under ``convention="3dce"``.
+Boxes are xyxy in the file frame (see :mod:`lesionprop.boxes`).
+
+IoU as MULAN and AlignShift compute it: their IoU adds +1 pixel to every width and
+height (both boxes and the intersection) in the frame where they evaluate, slices
+resampled to 0.8 mm pixels; in the file's pixels that is ``+ 0.8 / spacing`` with
+``spacing`` the image's ``Spacing_mm_px_`` x (:func:`pair_iou_padded`).  MULAN also
+caps the resampled slice at 512 px after clipping the black border, so on a large
+field of view its pad is smaller than ``0.8 / spacing``: a box file cannot know the
+border, so we use the uncapped pad.  The label tools keep continuous IoU.
 
 Protocol (``convention="mulan"``): ground truth = the split's rows with Source
 ``human``; images = key slices that keep a lesion after dropping
@@ -14,7 +21,7 @@ After each detection the curve has the point (FPs / images, found / lesions); th
 sensitivity at a rate is ``numpy.interp(rate, fp_curve, sens_curve)``: the last
 point of equal FP rate, the final sensitivity past the end, 0 with no detection.
 
-``convention="3dce"`` reproduces 3DCE's script: +1 pixel widths in the IoU, the
+``convention="3dce"`` reproduces 3DCE's script: +1 file pixel in the IoU, the
 first point of equal FP rate, linear extrapolation past either end (a flat end
 segment, where 3DCE's scipy call would divide by zero, gives that segment's value).
 
@@ -23,8 +30,14 @@ are still the key slices above, but an image's lesions are ALL truth rows on tha
 slice (any Source, any Possibly_noisy).
 
 Breakdowns: by slice interval (``<= 2 mm`` / ``> 2 mm`` from ``Spacing_mm_px_`` z),
-each a separate evaluation on its images; by lesion type, the fraction of that
-type's lesions found along the pooled curve at each FP rate.
+each a separate evaluation on its images; by lesion type and by lesion size (MULAN's
+groups: long diameter < 10 mm, 10-30 mm, > 30 mm, from ``Lesion_diameters_Pixel_``
+times ``Spacing_mm_px_`` x), the fraction of that group's lesions found along the
+pooled curve at each FP rate (FPs cannot be given a type or size).
+
+``FrocResult.outcomes`` keeps what the bootstrap (:mod:`lesionprop.eval.bootstrap`)
+needs: each ranked detection's image and outcome, each image's patient and lesion
+count.  A detection's outcome depends only on its own image.
 """
 
 from __future__ import annotations
@@ -35,30 +48,72 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from lesionprop.annotations import LESION_TYPES, Annotations, Lesion, Source, as_annotations
-from lesionprop.grouping import Vocab, pair_iou, pair_iou_plus1, segment_pairs, slice_keys
+from lesionprop.grouping import Vocab, segment_pairs, slice_keys
 from lesionprop.predictions import Predictions
 
 DEFAULT_FPS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
 CONVENTIONS = ("mulan", "3dce")
+#: MULAN / AlignShift evaluate on slices resampled to this pixel size (mm)
+MULAN_PIXEL_MM = 0.8
+#: MULAN's lesion size groups by long diameter: < 10 mm, 10-30 mm (both ends included), > 30 mm
+SIZE_GROUPS = ("< 10 mm", "10-30 mm", "> 30 mm")
 
 
-def froc_curve(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray, gt_image: np.ndarray,
-               gt_boxes: np.ndarray, n_images: int, *, iou: float = 0.5, plus1: bool = False
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pooled FROC curve.
+def size_group(long_mm: np.ndarray) -> np.ndarray:
+    """Index into :data:`SIZE_GROUPS` of each long diameter (mm); -1 where it is not finite."""
+    d = np.asarray(long_mm, dtype=np.float64)
+    return np.select([d < 10.0, d <= 30.0, d > 30.0], [0, 1, 2], -1)
 
-    ``det_image`` (D,) / ``gt_image`` (G,) are image ids in ``[0, n_images)``.
-    Returns ``(fp_curve (D,), sens_curve (D,), found_at (G,))``: the curve after each
-    ranked detection and, per lesion, the rank of the detection that found it (D when
-    never found).
+
+def pair_iou_padded(a: np.ndarray, b: np.ndarray, pad: float | np.ndarray = 0.0) -> np.ndarray:
+    """IoU of row-aligned ``(P, 4)`` boxes with ``pad`` added to every width and height
+    (both boxes and the intersection; ``pad`` scalar or ``(P,)``).  ``pad=1`` is 3DCE's and
+    MULAN's +1 in their own frame; ``pad=0`` is the continuous IoU of valid boxes."""
+    pad = np.asarray(pad, dtype=np.float64)
+    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + pad
+    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + pad
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0] + pad, 0, None) * np.clip(a[:, 3] - a[:, 1] + pad, 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0] + pad, 0, None) * np.clip(b[:, 3] - b[:, 1] + pad, 0, None)
+    union = area_a + area_b - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+@dataclass
+class Outcomes:
+    """Per-detection outcomes of one evaluation, in rank order (what a bootstrap re-weights).
+
+    ``det_image`` (D,) image of each ranked detection; ``det_fp`` (D,) bool false positive;
+    ``det_found`` (D,) number of lesions it found first; ``image_unit`` (I,) resampling unit
+    (patient) of each image; ``image_lesions`` (I,) lesions per image; ``units`` (U,) the
+    unit ids (sorted ``Patient_index``), ``image_unit`` indexes them.
+    """
+
+    det_image: np.ndarray
+    det_fp: np.ndarray
+    det_found: np.ndarray
+    image_unit: np.ndarray
+    image_lesions: np.ndarray
+    units: np.ndarray
+
+
+def match_detections(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray, gt_image: np.ndarray,
+                     gt_boxes: np.ndarray, *, iou: float = 0.5, pad: float | np.ndarray = 0.0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rank detections and match them to lesions of their own image.
+
+    ``pad``: scalar or per image (``pad[image]``), see :func:`pair_iou_padded`.  Returns
+    ``(order (D,), is_fp (D,) in input order, found_at (G,))``: the ranking (score
+    descending, ties in input order), whether each detection is a false positive, and
+    per lesion the rank of the detection that found it (D when never found).
     """
     det_image = np.asarray(det_image, dtype=np.int64)
     gt_image = np.asarray(gt_image, dtype=np.int64)
     det_boxes = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 4)
     gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    pad = np.asarray(pad, dtype=np.float64)
     n_det, n_gt = det_image.size, gt_image.size
-    if n_gt == 0:
-        raise ValueError("no lesions to evaluate")
     order = np.argsort(-np.asarray(det_scores, dtype=np.float64), kind="stable")
     rank = np.empty(n_det, dtype=np.int64)
     rank[order] = np.arange(n_det)
@@ -68,16 +123,34 @@ def froc_curve(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndar
     g_count = np.searchsorted(gt_sorted, det_image, side="right") - g_start
     best = np.zeros(n_det)
     found_at = np.full(n_gt, n_det, dtype=np.int64)
-    iou_fn = pair_iou_plus1 if plus1 else pair_iou
     for d, _, gpos in segment_pairs(np.arange(n_det), np.ones(n_det, np.int64), g_start, g_count):
-        v = iou_fn(det_boxes[d], gt_boxes[gt_order[gpos]])
+        v = pair_iou_padded(det_boxes[d], gt_boxes[gt_order[gpos]], pad if pad.ndim == 0 else pad[det_image[d]])
         np.maximum.at(best, d, v)
         hit = v >= iou
         np.minimum.at(found_at, gt_order[gpos[hit]], rank[d[hit]])
-    is_fp = best < iou
+    return order, best < iou, found_at
+
+
+def froc_curve(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray, gt_image: np.ndarray,
+               gt_boxes: np.ndarray, n_images: int, *, iou: float = 0.5, plus1: bool = False,
+               pad: float | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pooled FROC curve.
+
+    ``det_image`` (D,) / ``gt_image`` (G,) are image ids in ``[0, n_images)``.  IoU pad:
+    ``pad`` (scalar or per image) when given, else 1 with ``plus1``, else 0 (continuous).
+    Returns ``(fp_curve (D,), sens_curve (D,), found_at (G,))``: the curve after each
+    ranked detection and, per lesion, the rank of the detection that found it (D when
+    never found).
+    """
+    if np.asarray(gt_image).size == 0:
+        raise ValueError("no lesions to evaluate")
+    pad = (1.0 if plus1 else 0.0) if pad is None else pad
+    order, is_fp, found_at = match_detections(det_image, det_boxes, det_scores, gt_image, gt_boxes, iou=iou,
+                                              pad=pad)
+    n_det = order.size
     fp_curve = np.cumsum(is_fp[order]) / float(n_images)
     found = np.bincount(found_at[found_at < n_det], minlength=n_det)[:n_det]
-    sens_curve = np.cumsum(found) / float(n_gt)
+    sens_curve = np.cumsum(found) / float(found_at.size)
     return fp_curve, sens_curve, found_at
 
 
@@ -127,6 +200,8 @@ class FrocResult:
     convention: str = "mulan"
     by_interval: dict[str, SubResult] = field(default_factory=dict)
     by_type: dict[str, SubResult] = field(default_factory=dict)
+    by_size: dict[str, SubResult] = field(default_factory=dict)
+    outcomes: Outcomes | None = field(default=None, repr=False)
 
     def to_dict(self, breakdown: bool = False, curve: bool = False) -> dict:
         out = {"fps": [float(f) for f in self.fps], "sensitivity": [float(s) for s in self.sensitivity],
@@ -137,6 +212,7 @@ class FrocResult:
         if breakdown:
             out["by_interval"] = {k: vars(v) for k, v in self.by_interval.items()}
             out["by_type"] = {k: vars(v) for k, v in self.by_type.items()}
+            out["by_size"] = {k: vars(v) for k, v in self.by_size.items()}
         return out
 
     @classmethod
@@ -147,7 +223,19 @@ class FrocResult:
                    np.asarray(d.get("sens_curve", []), dtype=np.float64), d.get("split", "test"),
                    float(d.get("iou", 0.5)), d.get("convention", "mulan"),
                    {k: SubResult(**v) for k, v in d.get("by_interval", {}).items()},
-                   {k: SubResult(**v) for k, v in d.get("by_type", {}).items()})
+                   {k: SubResult(**v) for k, v in d.get("by_type", {}).items()},
+                   {k: SubResult(**v) for k, v in d.get("by_size", {}).items()})
+
+
+def image_pads(spacing_x: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """MULAN's IoU pad of each image, ``0.8 / Spacing_mm_px_ x`` (file pixels)."""
+    sx = np.asarray(spacing_x, dtype=np.float64)
+    bad = ~(np.isfinite(sx) & (sx > 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"key slice {names[i]}: Spacing_mm_px_ x must be a positive number for the MULAN IoU "
+                         f"(+0.8 mm / spacing), got {sx[i]!r}")
+    return MULAN_PIXEL_MM / sx
 
 
 def evaluate(lesions: Annotations | Iterable[Lesion], predictions: Predictions, *, split: str = "test",
@@ -189,29 +277,46 @@ def evaluate(lesions: Annotations | Iterable[Lesion], predictions: Predictions, 
     on = det_img >= 0
     det_img, det_boxes, det_scores = det_img[on], predictions.boxes[on], predictions.scores[on]
     gt_boxes = gts.boxes
-    plus1 = convention == "3dce"
+    if gt_img.size == 0:
+        raise ValueError("no lesions to evaluate")
+    first = images.first_row
+    spacing_x = keyrows.spacing[first, 0]
+    pad = image_pads(spacing_x, names) if convention == "mulan" else np.ones(len(names))
 
-    fp_curve, sens_curve, found_at = froc_curve(det_img, det_boxes, det_scores, gt_img, gt_boxes, len(names),
-                                                iou=iou, plus1=plus1)
+    order, is_fp, found_at = match_detections(det_img, det_boxes, det_scores, gt_img, gt_boxes, iou=iou, pad=pad)
+    n_det = det_img.size
+    found = np.bincount(found_at[found_at < n_det], minlength=n_det)[:n_det]
+    fp_curve = np.cumsum(is_fp[order]) / float(len(names))
+    sens_curve = np.cumsum(found) / float(gt_img.size)
     sens = sensitivity_at(fp_curve, sens_curve, fps, convention)
     result = FrocResult(fps, sens, len(images), len(gts), fp_curve, sens_curve, split, float(iou), convention)
+    units, image_unit = np.unique(keyrows.patient[first], return_inverse=True)
+    result.outcomes = Outcomes(det_img[order], is_fp[order], found, image_unit.reshape(-1),
+                               np.bincount(gt_img, minlength=len(names)), units)
 
-    interval = keyrows.spacing[images.first_row, 2]
+    interval = keyrows.spacing[first, 2]
     for label, img_mask in (("<= 2 mm", interval <= 2.0), ("> 2 mm", interval > 2.0)):
         if not img_mask.any() or not img_mask[gt_img].any():
             continue
         new_id = np.cumsum(img_mask) - 1
         dm, gm = img_mask[det_img], img_mask[gt_img]
         f, s, _ = froc_curve(new_id[det_img[dm]], det_boxes[dm], det_scores[dm], new_id[gt_img[gm]],
-                             gt_boxes[gm], int(img_mask.sum()), iou=iou, plus1=plus1)
+                             gt_boxes[gm], int(img_mask.sum()), iou=iou, pad=pad[img_mask])
         result.by_interval[label] = SubResult(int(img_mask.sum()), int(gm.sum()),
                                               sensitivity_at(f, s, fps, convention).tolist())
+
+    def along_curve(mask: np.ndarray) -> SubResult:
+        hit = np.bincount(found_at[mask][found_at[mask] < n_det], minlength=n_det)[:n_det]
+        s = np.cumsum(hit) / float(mask.sum())
+        return SubResult(int(np.unique(gt_img[mask]).size), int(mask.sum()),
+                         sensitivity_at(fp_curve, s, fps, convention).tolist())
+
     types = gts.lesion_type
-    n_det = det_img.size
     for t in np.unique(types):
-        m = types == t
-        found = np.bincount(found_at[m][found_at[m] < n_det], minlength=n_det)[:n_det]
-        s = np.cumsum(found) / float(m.sum())
-        result.by_type[LESION_TYPES.get(int(t), str(int(t)))] = SubResult(
-            int(np.unique(gt_img[m]).size), int(m.sum()), sensitivity_at(fp_curve, s, fps, convention).tolist())
+        result.by_type[LESION_TYPES.get(int(t), str(int(t)))] = along_curve(types == t)
+    long_mm = gts.diameters_px.max(axis=1) * spacing_x[gt_img]      # NaN where not 2 diameters
+    groups = size_group(long_mm)
+    for k, label in enumerate(SIZE_GROUPS):
+        if (groups == k).any():
+            result.by_size[label] = along_curve(groups == k)
     return result

@@ -1,4 +1,4 @@
-"""FROC curve figure (matplotlib, Agg backend), written atomically."""
+"""FROC curve and forest plot figures (matplotlib, Agg backend), written atomically."""
 
 from __future__ import annotations
 
@@ -29,6 +29,46 @@ def plot_froc(result: FrocResult, path: str | os.PathLike, title: str | None = N
                               f"(IoU {result.iou:g}, {result.convention})", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
+        save_figure(fig, path, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def plot_forest(comparison, path: str | os.PathLike, title: str | None = None) -> None:
+    """Forest plot of a :class:`lesionprop.eval.compare.Comparison`: each variant's difference to
+    the first (percentage points) at each FP rate and for the mean, with its CI, one panel per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    c = comparison
+    others = list(range(1, len(c.names)))
+    if not others:
+        raise ValueError("a forest plot needs at least two variants")
+    labels = [f"{f:g} FPs" for f in c.fps] + ["mean 0.5-8"]
+    fig, axes = plt.subplots(1, len(others), figsize=(3.2 * len(others) + 1.2, 0.35 * len(labels) + 1.6),
+                             dpi=120, sharex=True, sharey=True, squeeze=False)
+    try:
+        y = np.arange(len(labels))[::-1]
+        for ax, v in zip(axes[0], others):
+            mid = 100 * np.r_[c.diff[v], c.mean_diff[v]]
+            lo = 100 * np.r_[c.diff_low[v], c.mean_diff_ci[v, 0]]
+            hi = 100 * np.r_[c.diff_high[v], c.mean_diff_ci[v, 1]]
+            colors = ["tab:green" if a > 0 else "tab:red" if b < 0 else "tab:gray" for a, b in zip(lo, hi)]
+            ax.hlines(y, lo, hi, colors=colors, lw=2)
+            ax.scatter(mid, y, c=colors, marker="D", s=22, zorder=3)
+            ax.axvline(0, color="k", lw=0.8)
+            ax.axhline(0.5, color="0.7", lw=0.6)
+            ax.set_title(f"{c.names[v]} - {c.names[0]}", fontsize=9)
+            ax.set_xlabel("difference in sensitivity (points)", fontsize=8)
+            ax.grid(axis="x", alpha=0.3)
+        axes[0][0].set_yticks(y)
+        axes[0][0].set_yticklabels(labels, fontsize=8)
+        fig.suptitle(title or f"paired bootstrap: {100 * c.level:g}% CIs, {c.n_boot} resamples of {c.units} "
+                              f"patients ({c.images} images, {c.lesions} lesions)", fontsize=8)
+        fig.tight_layout()
         save_figure(fig, path, bbox_inches="tight")
     finally:
         plt.close(fig)

@@ -26,6 +26,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from lesionprop.config import ModelConfig
 from lesionprop.model.backbone import build_backbone
+from lesionprop.model.pretrain import load_backbone
 from lesionprop.model.context import ContextBackbone, ContextRoIPool, central_features
 
 #: 3DCE's pixel mean on the 0..255 window; ImageNet statistics when ImageNet weights are loaded.
@@ -70,22 +71,34 @@ def normalisation(cfg: ModelConfig, num_slices: int) -> tuple[list[float], list[
     return list(mean) * m, list(std) * m
 
 
+def anchor_sizes(base: tuple[int, ...], scale: float, octaves: tuple[float, ...]) -> tuple[tuple[int, ...], ...]:
+    """Anchor sizes (px) per FPN level: ``base * scale * o`` for each factor ``o`` of ``octaves``."""
+    return tuple(tuple(max(1, round(s * scale * o)) for o in octaves) for s in base)
+
+
 def build_detector(cfg: ModelConfig, num_slices: int, *, load_pretrained: bool = True) -> FPN3DCE:
     """The detector described by ``cfg`` for ``num_slices = 3M`` input slices.
 
     ``load_pretrained=False`` builds the same architecture (norm layers, input
-    statistics) as with ``cfg.pretrained`` without reading the file (a checkpoint follows).
+    statistics) as with ``cfg.pretrained`` without reading the file (a checkpoint follows);
+    the same holds for ``cfg.init_backbone`` (:mod:`lesionprop.model.pretrain`).
     """
     if num_slices < 3 or num_slices % 3 or (num_slices // 3) % 2 == 0:
         raise ValueError(f"num_slices must be 3 x M with M odd (a central group), got {num_slices}")
     m = num_slices // 3
+    if cfg.init_backbone and cfg.pretrained:
+        raise ValueError("model.init_backbone and model.pretrained exclude each other: choose one")
     if len(cfg.anchor_sizes) != 5:
         raise ValueError(f"model.anchor_sizes needs one size per FPN level (5), got {list(cfg.anchor_sizes)}")
     body = build_backbone(cfg.backbone, fpn_channels=cfg.fpn_channels, base_width=cfg.base_width,
                           norm=cfg.norm, trainable_layers=cfg.trainable_layers, pretrained=cfg.pretrained,
                           load_pretrained=load_pretrained)
+    if cfg.init_backbone and load_pretrained:
+        load_backbone(body, cfg.init_backbone)
     backbone = ContextBackbone(body, m)
-    sizes = tuple((max(1, round(s * cfg.anchor_scale)),) for s in cfg.anchor_sizes)
+    if not cfg.anchor_octaves or any(not o > 0 for o in cfg.anchor_octaves):
+        raise ValueError(f"model.anchor_octaves must be positive factors, got {list(cfg.anchor_octaves)}")
+    sizes = anchor_sizes(cfg.anchor_sizes, cfg.anchor_scale, cfg.anchor_octaves)
     anchors = AnchorGenerator(sizes, (tuple(cfg.aspect_ratios),) * len(sizes))
     c = backbone.out_channels
     mean, std = normalisation(cfg, num_slices)

@@ -1,7 +1,10 @@
 """The pipeline report: Tables 1 and 2 with our numbers, FROC plot, pseudo-label
 quality and figures like the paper's Figures 2-4.
 
-Sensitivities are fractions in JSON/CSV and percentages in the markdown table.
+Sensitivities are fractions in JSON/CSV and percentages in the markdown table.  Each
+variant's sensitivity comes with a 95% CI from a bootstrap over test patients, and each
+variant's difference to the baseline with a PAIRED bootstrap (the same resampled
+patients for every variant; :mod:`lesionprop.eval.compare`), its CI and P(diff > 0).
 Boxes drawn in figures are file-frame boxes converted to the pixel frame.
 """
 
@@ -21,6 +24,9 @@ from lesionprop.eval.froc import FrocResult
 from lesionprop.fileio import atomic_write, save_figure
 from lesionprop.pipeline.quality import label_quality
 
+#: the report's bootstrap: resamples, seed, confidence level
+BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL = 1000, 0, 0.95
+
 VARIANT_NAMES = {
     "baseline": "FPN-3DCE (baseline)",
     "dd": "Data distillation",
@@ -38,16 +44,78 @@ PAPER = {
 }
 
 
-def markdown_table(results: dict[str, FrocResult], fps: Sequence[float], title: str) -> str:
-    head = "| variant | " + " | ".join(f"{f:g}" for f in fps) + " | paper @4 |"
-    lines = [f"**{title}** (sensitivity % at FPs per image)", "", head, "|" + " --- |" * (len(fps) + 2)]
-    for v, r in results.items():
+def _ci_cell(x: float, lo: float, hi: float, sign: str = "") -> str:
+    return f"{100 * x:{sign}.1f} ({100 * lo:{sign}.1f}, {100 * hi:{sign}.1f})"
+
+
+def markdown_table(comparison: Any, title: str) -> str:
+    """Sensitivity % (95% CI) per variant and rate, then the paired differences to the baseline."""
+    c = comparison
+    fps = c.fps
+    head = "| variant | " + " | ".join(f"{f:g}" for f in fps) + " | mean 0.5-8 | paper @4 |"
+    lines = [f"**{title}** (sensitivity % at FPs per image, {100 * c.level:g}% CI)", "", head,
+             "|" + " --- |" * (len(fps) + 3)]
+    for i, v in enumerate(c.names):
         paper = PAPER.get(v)
         p4 = f"{paper[3]:.2f}" if paper else ""
-        lines.append(f"| {VARIANT_NAMES.get(v, v)} | " + " | ".join(f"{100 * s:.2f}" for s in r.sensitivity)
-                     + f" | {p4} |")
-    any_r = next(iter(results.values()))
-    lines += ["", f"{any_r.images} test images, {any_r.lesions} lesions."]
+        cells = [_ci_cell(*x) for x in zip(c.sensitivity[i], c.ci_low[i], c.ci_high[i])]
+        lines.append(f"| {VARIANT_NAMES.get(v, v)} | " + " | ".join(cells)
+                     + f" | {_ci_cell(c.mean[i], *c.mean_ci[i])} | {p4} |")
+    if len(c.names) > 1:
+        lines += ["", f"Paired difference to {VARIANT_NAMES.get(c.names[0], c.names[0])} (points, "
+                      f"{100 * c.level:g}% CI; P = share of resamples with a difference > 0)", "",
+                  "| variant | " + " | ".join(f"{f:g}" for f in fps) + " | mean 0.5-8 |",
+                  "|" + " --- |" * (len(fps) + 2)]
+        for i in range(1, len(c.names)):
+            cells = [_ci_cell(d, lo, hi, "+") + f" P={p:.2f}"
+                     for d, lo, hi, p in zip(c.diff[i], c.diff_low[i], c.diff_high[i], c.p_gt_0[i])]
+            cells.append(_ci_cell(c.mean_diff[i], *c.mean_diff_ci[i], "+") + f" P={c.mean_p_gt_0[i]:.2f}")
+            lines.append(f"| {VARIANT_NAMES.get(c.names[i], c.names[i])} | " + " | ".join(cells) + " |")
+    lines += ["", f"{c.images} test images, {c.lesions} lesions, {c.units} patient(s); CIs from {c.n_boot} "
+                  "paired bootstrap resamples of the test patients."
+              + (" With so few patients the bootstrap understates the uncertainty." if c.units < 20 else "")]
+    return "\n".join(lines)
+
+
+def comparisons(annotations: Path, truth: Path | None, pred_files: dict[str, Path], fps: Sequence[float],
+                *, n_boot: int = BOOTSTRAP, seed: int = BOOTSTRAP_SEED, level: float = CI_LEVEL
+                ) -> tuple[Any, Any | None]:
+    """Paired comparisons of the variants' test predictions (baseline first): official labels, truth."""
+    from lesionprop.eval.compare import compare
+    from lesionprop.predictions import read_predictions
+
+    rows = read_annotations(annotations)
+    names = sorted(pred_files, key=lambda v: (v != "baseline", list(pred_files).index(v)))
+    preds = [read_predictions(pred_files[v]) for v in names]
+    kw = {"split": "test", "fps": fps, "n_boot": n_boot, "seed": seed, "level": level}
+    official = compare(rows, preds, names, **kw)
+    with_truth = None
+    if truth is not None and truth.is_file():
+        with_truth = compare(rows, preds, names, truth=read_annotations(truth), **kw)
+    return official, with_truth
+
+
+def variant_entries(c: Any) -> dict[str, dict[str, Any]]:
+    """table.json's per-variant entries: sensitivity, ci_low, ci_high (lists per FP rate), mean, mean_ci."""
+    return {v: {"sensitivity": [float(x) for x in c.sensitivity[i]], "ci_low": [float(x) for x in c.ci_low[i]],
+                "ci_high": [float(x) for x in c.ci_high[i]], "mean": float(c.mean[i]),
+                "mean_ci": [float(x) for x in c.mean_ci[i]]} for i, v in enumerate(c.names)}
+
+
+def lens_table(lens: dict[str, dict[str, Any]]) -> str:
+    """The 3D complete-label evaluation (``lens`` against truth.csv, :mod:`lesionprop.eval.lens`)."""
+    any_r = next(iter(lens.values()))
+    fps = any_r["fps"]
+    lines = ["**In 3D against complete labels** (LENS protocol on truth.csv: sensitivity % at FPs per "
+             "sub-volume, 3D IoBB >= 0.3)", "",
+             "| variant | " + " | ".join(f"{f:g}" for f in fps) + f" | mean {min(fps):g}-{max(fps):g} |",
+             "|" + " --- |" * (len(fps) + 2)]
+    for v, r in lens.items():
+        lines.append(f"| {VARIANT_NAMES.get(v, v)} | " + " | ".join(f"{100 * s:.1f}" for s in r["sensitivity"])
+                     + f" | {100 * r['mean']:.1f} |")
+    lines += ["", f"{any_r['units']} sub-volumes (test key slices K +/- {any_r['window']}, overlapping ones "
+                  f"merged), {any_r['lesions']} lesions; each model's predictions on those slices linked into "
+                  "3D lesions (`lesionprop link`)."]
     return "\n".join(lines)
 
 
@@ -64,15 +132,21 @@ def _write_text(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def _csv_text(results: dict[str, FrocResult], truth: dict[str, FrocResult], fps: Sequence[float]) -> str:
+def _csv_text(official: Any, truth: Any | None, fps: Sequence[float]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["labels", "variant"] + [f"sens@{f:g}" for f in fps] + ["images", "lesions"])
-    for kind, res in (("official", results), ("truth", truth)):
-        for v, r in res.items():
-            w.writerow([kind, v] + [f"{s:.6f}" for s in r.sensitivity] + [r.images, r.lesions])
+    w.writerow(["labels", "variant"] + [f"sens@{f:g}" for f in fps] + ["mean", "images", "lesions"]
+               + [f"ci_low@{f:g}" for f in fps] + [f"ci_high@{f:g}" for f in fps]
+               + [f"diff@{f:g}" for f in fps] + ["mean_diff"])
+    for kind, c in (("official", official), ("truth", truth)):
+        if c is None:
+            continue
+        for i, v in enumerate(c.names):
+            w.writerow([kind, v] + [f"{s:.6f}" for s in c.sensitivity[i]] + [f"{c.mean[i]:.6f}", c.images, c.lesions]
+                       + [f"{s:.6f}" for s in c.ci_low[i]] + [f"{s:.6f}" for s in c.ci_high[i]]
+                       + [f"{s:.6f}" for s in c.diff[i]] + [f"{c.mean_diff[i]:.6f}"])
     for v, row in PAPER.items():
-        w.writerow(["paper", v] + [f"{x / 100:.4f}" for x in row] + ["", ""])
+        w.writerow(["paper", v] + [f"{x / 100:.4f}" for x in row] + [f"{np.mean(row) / 100:.4f}", "", ""])
     return buf.getvalue()
 
 
@@ -105,23 +179,35 @@ def froc_plot(results: dict[str, FrocResult], truth: dict[str, FrocResult], path
 
 
 def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, truth: Path | None,
-                 label_files: dict[str, Path], fps: Sequence[float]) -> dict[str, Any]:
-    """Write every report artefact under ``out_dir``; return a summary dict."""
+                 label_files: dict[str, Path], fps: Sequence[float], pred_files: dict[str, Path] | None = None
+                 ) -> dict[str, Any]:
+    """Write every report artefact under ``out_dir``; return a summary dict.
+
+    ``pred_files``: each variant's test predictions (default ``RUN/preds/test_<variant>.csv``).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     fps = list(fps)
-    table = {"fps": fps, "units": "fraction of lesions",
-             "variants": {v: [float(x) for x in r.sensitivity] for v, r in result.official.items()},
-             "paper": {v: [x / 100 for x in row] for v, row in PAPER.items()}}
-    if result.truth:
-        table["truth"] = {"fps": fps, "variants": {v: [float(x) for x in r.sensitivity]
-                                                   for v, r in result.truth.items()}}
-    any_r = next(iter(result.official.values()))
-    table["images"], table["lesions"] = any_r.images, any_r.lesions
+    if pred_files is None:
+        pred_files = {v: Path(result.run_dir) / "preds" / f"test_{v}.csv" for v in result.official}
+    official, with_truth = comparisons(annotations, truth, pred_files, fps)
+    table: dict[str, Any] = {"fps": fps, "units": "fraction of lesions", "ci_level": official.level,
+                             "bootstrap": official.n_boot, "variants": variant_entries(official),
+                             "differences": official.to_dict()["differences"],
+                             "paper": {v: [x / 100 for x in row] for v, row in PAPER.items()}}
+    if with_truth is not None:
+        table["truth"] = {"fps": fps, "variants": variant_entries(with_truth),
+                          "differences": with_truth.to_dict()["differences"],
+                          "images": with_truth.images, "lesions": with_truth.lesions}
+    table["images"], table["lesions"], table["patients"] = official.images, official.lesions, official.units
 
     md = ["# lesionprop pipeline report", "",
-          markdown_table(result.official, fps, "Table 1 / 2 with our numbers: official key-slice test labels")]
-    if result.truth:
-        md += ["", markdown_table(result.truth, fps, "Against complete labels (truth.csv)")]
+          markdown_table(official, "Table 1 / 2 with our numbers: official key-slice test labels")]
+    if with_truth is not None:
+        md += ["", markdown_table(with_truth, "Against complete labels (truth.csv)")]
+    if getattr(result, "lens", None):
+        table["lens"] = {v: {k: r[k] for k in ("fps", "sensitivity", "mean", "units", "lesions", "window",
+                                                "predicted_lesions")} for v, r in result.lens.items()}
+        md += ["", lens_table(result.lens)]
     md += ["", paper_table(fps)]
 
     quality: dict[str, Any] = {}
@@ -150,7 +236,7 @@ def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, t
         figs = []
     with atomic_write(out_dir / "table.json") as fh:
         json.dump(_clean(table), fh, indent=2, default=_json_default)
-    _write_text(out_dir / "table.csv", _csv_text(result.official, result.truth, fps))
+    _write_text(out_dir / "table.csv", _csv_text(official, with_truth, fps))
     _write_text(out_dir / "table.md", "\n".join(md) + "\n")
     return {"figures": [str(p) for p in figs]}
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lesionprop.annotations import concat, read_annotations, write_annotations
+from lesionprop.annotations import Annotations, concat, read_annotations, write_annotations
 from lesionprop.config import Config, save_config, training_signature
 from lesionprop.eval.froc import DEFAULT_FPS, FrocResult
 from lesionprop.fileio import atomic_write
@@ -43,6 +43,7 @@ class PipelineResult:
     run_dir: Path
     official: dict[str, FrocResult] = field(default_factory=dict)   # variant -> result on the key-slice labels
     truth: dict[str, FrocResult] = field(default_factory=dict)      # variant -> result on complete truth
+    lens: dict[str, Any] = field(default_factory=dict)              # variant -> 3D complete-label evaluation
     report_dir: Path | None = None
 
 
@@ -54,6 +55,8 @@ def retrain_config(cfg: Config) -> Config:
     p = cfg.pipeline
     if p.retrain_from not in ("scratch", "baseline"):
         raise ValueError(f"pipeline.retrain_from must be scratch or baseline, got {p.retrain_from!r}")
+    if p.eval_3d_slices < 0:
+        raise ValueError(f"pipeline.eval_3d_slices must be >= 0 (0 = off), got {p.eval_3d_slices}")
     changes = {}
     if p.retrain_iterations is not None:
         if p.retrain_iterations < 1:
@@ -119,22 +122,45 @@ def _label_stage(cfg: Config, annotations: Path, preds_csv: Path, out_dir: Path)
 
 def _eval_stage(cfg: Config, checkpoint: Path, root: Path, annotations: Path, truth: Path | None,
                 preds_csv: Path, out_json: Path) -> dict[str, Any]:
+    """Predict on the test key slices (and, with ``pipeline.eval_3d_slices = n``, on K - n ... K + n
+    of each) once; the key-slice evaluation reads the key slices, the 3D ``lens`` one all of them."""
     from lesionprop.engine.predict import predict
     from lesionprop.eval.froc import evaluate
 
-    preds = predict(checkpoint, root, annotations, slices="key", split="test", tta="none", out_csv=preds_csv)
+    n3d = cfg.pipeline.eval_3d_slices
+    preds = predict(checkpoint, root, annotations, slices="range" if n3d else "key", split="test", tta="none",
+                    out_csv=preds_csv, window=n3d or None)
     rows = read_annotations(annotations)
     res = {"official": evaluate(rows, preds, split="test", fps=FPS)}
     if truth is not None and truth.is_file():
         res["truth"] = evaluate(rows, preds, split="test", fps=FPS, truth=read_annotations(truth))
+    out = {k: r.to_dict(curve=True) for k, r in res.items()}
+    if truth is not None and truth.is_file() and n3d:
+        out["lens"] = _lens_dict(rows, preds, truth, n3d)
     with atomic_write(out_json) as fh:
-        json.dump({k: r.to_dict(curve=True) for k, r in res.items()}, fh, indent=2)
-    return {k: [float(s) for s in r.sensitivity] for k, r in res.items()}
+        json.dump(out, fh, indent=2)
+    return {k: r["sensitivity"] for k, r in out.items()}
 
 
-def read_eval(path: Path) -> dict[str, FrocResult]:
-    """``eval/<variant>.json`` -> ``{"official": FrocResult[, "truth": FrocResult]}``."""
-    return {k: FrocResult.from_dict(v) for k, v in json.loads(path.read_text()).items()}
+def read_eval(path: Path) -> dict[str, Any]:
+    """``eval/<variant>.json`` -> ``{"official": FrocResult[, "truth": FrocResult][, "lens": dict]}``."""
+    return {k: v if k == "lens" else FrocResult.from_dict(v) for k, v in json.loads(path.read_text()).items()}
+
+
+def _lens_dict(rows: Annotations, preds: Any, truth: Path, window: int) -> dict[str, Any]:
+    """``lens`` against truth.csv on the test key slices' sub-volumes K +/- window (overlapping
+    ones merged), the predictions linked across slices with ``link``'s defaults."""
+    from lesionprop.complete_labels import detections_from_boxes, read_complete_labels, units_from_key_slices
+    from lesionprop.eval.lens import evaluate_lens
+    from lesionprop.labels.link import link_boxes
+
+    labels = read_complete_labels(truth, "truth-csv", split="test", units=units_from_key_slices(rows, "test", window))
+    ids = link_boxes(preds.series_index, preds.slices, preds.boxes, preds.scores)
+    dets = detections_from_boxes(labels, preds.series_names[preds.series_index], preds.slices, preds.boxes,
+                                 preds.scores, ids)
+    r = evaluate_lens(labels, dets)
+    return {**r.to_dict(breakdown=True), "window": int(window), "predicted_lesions": int(len(dets.scores)),
+            "fp_curve": [float(x) for x in r.fp_curve], "sens_curve": [float(x) for x in r.sens_curve]}
 
 
 def run_pipeline(cfg: Config, run_dir: str | os.PathLike, log: Callable[[str], None] = print) -> PipelineResult:
@@ -218,7 +244,8 @@ def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Pip
         out_json = run_dir / "eval" / f"{v}.json"
         preds_csv = run_dir / "preds" / f"test_{v}.csv"
         fp_e = hash_object(["eval", hash_file(checkpoints[v]), data_fp,
-                            hash_file(truth) if truth and truth.is_file() else None])
+                            hash_file(truth) if truth and truth.is_file() else None]
+                           + ([("eval_3d_slices", cfg.pipeline.eval_3d_slices)] if cfg.pipeline.eval_3d_slices else []))
         runner.run(f"eval_{v}", fp_e, [out_json, preds_csv],
                    lambda v=v, out_json=out_json, preds_csv=preds_csv: _eval_stage(
                        cfg, checkpoints[v], root, annotations, truth, preds_csv, out_json))
@@ -226,15 +253,19 @@ def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Pip
         result.official[v] = res["official"]
         if "truth" in res:
             result.truth[v] = res["truth"]
+        if "lens" in res:
+            result.lens[v] = res["lens"]
 
     # report
-    from lesionprop.pipeline.report import write_report
+    from lesionprop.pipeline.report import BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL, write_report
 
     report_dir = run_dir / "report"
+    pred_files = {v: run_dir / "preds" / f"test_{v}.csv" for v in variants}
     fp_rep = hash_object(["report", [hash_file(run_dir / "eval" / f"{v}.json") for v in variants],
-                          [hash_file(f) for f in label_files.values()]])
+                          [hash_file(f) for f in label_files.values()], [hash_file(f) for f in pred_files.values()],
+                          [BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL]])
     runner.run("report", fp_rep, [report_dir / "table.json", report_dir / "table.md"],
                lambda: write_report(result, report_dir, root=root, annotations=annotations, truth=truth,
-                                    label_files=label_files, fps=FPS))
+                                    label_files=label_files, fps=FPS, pred_files=pred_files))
     result.report_dir = report_dir
     return result

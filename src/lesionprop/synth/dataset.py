@@ -63,6 +63,7 @@ class SynthOptions:
     diameter_mu: float = ph.LESION_LOGNORMAL_MU
     diameter_sigma: float = ph.LESION_LOGNORMAL_SIGMA
     organ_labels: tuple[int, ...] = (5,)
+    split_shares: tuple[float, float, float] = (0.7, 0.15, 0.15)   # patients to train / val / test
     workers: int = 0                       # 0: min(cpu count, 4); 1: no pool
     preview: bool = False
     progress: bool = True
@@ -108,7 +109,7 @@ def make_options(**options: Any) -> SynthOptions:
         iv = options["intervals"]
         iv = list(iv.items()) if isinstance(iv, dict) else list(iv)
         options["intervals"] = tuple((float(a), float(b)) for a, b in iv)
-    for key in ("fov_mm", "organ_labels"):
+    for key in ("fov_mm", "organ_labels", "split_shares"):
         if key in options and options[key] is not None:
             options[key] = tuple(options[key])
     opt = SynthOptions(**options)
@@ -121,6 +122,9 @@ def make_options(**options: Any) -> SynthOptions:
     for name in ("unlabeled_share", "on_key_share", "noisy_share", "near_share"):
         if not 0 <= getattr(opt, name) <= 1 or (name == "unlabeled_share" and opt.unlabeled_share >= 1):
             raise ValueError(f"{name} must be within [0, 1), got {getattr(opt, name)}")
+    shares = opt.split_shares
+    if len(shares) != 3 or any(not x >= 0 for x in shares) or not shares[0] > 0:
+        raise ValueError(f"split_shares must be three shares (train, val, test) >= 0 with train > 0, got {shares}")
     if opt.lesions_per_series < 1:
         raise ValueError(f"lesions_per_series must be >= 1, got {opt.lesions_per_series}")
     return opt
@@ -138,10 +142,26 @@ def _patients(rng: np.random.Generator, n_series: int) -> list[tuple[int, int, i
     return out[:n_series]
 
 
-def _split_patients(rng: np.random.Generator, n_patients: int) -> dict[int, int]:
-    """Patient -> split code (1 train, 2 val, 3 test), ~70/15/15, at least one each from 3 patients."""
+def _split_patients(rng: np.random.Generator, n_patients: int,
+                    shares: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> dict[int, int]:
+    """Patient -> split code (1 train, 2 val, 3 test) in proportion to ``shares`` (train, val, test).
+
+    Val and test get ``round(share * n_patients)`` patients each, at least one when their share is
+    positive and there are 3 patients or more; train keeps the rest (at least one patient).
+    The default ~70/15/15 draws the same permutation as before the shares existed.
+    """
     order = rng.permutation(np.arange(1, n_patients + 1))
-    n_val = n_test = max(1, int(round(0.15 * n_patients))) if n_patients >= 3 else 0
+    total = float(sum(shares))
+
+    def count(share: float) -> int:
+        return max(1, int(round(share / total * n_patients))) if n_patients >= 3 and share > 0 else 0
+
+    n_val, n_test = count(shares[1]), count(shares[2])
+    while n_val + n_test > n_patients - 1 and n_val + n_test > 0:     # keep a training patient
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
     split = {int(p): 1 for p in order}
     for p in order[:n_test]:
         split[int(p)] = 3
@@ -227,7 +247,7 @@ def generate_dataset(out: str | os.PathLike, series: int = 100, seed: int = 0, b
     rng = np.random.default_rng([seed, 1])
     names = _patients(rng, series)
     n_patients = names[-1][0]
-    split_of = _split_patients(rng, n_patients)
+    split_of = _split_patients(rng, n_patients, opt.split_shares)
     demo = {p: ("M" if rng.random() < 0.5 else "F", float(rng.integers(20, 86))) for p in range(1, n_patients + 1)}
     fov_lo, fov_hi = opt.fov_mm
     if bg is not None:      # a real body should fit the field of view: at least the background's own width

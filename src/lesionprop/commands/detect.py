@@ -1,0 +1,42 @@
+"""``lesionprop detect SRC --checkpoint RUN --out DIR``: lesions on one CT scan (see :mod:`lesionprop.scan`).
+
+SRC: a DICOM series folder, a NIfTI file, or a series folder ``ROOT/Images_png/PPPPPP_SS_SS``
+of a DeepLesion-layout dataset.  DIR receives lesions.csv, lesions.json, lesions.nii.gz,
+lesions_seg.dcm (DICOM input), predictions.csv, index.html and figures/.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="DICOM series folder, NIfTI file (.nii / .nii.gz), or ROOT/Images_png/SERIES")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file, or a run directory (its best.pt)")
+    p.add_argument("--out", required=True, help="output folder (created; files in it are replaced)")
+    p.add_argument("--tta", choices=("none", "flip", "scales", "flip+scales"), default="none")
+    p.add_argument("--score", type=float, default=0.5, help="keep boxes scoring at least this (default 0.5)")
+    p.add_argument("--link-iou", type=float, default=0.5, help="IoU linking boxes of adjacent slices (default 0.5)")
+    p.add_argument("--max-gap", type=int, default=1, help="link across up to this many slices (default 1)")
+    p.add_argument("--max-lesions", type=int, default=100, help="report at most this many lesions (best first)")
+    p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lesionprop.cli import CommandError
+    from lesionprop.scan.run import detect
+
+    if not 0.0 <= args.score <= 1.0:
+        raise CommandError(f"--score must be in [0, 1], got {args.score}")
+    if not 0.0 <= args.link_iou < 1.0:
+        raise CommandError(f"--link-iou must be in [0, 1), got {args.link_iou}")
+    if args.max_gap < 1:
+        raise CommandError(f"--max-gap must be at least 1, got {args.max_gap}")
+    if args.max_lesions < 1:
+        raise CommandError(f"--max-lesions must be at least 1, got {args.max_lesions}")
+    res = detect(args.src, args.checkpoint, args.out, tta=args.tta, score=args.score, iou=args.link_iou,
+                 max_gap=args.max_gap, max_lesions=args.max_lesions, device=args.device)
+    seg = f", DICOM SEG with {res.seg_segments} segments" if res.seg_segments else ""
+    print(f"{res.lesions} lesions from {res.boxes} boxes on {res.slices} slices -> {res.out}/index.html, "
+          f"lesions.csv, lesions.json, lesions.nii.gz{seg}")
+    return 0

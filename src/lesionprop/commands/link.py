@@ -1,0 +1,68 @@
+"""``lesionprop link``: group per-slice boxes of each series into 3D lesions.
+
+Boxes stay in the file frame of the prediction CSV (see :mod:`lesionprop.boxes`);
+the rule is :func:`lesionprop.labels.link.link_boxes`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+
+from lesionprop.fileio import atomic_write, refuse_overwrite_of_inputs
+from lesionprop.labels.link import drop_short, link_boxes, summarize_lesions
+from lesionprop.predictions import read_predictions
+
+LESION_COLUMNS = ("Lesion_id", "Series", "z1", "z2", "x1", "y1", "x2", "y2", "score", "n_slices")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--predictions", required=True, help="CSV File_name,x1,y1,x2,y2,score (file frame)")
+    parser.add_argument("--out", required=True,
+                        help="per-box CSV: the input rows unchanged plus a Lesion_id column "
+                             "(an existing Lesion_id column is replaced)")
+    parser.add_argument("--lesions", help="also write one row per lesion: " + ",".join(LESION_COLUMNS))
+    parser.add_argument("--iou", type=float, default=0.5,
+                        help="a box joins a lesion when IoU(its last box, box) > this (default 0.5)")
+    parser.add_argument("--max-gap", type=int, default=1,
+                        help="a lesion's last box may be up to this many slices back (1: consecutive "
+                             "slices only, 2: bridge one missing slice; default 1)")
+    parser.add_argument("--min-slices", type=int, default=1,
+                        help="drop lesions with fewer boxes than this (default 1: keep all)")
+
+
+def lesion_table(summary, series_names: np.ndarray) -> pd.DataFrame:
+    """The ``--lesions`` table of a :class:`~lesionprop.labels.link.LesionSummary`."""
+    return pd.DataFrame({"Lesion_id": summary.lesion_id, "Series": np.asarray(series_names)[summary.series],
+                         "z1": summary.z1, "z2": summary.z2,
+                         "x1": summary.box[:, 0], "y1": summary.box[:, 1],
+                         "x2": summary.box[:, 2], "y2": summary.box[:, 3],
+                         "score": summary.score, "n_slices": summary.n_slices}, columns=list(LESION_COLUMNS))
+
+
+def run(args: argparse.Namespace) -> int:
+    refuse_overwrite_of_inputs(args.out, args.predictions)
+    if args.lesions:
+        refuse_overwrite_of_inputs(args.lesions, args.predictions)
+    if args.min_slices < 1:
+        raise ValueError(f"--min-slices must be >= 1, got {args.min_slices}")
+    preds = read_predictions(args.predictions)
+    raw = pd.read_csv(args.predictions, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    raw = raw.iloc[preds.lines - 2].drop(columns=["Lesion_id"], errors="ignore")
+    ids = link_boxes(preds.series_index, preds.slices, preds.boxes, preds.scores,
+                     iou=args.iou, max_gap=args.max_gap)
+    keep, ids = drop_short(ids, args.min_slices)
+    raw = raw[keep].assign(Lesion_id=ids)
+    with atomic_write(args.out) as fh:
+        raw.to_csv(fh, index=False, lineterminator="\n")
+    summary = summarize_lesions(ids, preds.series_index[keep], preds.slices[keep], preds.boxes[keep],
+                                preds.scores[keep])
+    if args.lesions:
+        with atomic_write(args.lesions) as fh:
+            lesion_table(summary, preds.series_names).to_csv(fh, index=False, lineterminator="\n")
+    n_multi = int(np.sum(summary.n_slices > 1))
+    print(f"link: {len(preds)} box(es) -> {len(summary)} lesion(s) ({n_multi} on more than one slice), "
+          f"{int((~keep).sum())} box(es) of shorter lesions dropped -> {args.out}")
+    return 0

@@ -1,0 +1,72 @@
+"""Backbone initialisation from a detector that lesionprop trained itself on synthetic data.
+
+``model.init_backbone`` names a backbone state dict (the detector's ``backbone``
+module: ResNet body + FPN, keys ``body.*`` and ``fpn.*``) to start a training from:
+
+* ``synthetic-cpu``: the file shipped in the package (:data:`SHIPPED`), trained by
+  lesionprop on synthetic series of seeds disjoint from the demo's and the
+  benchmarks' (model card: ``docs/cpu_synth_backbone.md``);
+* any other value: a local file written by :func:`lesionprop.engine.export_backbone.export_backbone`.
+
+The RPN and the box head stay randomly initialised; ``model.init_backbone: null``
+(the default) trains everything from scratch.  The file holds fp16 tensors (half the
+size); they are cast to the model's dtype when loaded.  No boxes are handled here.
+
+Export the backbone of a finished training run::
+
+    python -m lesionprop.engine.export_backbone RUN/last.pt OUT.pt
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import nn
+
+#: name -> file in the package (``lesionprop/model/weights/``)
+SHIPPED = {"synthetic-cpu": "cpu_synth_backbone.pt"}
+
+
+def resolve(spec: str | Path) -> Path:
+    """The file of ``model.init_backbone``: a shipped name or a path; FileNotFoundError when missing."""
+    if str(spec) in SHIPPED:
+        path = Path(str(resources.files("lesionprop.model") / "weights" / SHIPPED[str(spec)]))
+    else:
+        path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.init_backbone: no file {path} (shipped names: {', '.join(SHIPPED)})")
+    return path
+
+
+def backbone_state(model_state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float16
+                   ) -> dict[str, torch.Tensor]:
+    """The ResNet + FPN tensors of a detector state dict (``backbone.body.*``: the module inside the
+    3D-context wrapper), prefix removed, floats cast to ``dtype``."""
+    prefix = "backbone.body."
+    out = {k.removeprefix(prefix): v.detach().cpu() for k, v in model_state.items() if k.startswith(prefix)}
+    if not out:
+        raise ValueError(f"the state dict holds no {prefix}* tensors (not a detector checkpoint?)")
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in out.items()}
+
+
+def load_backbone(backbone: nn.Module, spec: str | Path) -> Path:
+    """Load ``spec`` (see :func:`resolve`) into ``backbone`` (a ``BackboneWithFPN``); returns the file.
+
+    Every tensor of the backbone must be in the file with the same shape (ValueError naming the
+    first that is not): a file of another width or depth never loads half-way.
+    """
+    path = resolve(spec)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = backbone.state_dict()
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise ValueError(f"{path}: not a backbone state dict for this model; missing {missing[:3]} "
+                         f"({len(missing)} of {len(own)} tensors)")
+    for k, v in own.items():
+        if state[k].shape != v.shape:
+            raise ValueError(f"{path}: tensor {k} has shape {tuple(state[k].shape)}, "
+                             f"the model needs {tuple(v.shape)} (another model.base_width / fpn_channels?)")
+    backbone.load_state_dict({k: state[k].to(v.dtype) for k, v in own.items()})
+    return path

@@ -1,0 +1,151 @@
+"""``detect``: one CT scan -> 3D lesions -> lesions.csv / .json, lesions.nii.gz, DICOM SEG, index.html.
+
+Steps: load the scan (:func:`lesionprop.data.volumes.load_ct` for a DICOM folder or
+NIfTI file, same checks and errors as ``lesionprop import``; or a series folder
+``ROOT/Images_png/PPPPPP_SS_SS`` of a DeepLesion-layout dataset), write it in the
+DeepLesion layout to a temporary folder (DICOM / NIfTI), predict every slice with
+the existing inference (:func:`lesionprop.engine.predict.predict`, progress bar
+over slices, TTA), keep boxes scoring ``>= score``, link them into 3D lesions
+(:func:`lesionprop.labels.link.link_boxes`), then write the outputs.
+
+Boxes: predictions come back in the FILE frame of the slices; they are converted
+once to the pixel frame (``file - 1``) of the display-orientation volume, the
+frame :mod:`lesionprop.scan.lesions` works in.  ``predictions.csv`` keeps the
+file frame (slice names as in the temporary / source dataset).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lesionprop.boxes import file_to_pixel
+from lesionprop.data.volumes import CTVolume, VolumeError, load_ct, spacing_affine
+
+SERIES_NAME = "000001_01_01"
+
+
+@dataclass
+class DetectResult:
+    out: Path
+    lesions: int
+    boxes: int
+    slices: int
+    seg_segments: int
+
+
+def load_layout_series(folder: Path) -> tuple[CTVolume, Path, str, np.ndarray]:
+    """``ROOT/Images_png/SERIES`` -> (volume, ROOT, SERIES, slice numbers); spacing from series_info / DL_info."""
+    from lesionprop.annotations import read_annotations, series_geometry
+    from lesionprop.data.layout import decode_png, list_slices
+
+    root, series = folder.parent.parent, folder.name
+    numbers = np.array(sorted(list_slices(folder)), dtype=np.int64)
+    if numbers.size == 0:
+        raise VolumeError(f"{folder}: no slice PNGs (III.png)")
+    gaps = np.flatnonzero(np.diff(numbers) != 1)
+    if gaps.size:
+        i = int(gaps[0])
+        raise VolumeError(f"{folder}: missing slices between {numbers[i]:03d}.png and {numbers[i + 1]:03d}.png")
+    ann = root / "DL_info.csv"
+    geometry = series_geometry(root, read_annotations(ann) if ann.is_file() else None)
+    if series not in geometry:
+        raise VolumeError(f"{folder}: no spacing for series {series} in {root / 'series_info.csv'} or {ann}")
+    hu = np.stack([decode_png(folder / f"{k:03d}.png") for k in numbers])
+    spacing = tuple(float(v) for v in geometry[series].spacing)
+    return (CTVolume(hu, spacing, tuple(str(folder / f"{k:03d}.png") for k in numbers), source="deeplesion",
+                     affine=spacing_affine(spacing)), root, series, numbers)
+
+
+def _source(src: Path) -> str:
+    if src.is_dir() and src.parent.name == "Images_png" and any(src.glob("*.png")):
+        return "deeplesion"
+    return "ct"
+
+
+def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str = "none", score: float = 0.5,
+           iou: float = 0.5, max_gap: int = 1, max_lesions: int = 100, device: str | None = None,
+           progress: bool = True) -> DetectResult:
+    """Run the whole workflow (module docstring); returns counts."""
+    from lesionprop.data.volumes import write_series
+    from lesionprop.engine.checkpoint import resolve_checkpoint
+    from lesionprop.engine.predict import predict
+    from lesionprop.labels.link import link_boxes
+    from lesionprop.predictions import write_predictions
+    from lesionprop.scan.lesions import label_volume, lesion_table, table_rows
+    from lesionprop.scan.outputs import write_dicom_seg, write_label_nifti, write_tables
+
+    src, out = Path(src), Path(out)
+    if not src.exists():
+        raise FileNotFoundError(f"CT input not found: {src}")
+    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
+        raise ValueError(f"--out {out} must not be inside the input {src}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, expected a folder")
+    ckpt = resolve_checkpoint(checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".detect-", dir=out) as tmp:
+        if _source(src) == "deeplesion":
+            vol, root, series, numbers = load_layout_series(src)
+        else:
+            vol = load_ct(src)
+            root, series = Path(tmp), SERIES_NAME
+            write_series(root, series, vol.hu, vol.spacing, source=f"detect:{vol.source}")
+            numbers = np.arange(1, vol.hu.shape[0] + 1, dtype=np.int64)
+        names = [f"{series}_{k:03d}.png" for k in numbers]
+        with warnings.catch_warnings():      # the first / last slice's 3D context repeats the edge slice
+            warnings.filterwarnings("ignore", message=r".*is missing, using slice", category=UserWarning)
+            preds = predict(ckpt, root, None, tta=tta, file_names=names, device=device, progress=progress)
+    keep = preds.scores >= score
+    preds = preds.subset(keep)
+    write_predictions(out / "predictions.csv", preds.file_names, preds.boxes, preds.scores)
+    z = np.searchsorted(numbers, preds.slices)
+    boxes = file_to_pixel(preds.boxes)
+    ids = link_boxes(np.zeros(len(preds), dtype=np.int64), preds.slices, preds.boxes, preds.scores,
+                     iou=iou, max_gap=max_gap)
+    affine = vol.affine if vol.affine is not None else spacing_affine(vol.spacing)
+    table = lesion_table(ids, z, boxes, preds.scores, affine, vol.spacing, vol.hu.shape, max_lesions=max_lesions)
+    rows = table_rows(table, numbers)
+    labels = label_volume(table, z, boxes, preds.scores, vol.hu.shape)
+    header = {"source": str(src), "input_kind": vol.source, "checkpoint": str(ckpt), "tta": tta,
+              "score_threshold": score, "link_iou": iou, "link_max_gap": max_gap,
+              "shape_zyx": list(vol.hu.shape), "spacing_xyz_mm": list(vol.spacing),
+              "affine_voxel_to_lps_mm": np.round(affine, 6).tolist(),
+              "conventions": "voxel x = column, y = row, z = slice (0 = most superior) of the display-orientation "
+                             "volume; patient coordinates LPS mm (DICOM); key_slice / slice_first / slice_last = "
+                             "slice numbers of the DeepLesion-layout series (001.png = z 0 for imported scans)"}
+    for stale in [*(out / "figures").glob("lesion_*.png"), out / "lesions_seg.dcm"]:   # a previous run's
+        stale.unlink(missing_ok=True)
+    write_tables(out, rows, header)
+    write_label_nifti(out / "lesions.nii.gz", vol, labels)
+    segments = 0
+    if vol.source == "dicom":
+        segments = write_dicom_seg(out / "lesions_seg.dcm", vol, labels, table.id, table.score)
+    _write_page(out, src, vol, ckpt, rows, table, z, boxes, score, tta, segments, len(preds))
+    return DetectResult(out, len(table), len(preds), int(vol.hu.shape[0]), segments)
+
+
+def _write_page(out: Path, src: Path, vol: CTVolume, ckpt: Path, rows: list[dict], table, z: np.ndarray,
+                boxes: np.ndarray, score: float, tta: str, segments: int, n_boxes: int) -> None:
+    from lesionprop.scan.page import lesion_figures, write_page
+
+    figures = []
+    for i, row in enumerate(rows):
+        mine = np.flatnonzero(table.box_lesion == i)
+        by_z = {int(z[j]): boxes[j] for j in mine}
+        figures.append(lesion_figures(out / "figures", row["id"], vol.hu, int(table.key_z[i]), table.key_box[i],
+                                      by_z))
+    zs, ys, xs = vol.hu.shape
+    facts = [("input", f"{src.name} ({vol.source})"), ("volume", f"{xs} x {ys} x {zs} voxels"),
+             ("spacing", " x ".join(f"{v:.3g}" for v in vol.spacing) + " mm"),
+             ("checkpoint", ckpt.name), ("TTA", tta), ("score threshold", f"{score:g}"),
+             ("lesions", str(len(rows))), ("boxes", str(n_boxes))]
+    notes = ["Soft-tissue window (W 400, L 40). Slices above / below are the neighbours of the key slice in the "
+             "volume (superior / inferior)."]
+    if segments:
+        notes.append(f"DICOM SEG with {segments} segments: lesions_seg.dcm (references the source series).")
+    write_page(out, f"lesionprop detect: {src.name}", facts, rows, figures, notes)

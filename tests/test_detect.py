@@ -1,0 +1,335 @@
+"""``lesionprop detect``: geometry, lesion table maths, outputs on the real DICOM / NIfTI, the HTML page."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lesionprop.cli import main
+from lesionprop.data.volumes import LPS_TO_RAS, load_ct, spacing_affine, voxel_to_patient
+from lesionprop.scan.lesions import box_voxels, label_volume, lesion_table
+
+
+# ---------------------------------------------------------------- pure maths
+
+def test_box_voxels_cover_the_centres_inside_the_box():
+    boxes = np.array([[2.0, 3.0, 5.0, 6.0],        # centres 2.5, 3.5, 4.5 in x; 3.5..5.5 in y
+                      [2.6, 3.6, 2.9, 3.9],        # smaller than a voxel: the voxel holding its centre
+                      [-4.0, -1.0, 99.0, 7.2]])    # clipped to the 10 x 8 slice
+    np.testing.assert_array_equal(box_voxels(boxes, (8, 10)), [[2, 3, 4, 5], [2, 3, 2, 3], [0, 0, 9, 6]])
+
+
+def test_lesion_table_hand_computed():
+    # lesion "7": slices 2 and 3, lesion "3": slice 5 alone; spacing 0.5 x 0.5 x 2 mm, display-only affine
+    ids = np.array([7, 7, 3])
+    z = np.array([2, 3, 5])
+    boxes = np.array([[10.0, 20.0, 30.0, 30.0], [12.0, 18.0, 28.0, 34.0], [0.0, 0.0, 4.0, 2.0]])
+    scores = np.array([0.6, 0.9, 0.95])
+    aff = spacing_affine((0.5, 0.5, 2.0))
+    t = lesion_table(ids, z, boxes, scores, aff, (0.5, 0.5, 2.0), (8, 64, 64))
+    np.testing.assert_array_equal(t.id, [1, 2])
+    np.testing.assert_allclose(t.score, [0.95, 0.9])
+    np.testing.assert_array_equal(t.n_boxes, [1, 2])
+    np.testing.assert_array_equal(t.key_z, [5, 3])                       # largest box: 16 x 16 on slice 3
+    np.testing.assert_allclose(t.long_mm, [2.0, 8.0])
+    np.testing.assert_allclose(t.short_mm, [1.0, 8.0])
+    np.testing.assert_array_equal(t.voxel_box[1], [10, 18, 2, 29, 33, 3])
+    # edges 9.5..29.5 px (x), 17.5..33.5 (y), slices 1.5..3.5 -> mm; z runs inferior (-2 mm per slice)
+    np.testing.assert_allclose(t.patient_box[1], [4.75, 8.75, -7.0, 14.75, 16.75, -3.0])
+    np.testing.assert_allclose(t.volume_ml, [np.pi / 4 * 2 * 1 * 2 / 1000,
+                                             np.pi / 4 * (10 * 5 + 8 * 8) * 2 / 1000])
+    np.testing.assert_array_equal(t.box_lesion, [1, 1, 0])
+    top = lesion_table(ids, z, boxes, scores, aff, (0.5, 0.5, 2.0), (8, 64, 64), max_lesions=1)
+    np.testing.assert_array_equal(top.box_lesion, [-1, -1, 0])
+    empty = lesion_table(np.zeros(0), np.zeros(0), np.zeros((0, 4)), np.zeros(0), aff, (1, 1, 1), (2, 4, 4))
+    assert len(empty) == 0
+
+
+def test_label_volume_best_score_wins_overlaps():
+    ids, z = np.array([0, 1]), np.array([1, 1])
+    boxes = np.array([[0.0, 0.0, 4.0, 4.0], [2.0, 2.0, 6.0, 6.0]])
+    scores = np.array([0.5, 0.8])
+    t = lesion_table(ids, z, boxes, scores, np.eye(4), (1, 1, 1), (3, 8, 8))
+    lab = label_volume(t, z, boxes, scores, (3, 8, 8))
+    assert lab[0].max() == 0 and lab[2].max() == 0
+    assert lab[1, 3, 3] == 1 and lab[1, 0, 0] == 2 and lab[1, 5, 5] == 1 and lab[1, 6, 6] == 0
+    assert (lab == 2).sum() == 16 - 4 and (lab == 1).sum() == 16
+
+
+# ---------------------------------------------------------------- geometry of the loaders
+
+def _edit(files, folder: Path, edit) -> Path:
+    import pydicom
+
+    folder.mkdir(parents=True)
+    for i, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        edit(i, ds)
+        ds.save_as(folder / f.name)
+    return folder
+
+
+def _dicoms(shared_data) -> list[Path]:
+    return sorted((shared_data / "realct" / "dicom_series").glob("*.dcm"))
+
+
+@pytest.mark.parametrize("iop, corner", [([1, 0, 0, 0, 1, 0], "first"), ([-1, 0, 0, 0, 1, 0], "last_col"),
+                                         ([0, 1, 0, 1, 0, 0], "first")])
+def test_dicom_affine_places_the_stored_first_pixel(shared_data, tmp_path, iop, corner):
+    import pydicom
+
+    files = _dicoms(shared_data)[:3]
+    vol = load_ct(_edit(files, tmp_path / "s", lambda i, ds: setattr(ds, "ImageOrientationPatient", iop)))
+    a = vol.affine
+    assert a[0, 0] > 0 and a[1, 1] > 0 and a[2, 2] < 0              # +x left, +y posterior, slices inferior
+    np.testing.assert_allclose(np.abs(np.diag(a)[:3]), [0.9765625, 0.9765625, 2.0])
+    np.testing.assert_allclose(a[:3, :3] - np.diag(np.diag(a)[:3]), 0, atol=1e-12)
+    x = 0 if corner == "first" else vol.hu.shape[2] - 1
+    for z, f in enumerate(vol.files):          # stored pixel (0, 0) lies at ImagePositionPatient
+        ipp = np.asarray(pydicom.dcmread(f).ImagePositionPatient, dtype=float)
+        np.testing.assert_allclose(voxel_to_patient(a, [x, 0, z])[0], ipp, atol=1e-6)
+
+
+def test_nifti_affine_is_the_file_affine_in_lps(shared_data):
+    import nibabel as nib
+
+    path = shared_data / "realct" / "ct_small_3mm.nii.gz"
+    vol = load_ct(path)
+    img = nib.load(str(path))
+    zs, ys, xs = vol.hu.shape
+    for x, y, z in [(0, 0, 0), (xs - 1, 5, 3), (7, ys - 1, zs - 1)]:
+        # the voxel's HU and its RAS position in the file match the display voxel's
+        ijk = np.linalg.solve(img.affine, np.r_[LPS_TO_RAS[:3, :3] @ voxel_to_patient(vol.affine, [x, y, z])[0], 1])
+        i, j, k = np.rint(ijk[:3]).astype(int)
+        assert np.allclose(ijk[:3], (i, j, k), atol=1e-6)
+        assert vol.hu[z, y, x] == int(np.rint(img.get_fdata()[i, j, k]))
+
+
+# ---------------------------------------------------------------- the command on real scans
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny_synth) -> Path:
+    """A tiny detector trained for 8 iterations (about 2 s): enough to produce boxes, not lesions."""
+    from lesionprop.config import load_config
+    from lesionprop.engine.train import train
+
+    run = tmp_path_factory.mktemp("tiny_run")
+    cfg = load_config(preset="tiny", overrides=["train.iterations=8", "train.batch_size=2"])
+    train(cfg, tiny_synth, tiny_synth / "DL_info.csv", run, progress=False, device="cpu")
+    return run
+
+
+@pytest.fixture(scope="module")
+def dicom_run(shared_data, checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("detect_dicom") / "out"
+    assert main(["detect", str(shared_data / "realct" / "dicom_series"), "--checkpoint", str(checkpoint),
+                 "--out", str(out), "--score", "0", "--max-lesions", "4", "--device", "cpu"]) == 0
+    return out
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_detect_dicom_tables_and_label_volume(dicom_run, shared_data):
+    import nibabel as nib
+
+    rows = _csv(dicom_run / "lesions.csv")
+    meta = json.loads((dicom_run / "lesions.json").read_text())
+    assert [int(r["id"]) for r in rows] == [1, 2, 3, 4] == [les["id"] for les in meta["lesions"]]
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    vol = load_ct(shared_data / "realct" / "dicom_series")
+    img = nib.load(str(dicom_run / "lesions.nii.gz"))
+    assert img.shape == (512, 512, 20) and img.get_data_dtype() == np.uint16
+    np.testing.assert_allclose(img.affine, LPS_TO_RAS @ vol.affine)
+    np.testing.assert_allclose(meta["affine_voxel_to_lps_mm"], vol.affine, atol=1e-6)
+    lab = np.asarray(img.dataobj).transpose(2, 1, 0)                       # -> (z, y, x) display
+    best = meta["lesions"][0]                                              # never overwritten
+    zz, yy, xx = np.nonzero(lab == 1)
+    assert (xx.min(), yy.min(), zz.min(), xx.max(), yy.max(), zz.max()) == tuple(
+        best[k] for k in ("voxel_x1", "voxel_y1", "voxel_z1", "voxel_x2", "voxel_y2", "voxel_z2"))
+    assert best["slice_first"] == best["voxel_z1"] + 1 and best["slice_last"] == best["voxel_z2"] + 1
+    # the patient box holds the centres of its corner voxels
+    lo = voxel_to_patient(vol.affine, [best["voxel_x1"], best["voxel_y1"], best["voxel_z2"]])[0]
+    assert best["lps_x_min_mm"] <= lo[0] and best["lps_y_min_mm"] <= lo[1] and best["lps_z_min_mm"] <= lo[2]
+    preds = _csv(dicom_run / "predictions.csv")                      # every kept box, file frame
+    assert sum(les["n_boxes"] for les in meta["lesions"]) <= len(preds)
+    assert {p["File_name"][:12] for p in preds} == {"000001_01_01"}
+
+
+def test_detect_dicom_seg_references_the_series(dicom_run, shared_data):
+    import nibabel as nib
+    import pydicom
+
+    from lesionprop.scan.outputs import sop_uids
+
+    seg = pydicom.dcmread(dicom_run / "lesions_seg.dcm")
+    assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
+    sources = [pydicom.dcmread(f) for f in _dicoms(shared_data)]
+    ref = seg.ReferencedSeriesSequence[0]
+    assert ref.SeriesInstanceUID == sources[0].SeriesInstanceUID
+    assert {r.ReferencedSOPInstanceUID for r in ref.ReferencedInstanceSequence} == {sop_uids(s)[1] for s in sources}
+    lab = np.asarray(nib.load(str(dicom_run / "lesions.nii.gz")).dataobj)          # (x, y, z)
+    present = [i for i in np.unique(lab) if i > 0]
+    assert len(seg.SegmentSequence) == len(present)
+    assert [s.TrackingID for s in seg.SegmentSequence] == [f"lesion {i}" for i in present]
+    assert int(seg.NumberOfFrames) == sum(int((lab == i).any(axis=(0, 1)).sum()) for i in present)
+    assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
+    # the frames hold the label volume's voxels, slice by slice of the source series
+    import highdicom as hd
+
+    vol = load_ct(shared_data / "realct" / "dicom_series")
+    uids = [sop_uids(pydicom.dcmread(f))[1] for f in vol.files]
+    px = hd.seg.segread(dicom_run / "lesions_seg.dcm").get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=[1, 2], ignore_spatial_locations=True)
+    display = lab.transpose(2, 1, 0)                                                # (z, y, x), unflipped series
+    for k in range(2):
+        np.testing.assert_array_equal(px[..., k].astype(bool), display == present[k])
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.links += [v for k, v in attrs if (tag, k) in (("img", "src"), ("a", "href"))]
+
+
+def test_detect_page_links_and_headless_chromium(dicom_run, tmp_path):
+    parser = _Links()
+    parser.feed((dicom_run / "index.html").read_text())
+    images = [link for link in parser.links if link.endswith(".png")]
+    assert len(images) >= 4 * 4 - 2                          # 4 lesions x (slice, above, key, below) minus edges
+    for link in parser.links:
+        assert (dicom_run / link).is_file(), link
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium): page not rendered")
+    shot = tmp_path / "page.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1100,900", f"--screenshot={shot}", (dicom_run / "index.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    import cv2
+
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[:2] == (900, 1100)
+    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    assert grey.std() > 20                                    # not blank: text and CT figures
+    assert (grey < 30).mean() > 0.05                          # the dark CT figures rendered
+
+
+def test_detect_nifti_keeps_the_input_grid(shared_data, checkpoint, tmp_path):
+    import nibabel as nib
+
+    src = shared_data / "realct" / "ct_small_3mm.nii.gz"
+    out = tmp_path / "out"
+    assert main(["detect", str(src), "--checkpoint", str(checkpoint), "--out", str(out), "--score", "0",
+                 "--max-lesions", "3", "--device", "cpu"]) == 0
+    img, lab = nib.load(str(src)), nib.load(str(out / "lesions.nii.gz"))
+    assert lab.shape == img.shape[:3]
+    np.testing.assert_allclose(lab.affine, img.affine)
+    assert not (out / "lesions_seg.dcm").exists()
+    rows = _csv(out / "lesions.csv")
+    assert len(rows) == 3
+    data = np.asarray(lab.dataobj)
+    assert set(np.unique(data)) <= {0, 1, 2, 3} and (data == 1).any()
+
+
+def test_detect_on_a_deeplesion_layout_series(tiny_synth, checkpoint, tmp_path):
+    series = sorted((tiny_synth / "Images_png").iterdir())[0]
+    out = tmp_path / "out"
+    assert main(["detect", str(series), "--checkpoint", str(checkpoint), "--out", str(out), "--score", "0",
+                 "--max-lesions", "2", "--device", "cpu"]) == 0
+    meta = json.loads((out / "lesions.json").read_text())
+    numbers = sorted(int(p.stem) for p in series.glob("*.png"))
+    assert meta["input_kind"] == "deeplesion" and meta["shape_zyx"][0] == len(numbers)
+    for les in meta["lesions"]:
+        assert numbers[0] <= les["slice_first"] <= les["key_slice"] <= les["slice_last"] <= numbers[-1]
+    # a rerun into the same folder replaces the page's figures
+    assert main(["detect", str(series), "--checkpoint", str(checkpoint), "--out", str(out), "--score", "0",
+                 "--max-lesions", "1", "--device", "cpu"]) == 0
+    assert {p.name[:10] for p in (out / "figures").iterdir()} == {"lesion_001"}
+
+
+@pytest.mark.parametrize("what, edit, message", [
+    ("modality", lambda i, ds: setattr(ds, "Modality", "MR") if i == 1 else None, "not a CT image (Modality = 'MR')"),
+    ("localizer", lambda i, ds: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "LOCALIZER"]) if i == 0 else None,
+     "a localizer (scout) image"),
+    ("mixed", lambda i, ds: setattr(ds, "SeriesInstanceUID", "1.2.3.4") if i == 2 else None, "mixed series"),
+])
+def test_detect_bad_dicom_is_one_line(shared_data, checkpoint, tmp_path, capsys, what, edit, message):
+    folder = _edit(_dicoms(shared_data)[:5], tmp_path / what, edit)
+    assert main(["detect", str(folder), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_detect_missing_slices(shared_data, checkpoint, tmp_path, capsys):
+    files = _dicoms(shared_data)[:6]
+    folder = tmp_path / "gap"
+    folder.mkdir()
+    import pydicom
+
+    order = sorted(files, key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    for f in order[:2] + order[3:]:
+        shutil.copy(f, folder / f.name)
+    assert main(["detect", str(folder), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 2
+    assert "missing slices between" in capsys.readouterr().err
+
+
+def test_detect_seg_frames_follow_a_mirrored_series(shared_data, checkpoint, tmp_path):
+    """Columns stored toward the patient's right: the SEG frames are mirrored back to the stored order."""
+    import highdicom as hd
+    import nibabel as nib
+    import pydicom
+
+    from lesionprop.scan.outputs import sop_uids
+
+    folder = _edit(_dicoms(shared_data)[:5], tmp_path / "mirror",
+                   lambda i, ds: setattr(ds, "ImageOrientationPatient", [-1, 0, 0, 0, 1, 0]))
+    out = tmp_path / "out"
+    assert main(["detect", str(folder), "--checkpoint", str(checkpoint), "--out", str(out), "--score", "0",
+                 "--max-lesions", "2", "--device", "cpu"]) == 0
+    vol = load_ct(folder)
+    assert vol.meta["flip_cols"]
+    display = np.asarray(nib.load(str(out / "lesions.nii.gz")).dataobj).transpose(2, 1, 0)
+    present = [int(i) for i in np.unique(display) if i > 0]
+    uids = [sop_uids(pydicom.dcmread(f))[1] for f in vol.files]
+    px = hd.seg.segread(out / "lesions_seg.dcm").get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=[1], ignore_spatial_locations=True)
+    np.testing.assert_array_equal(px[..., 0].astype(bool), (display == present[0])[:, :, ::-1])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--score", "1.5"], "--score must be in [0, 1]"), (["--link-iou", "1"], "--link-iou must be in [0, 1)"),
+    (["--max-gap", "0"], "--max-gap must be at least 1"), (["--max-lesions", "0"], "--max-lesions must be"),
+])
+def test_detect_bad_options(tmp_path, capsys, args, message):
+    assert main(["detect", str(tmp_path), "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o")] + args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_detect_missing_checkpoint_and_file_out(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "src").mkdir()
+    assert main(["detect", str(tmp_path / "src"), "--checkpoint", str(tmp_path / "none.pt"), "--out",
+                 str(tmp_path / "file")]) == 2
+    assert "is a file, expected a folder" in capsys.readouterr().err
+    assert main(["detect", str(tmp_path / "src"), "--checkpoint", str(tmp_path / "none.pt"), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["detect", str(tmp_path / "src"), "--checkpoint", str(tmp_path / "none.pt"), "--out",
+                 str(tmp_path / "src" / "o")]) == 2
+    assert "must not be inside the input" in capsys.readouterr().err
