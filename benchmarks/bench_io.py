@@ -156,8 +156,9 @@ if op == "read_dlinfo":
     try:
         from lesionprop.annotations import read_annotations
         new = True
-    except ImportError:
-        from lesionprop.annotations import read_annotations
+    except ImportError:                      # today's code (74189d5): list[Lesion] rows
+        import importlib
+        read_annotations = importlib.import_module("lesionprop.data.deeplesion").read_annotations
         new = False
     ann, res["wall"], res["cpu"] = timed(lambda: read_annotations(args["path"]))
     if new:
