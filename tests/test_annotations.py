@@ -1,13 +1,18 @@
 """The columnar annotation table: DL_info.csv read/write, selection, grouping, derived rows."""
 
+import csv
 import filecmp
+import io
 import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lesionprop.annotations import (
-    AnnotationError, Annotations, Source, Split, concat, derived_lesion, read_annotations, write_annotations,
+    COLUMNS, AnnotationError, Annotations, Source, Split, concat, derived_lesion, read_annotations,
+    write_annotations,
 )
 from lesionprop.data.layout import parse_file_name, slice_file_name
 
@@ -169,3 +174,42 @@ def test_derive_equals_the_row_definition_and_writes_like_it(shared_data, tmp_pa
     lines = (tmp_path / "a.csv").read_text().splitlines()
     src = (shared_data / "deeplesion" / "DL_info_sample.csv").read_text().splitlines()
     assert [ln.rsplit(",", 2)[0] for ln in lines[1:35]] == src[1:35]     # original rows unchanged
+
+
+TRICKY = ["", " 7", "7 ", "+7", "-0", "0x10", "1_0", "1e3", "1.5", "nan", "NaN", "inf", "-inf", "1e999", "½",
+          "١", "1,2", "1, 2", " 1 , 2 ", "1;2", "abc", "1, 2, 3", "1, 2, 3, 4", "3, 2, 1, 4", "512, nan",
+          "human", "mined", "robot", "0.5", "000001_01_01_010.png", "x.png"]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(col=st.sampled_from(list(COLUMNS) + ["Source", "Score"]),
+       value=st.sampled_from(TRICKY) | st.text(alphabet="0123456789.,+-eE xn ", max_size=10))
+def test_column_wise_and_row_wise_readers_agree(tmp_path, col, value):
+    """The fast reader accepts exactly what the row-by-row reader accepts, with the same values."""
+    from lesionprop.annotations import csv_io
+
+    header = HEADER.rstrip("\n") + ",Source,Score"
+    fields = next(csv.reader([GOOD.rstrip("\n") + ",human,"]))
+    fields[(list(COLUMNS) + ["Source", "Score"]).index(col)] = value
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(fields)
+    path = tmp_path / "a.csv"
+    path.write_text(header + "\n" + GOOD.rstrip("\n") + ",mined,0.5\n" + buf.getvalue())
+    data = path.read_bytes()
+    try:
+        slow = Annotations.from_lesions(csv_io._read_rows(data, path)[0])
+    except AnnotationError as exc:
+        slow = str(exc)
+    try:
+        fast = csv_io._read_columns(data, str(path))
+    except csv_io._Fallback:
+        return                                              # the row-by-row reader decides: same by construction
+    except AnnotationError as exc:
+        fast = str(exc)
+    assert not isinstance(slow, str), f"{col} = {value!r}: accepted column-wise, refused row-wise: {slow}"
+    assert not isinstance(fast, str), fast
+    for name in ("file_name", "series", "slice_index", "patient", "lesion_type", "split", "source", "gender"):
+        assert list(getattr(fast, name)) == list(getattr(slow, name)), (col, value, name)
+    for name in ("boxes", "spacing", "slice_range", "image_size", "age", "score", "diameters_px", "location"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=f"{col}={value!r} {name}")
+    assert list(fast.noisy) == list(slow.noisy)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from lesionprop.boxes import box_area, box_iou, file_to_pixel, pixel_to_file
-from lesionprop.grouping import BoxCols, overlap_iou, pair_iou, pair_iou_plus1, segment_pairs
+from lesionprop.grouping import BoxCols, overlap_iou, pair_iou, segment_pairs
 
 
 def test_frames_round_trip():
@@ -19,7 +19,6 @@ def test_iou_continuous_touching_and_degenerate():
     assert box_iou(b[3:], b[3:]).tolist() == [[0.0]]
     assert box_area(b).tolist() == [50, 100, 100, 0]
     assert pair_iou(np.repeat(a, 4, 0), b).tolist() == [0.5, 0.0, 1.0, 0.0]
-    assert pair_iou_plus1(a, np.array([[0, 0, 10, 4]], float)).tolist() == [55 / 121]
 
 
 def test_overlap_iou_equals_pair_iou_bit_for_bit():

@@ -99,6 +99,14 @@ def _cast(col: pa.ChunkedArray | pa.Array, typ: pa.DataType) -> np.ndarray:
     return numpy_of(out, np.float64 if typ == pa.float64() else np.int64)
 
 
+def _int(col: pa.ChunkedArray) -> np.ndarray:
+    """``int(text)`` of every field: decimal digits only (arrow's cast also takes ``0x10``)."""
+    t = _trim(col)
+    if not pc.all(pc.match_substring_regex(t, r"^[+-]?[0-9]+$")).as_py():
+        raise _Fallback
+    return _cast(t, pa.int64())
+
+
 def _int_of_float(col: pa.ChunkedArray) -> np.ndarray:
     """``int(float(text))`` of every field."""
     v = _cast(col, pa.float64())
@@ -178,8 +186,7 @@ def _read_columns(data: bytes, path: str) -> Annotations:
     names = _trim(col["File_name"])
     if pc.any(pc.invert(pc.match_substring_regex(names, SLICE_NAME_PATTERN))).as_py():
         raise _Fallback
-    ints = {c: _cast(_trim(col[c]), pa.int64()) for c in ("Patient_index", "Study_index", "Series_ID",
-                                                          "Key_slice_index")}
+    ints = {c: _int(col[c]) for c in ("Patient_index", "Study_index", "Series_ID", "Key_slice_index")}
     box, _ = _number_lists(col["Bounding_boxes"], 4)
     box = box.reshape(-1, 4)
     if not (np.isfinite(box).all() and (box[:, 2] >= box[:, 0]).all() and (box[:, 3] >= box[:, 1]).all()):
@@ -191,6 +198,8 @@ def _read_columns(data: bytes, path: str) -> Annotations:
     sr, _ = _number_lists(col["Slice_range"], 2)
     sp, _ = _number_lists(col["Spacing_mm_px_"], 3)
     size, _ = _number_lists(col["Image_size"], 2)
+    if not (np.isfinite(sr).all() and np.isfinite(size).all()):
+        raise _Fallback                  # int() of these: the row-by-row reader names the value
     age_t = _trim(col["Patient_age"])
     no_age = numpy_of(pc.or_(pc.equal(age_t, lit("")), pc.equal(pc.utf8_lower(age_t), lit("nan"))), bool)
     age = np.full(n, np.nan)
@@ -317,7 +326,7 @@ def _read_rows(data: bytes, path: Path) -> tuple[list[Lesion], list[str]]:
                 f"{path}, line {line}: expected {len(header)} fields, got {len(values)}: {values[:3]}...")
         try:
             lesions.append(_parse_row(values, header))
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, OverflowError) as exc:
             col, val = _locate_bad_field(values, header)
             raise AnnotationError(f"{path}, line {line}, column {col} = {val!r}: {exc}") from None
     return lesions, header
@@ -329,7 +338,8 @@ def _locate_bad_field(values: Sequence[str], header: Sequence[str]) -> tuple[str
         "File_name": lambda s: parse_file_name(s.strip()),
         "Patient_index": int, "Study_index": int, "Series_ID": int, "Key_slice_index": int,
         "Bounding_boxes": lambda s: floats_text(s, 4, "Bounding_boxes"),
-        "Coarse_lesion_type": float, "Possibly_noisy": float, "Train_Val_Test": float,
+        "Coarse_lesion_type": lambda s: int(float(s)), "Possibly_noisy": lambda s: int(float(s)),
+        "Train_Val_Test": lambda s: int(float(s)),
         "Slice_range": lambda s: floats_text(s, 2, "Slice_range"),
         "Spacing_mm_px_": lambda s: floats_text(s, 3, "Spacing_mm_px_"),
         "Image_size": lambda s: floats_text(s, 2, "Image_size"),
@@ -342,7 +352,7 @@ def _locate_bad_field(values: Sequence[str], header: Sequence[str]) -> tuple[str
             continue
         try:
             fn(val)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             return col, val
     return "Bounding_boxes", dict(zip(header, values)).get("Bounding_boxes", "")
 

@@ -290,7 +290,7 @@ TYPED: dict[str, tuple[Any, tuple[int, ...]]] = {
     "boxes": (np.float64, (4,)), "diameters_px": (np.float64, (2,)), "location": (np.float64, (3,)),
     "lesion_type": (np.int64, ()), "noisy": (bool, ()), "slice_range": (np.int64, (2,)),
     "spacing": (np.float64, (3,)), "image_size": (np.int64, (2,)), "gender": (object, ()),
-    "age": (np.float64, ()), "split": (np.int8, ()), "source": (object, ()), "score": (np.float64, ()),
+    "age": (np.float64, ()), "split": (np.int64, ()), "source": (object, ()), "score": (np.float64, ()),
     "line": (np.int64, ()),
 }
 
