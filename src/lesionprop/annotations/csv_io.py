@@ -29,9 +29,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from lesionprop.annotations.arrow_text import (
+    arrow_bools, arrow_strings, lit, num_texts, numpy_of, objects_of, repeat_text,
+)
 from lesionprop.annotations.table import (
-    COLUMNS, SOURCE_COLUMNS, SOURCES, AnnotationError, Annotations, Lesion, _fmt, arrow_bools, arrow_strings,
-    floats_text, lit, numpy_of, objects_of, repeat_text,
+    COLUMNS, SOURCE_COLUMNS, SOURCES, AnnotationError, Annotations, Lesion, floats_text,
 )
 from lesionprop.data.layout import SLICE_NAME_PATTERN, parse_file_name
 from lesionprop.fileio import atomic_write
@@ -396,7 +398,7 @@ def write_annotations_csv(path: str | os.PathLike, ann: Annotations, *, with_sou
     header = list(COLUMNS) + (list(SOURCE_COLUMNS) if with_source else []) + extra
     cols = [_quoted(ann.text[c]) for c in COLUMNS]
     if with_source:
-        score = pc.if_else(arrow_bools(np.isnan(ann.score)), lit(""), _fmt(np.nan_to_num(ann.score), 6))
+        score = pc.if_else(arrow_bools(np.isnan(ann.score)), lit(""), num_texts(np.nan_to_num(ann.score), 6))
         cols += [_quoted(_source_text(ann.source)), _quoted(score)]
     cols += [_quoted(ann.extras[c] if c in ann.extras else repeat_text("", n)) for c in extra]
     head = io.StringIO()

@@ -30,66 +30,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lesionprop.annotations.arrow_text import (
+    arrow_bools, arrow_ints, arrow_strings, int_texts, join_texts, lit, num_texts, objects_of, reformat_texts,
+    repeat_text,
+)
 from lesionprop.data.deeplesion import (  # noqa: F401  (AnnotationError: re-exported)
     AnnotationError, SeriesInfo, floats_text, join_text, num_text, read_series_info,
 )
 from lesionprop.data.layout import parse_file_name, series_name, slice_file_name
-
-# ---------------------------------------------------------------- arrow <-> numpy without pandas
-# pa.array, pa.scalar and Array.to_numpy import pandas (about a second of every command's
-# start): arrays are built from and read through their buffers, literals are scalars.
-
-def arrow_ints(values: Any) -> pa.Array:
-    a = np.ascontiguousarray(np.asarray(values, dtype=np.int64).reshape(-1))
-    return pa.Array.from_buffers(pa.int64(), a.size, [None, pa.py_buffer(a)])
-
-
-def arrow_bools(mask: Any) -> pa.Array:
-    m = np.asarray(mask, dtype=bool).reshape(-1)
-    return pa.Array.from_buffers(pa.bool_(), m.size, [None, pa.py_buffer(np.packbits(m, bitorder="little"))])
-
-
-def arrow_strings(values: Any) -> pa.Array:
-    """A string array of ``values`` (str, or anything ``str()`` gives the text of)."""
-    enc = [v.encode("utf-8") if isinstance(v, str) else str(v).encode("utf-8") for v in values]
-    offsets = np.zeros(len(enc) + 1, dtype=np.int64)
-    np.cumsum([len(e) for e in enc], out=offsets[1:])
-    return pa.Array.from_buffers(pa.large_string(), len(enc), [None, pa.py_buffer(offsets),
-                                                               pa.py_buffer(b"".join(enc))]).cast(pa.string())
-
-
-_SCALARS: dict[str, pa.Scalar] = {}
-
-
-def lit(value: str) -> pa.Scalar:
-    """``value`` as an arrow string scalar (for compute functions)."""
-    if value not in _SCALARS:
-        _SCALARS[value] = arrow_strings([value])[0]
-    return _SCALARS[value]
-
-
-def repeat_text(value: str, n: int) -> pa.Array:
-    return pc.take(arrow_strings([value]), arrow_ints(np.zeros(n, np.int64)))
-
-
-def numpy_of(arr: pa.Array | pa.ChunkedArray, dtype: Any) -> np.ndarray:
-    """The values of a null-free fixed-width arrow array (a copy when it had several chunks)."""
-    if len(arr) == 0:
-        return np.zeros(0, dtype)
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
-    if arr.type == pa.bool_():
-        bits = np.unpackbits(np.frombuffer(arr.buffers()[1], np.uint8), bitorder="little")
-        return bits[arr.offset:arr.offset + len(arr)].astype(bool)
-    return np.frombuffer(arr.buffers()[1], dtype, len(arr), arr.offset * np.dtype(dtype).itemsize)
-
-
-def objects_of(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A string array as a numpy object array of str."""
-    out = np.empty(len(arr), dtype=object)
-    out[:] = arr.to_pylist()
-    return out
-
 
 COLUMNS: tuple[str, ...] = (
     "File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_index",
@@ -200,48 +148,6 @@ def derived_lesion(template: Lesion, *, slice_index: int, box: Sequence[float], 
                    diameters=(max(x2 - x1, y2 - y1), min(x2 - x1, y2 - y1)),
                    location=(cx / max(w, 1), cy / max(h, 1), loc_z), lesion_type=int(lesion_type), noisy=0,
                    source=Source(source).value, score=float(score), extras={}, raw=None)
-
-
-def _fmt(x: np.ndarray, decimals: int = 4) -> pa.Array:
-    """Vectorised :func:`num_text`: the same text for every value.
-
-    ``round(x * 10**decimals)`` in float64 is the correctly rounded decimal except within
-    float error of a rounding tie; those values (and NaN, inf, huge ones) are formatted
-    by :func:`num_text` itself.
-    """
-    x = np.asarray(x, dtype=np.float64).reshape(-1)
-    unit = 10 ** decimals
-    y = x * unit
-    with np.errstate(invalid="ignore"):
-        frac = np.abs(y - np.trunc(y))
-        slow = ~np.isfinite(y) | (np.abs(y) >= 2.0 ** 50) | (np.abs(frac - 0.5) <= np.abs(y) * 2.0 ** -50 + 1e-9)
-    m = np.abs(np.rint(np.where(slow, 0.0, y))).astype(np.int64)
-    whole = pc.cast(arrow_ints(m // unit), pa.string())
-    part = pc.utf8_rtrim(pc.utf8_lpad(pc.cast(arrow_ints(m % unit), pa.string()), decimals, "0"), "0")
-    part = pc.if_else(arrow_bools(m % unit == 0), lit(""), pc.binary_join_element_wise(lit("."), part, lit("")))
-    sign = pc.if_else(arrow_bools(x < 0), lit("-"), lit(""))
-    out = pc.binary_join_element_wise(sign, whole, part, lit(""))
-    if slow.any():
-        fixed = arrow_strings([num_text(v, decimals) for v in x[slow].tolist()])
-        out = pc.replace_with_mask(out, arrow_bools(slow), fixed)
-    return out
-
-
-def _join_cols(cols: Sequence[pa.Array]) -> pa.Array:
-    """Fields joined as DL_info writes number lists: ``'a, b, c'``."""
-    return pc.binary_join_element_wise(*cols, lit(", "))
-
-
-def _int_text(values: np.ndarray) -> pa.Array:
-    return pc.cast(arrow_ints(values), pa.string())
-
-
-def _reformat(texts: pa.Array, rows: np.ndarray, decimals: int) -> pa.Array:
-    """Number lists of ``texts[rows]`` re-written in :func:`join_text` form (through their few
-    distinct values)."""
-    enc = pc.dictionary_encode(texts)
-    values = [join_text(floats_text(u, None, ""), decimals) for u in enc.dictionary.to_pylist()]
-    return pc.take(arrow_strings(values), pc.take(enc.indices, arrow_ints(rows)))
 
 
 def _strings(values: Any, n: int) -> pa.Array:
@@ -483,28 +389,28 @@ class Annotations:
         loc = np.stack([cx / np.maximum(size[:, 1], 1), cy / np.maximum(size[:, 0], 1), cols["location"][:, 2]], 1)
         diam = np.stack([np.maximum(w, h), np.minimum(w, h)], 1)
         series = arrow_strings(cols["series"])
-        names = pc.binary_join_element_wise(series, lit("_"), pc.utf8_lpad(_int_text(sl), 3, "0"), lit(".png"),
+        names = pc.binary_join_element_wise(series, lit("_"), pc.utf8_lpad(int_texts(sl), 3, "0"), lit(".png"),
                                             lit(""))
         cols.update(file_name=objects_of(names), slice_index=sl, boxes=b, diameters_px=diam,
                     location=loc, lesion_type=types, noisy=np.zeros(n, bool), source=np.full(n, src, dtype=object),
                     score=np.asarray(scores, np.float64).reshape(n), line=np.zeros(n, np.int64))
-        fx1, fy1, fx2, fy2, fcx, fcy = (_fmt(v) for v in (x1, y1, x2, y2, cx, cy))
+        fx1, fy1, fx2, fy2, fcx, fcy = (num_texts(v) for v in (x1, y1, x2, y2, cx, cy))
         age = cols["age"]
         text = {
-            "File_name": names, "Patient_index": _int_text(cols["patient"]), "Study_index": _int_text(cols["study"]),
-            "Series_ID": _int_text(cols["series_id"]), "Key_slice_index": _int_text(sl),
-            "Measurement_coordinates": _join_cols([fx1, fcy, fx2, fcy, fcx, fy1, fcx, fy2]),
-            "Bounding_boxes": _join_cols([fx1, fy1, fx2, fy2]),
-            "Lesion_diameters_Pixel_": _join_cols([_fmt(diam[:, 0]), _fmt(diam[:, 1])]),
-            "Normalized_lesion_location": _join_cols([_fmt(loc[:, j], 6) for j in range(3)]),
-            "Coarse_lesion_type": _int_text(types), "Possibly_noisy": repeat_text("0", n),
-            "Slice_range": _reformat(self.text["Slice_range"], t, 4),
-            "Spacing_mm_px_": _reformat(self.text["Spacing_mm_px_"], t, 6),
-            "Image_size": _reformat(self.text["Image_size"], t, 4),
-            "DICOM_windows": _reformat(self.text["DICOM_windows"], t, 4),
+            "File_name": names, "Patient_index": int_texts(cols["patient"]), "Study_index": int_texts(cols["study"]),
+            "Series_ID": int_texts(cols["series_id"]), "Key_slice_index": int_texts(sl),
+            "Measurement_coordinates": join_texts([fx1, fcy, fx2, fcy, fcx, fy1, fcx, fy2]),
+            "Bounding_boxes": join_texts([fx1, fy1, fx2, fy2]),
+            "Lesion_diameters_Pixel_": join_texts([num_texts(diam[:, 0]), num_texts(diam[:, 1])]),
+            "Normalized_lesion_location": join_texts([num_texts(loc[:, j], 6) for j in range(3)]),
+            "Coarse_lesion_type": int_texts(types), "Possibly_noisy": repeat_text("0", n),
+            "Slice_range": reformat_texts(self.text["Slice_range"], t, 4),
+            "Spacing_mm_px_": reformat_texts(self.text["Spacing_mm_px_"], t, 6),
+            "Image_size": reformat_texts(self.text["Image_size"], t, 4),
+            "DICOM_windows": reformat_texts(self.text["DICOM_windows"], t, 4),
             "Patient_gender": arrow_strings(cols["gender"]),
-            "Patient_age": pc.if_else(arrow_bools(np.isnan(age)), lit(""), _fmt(np.nan_to_num(age))),
-            "Train_Val_Test": _int_text(cols["split"]),
+            "Patient_age": pc.if_else(arrow_bools(np.isnan(age)), lit(""), num_texts(np.nan_to_num(age))),
+            "Train_Val_Test": int_texts(cols["split"]),
         }
         empty = repeat_text("", n)
         return Annotations(cols, text, {k: empty for k in self.extras}, None, True)
