@@ -47,7 +47,7 @@ def add_io_arguments(parser: argparse.ArgumentParser, *, out: bool) -> None:
 
 def load_predictions(path: str, ann: Annotations, skip_bad_rows: bool) -> Predictions:
     """Read predictions; series must be in the annotations; report skipped rows on stderr."""
-    preds = read_predictions(path, skip_bad_rows=skip_bad_rows, known_series=set(np.unique(ann.series.astype(str))))
+    preds = read_predictions(path, skip_bad_rows=skip_bad_rows, known_series=set(ann.series.tolist()))
     if preds.skipped:
         print(f"skipped {preds.skipped} bad prediction row(s) in {path}; first: "
               + "; ".join(preds.skipped_examples[:3]), file=sys.stderr)
@@ -59,12 +59,27 @@ def write_with_new_rows(out: str, rows: Annotations, new: Annotations) -> None:
     write_annotations(out, concat([rows, new]), with_source=True)
 
 
+def no_huge_pages() -> None:
+    """Stop numpy asking for transparent huge pages for the rest of this process.
+
+    A label command allocates its DeepLesion-scale arrays (3.4 M prediction rows) once
+    and reads them once; numpy's huge-page hint made the kernel spend ~1 s of system
+    time per command on the CI-type machine (1.5 -> 0.5 s, user time +0.2 s; see
+    benchmarks/results/io.md), more than the fewer TLB misses save.
+    """
+    core = getattr(np, "_core", None) or np.core
+    setter = getattr(core.multiarray, "_set_madvise_hugepage", None)
+    if setter is not None:
+        setter(False)
+
+
 def run_label_tool(args: argparse.Namespace, name: str, algorithm: Callable, where: str = "slice(s)") -> int:
     """The shared body of ``mine`` / ``propagate`` / ``distill``: read, run ``algorithm(rows, preds)``
     (returning the new rows), write inputs + new rows to ``args.out``, report."""
     from lesionprop.fileio import refuse_overwrite_of_inputs
 
     refuse_overwrite_of_inputs(args.out, args.annotations, args.predictions)
+    no_huge_pages()
     rows = read_annotations(args.annotations)
     preds = load_predictions(args.predictions, rows, args.skip_bad_rows)
     new = algorithm(rows, preds)
