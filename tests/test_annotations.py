@@ -213,3 +213,17 @@ def test_column_wise_and_row_wise_readers_agree(tmp_path, col, value):
     for name in ("boxes", "spacing", "slice_range", "image_size", "age", "score", "diameters_px", "location"):
         np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=f"{col}={value!r} {name}")
     assert list(fast.noisy) == list(slow.noisy)
+
+
+@pytest.mark.parametrize("row, column, why", [
+    (GOOD.replace(",1,1,1,10,", ",1,1,1,11,"), "Key_slice_index = '11'", "disagrees with File_name"),
+    (GOOD.replace(",1,1,1,10,", ",1,2,1,10,"), "Study_index = '2'", "disagrees with File_name"),
+    (GOOD.replace("_010.png,1,1,1,10,", "_000.png,1,1,1,0,"), "File_name = '000001_01_01_000.png'", "start at 001"),
+    (GOOD.replace('"0.8, 0.8, 2"', '"0.8, nan, 2"'), "Spacing_mm_px_ = '0.8, nan, 2'", "finite positive"),
+    (GOOD.replace(",-1,0,", ",inf,0,"), "Coarse_lesion_type = 'inf'", "out of range"),
+    (GOOD.replace(",F,50,1", ",F,50,1e300"), "Train_Val_Test = '1e300'", "out of range"),
+])
+def test_values_that_parse_but_are_wrong_name_line_and_column(tmp_path, row, column, why):
+    p = _write(tmp_path, HEADER + GOOD + row)
+    with pytest.raises(AnnotationError, match=rf"bad.csv, line 3, column {column}: .*{why}"):
+        read_annotations(p)

@@ -112,7 +112,7 @@ def _int(col: pa.ChunkedArray) -> np.ndarray:
 def _int_of_float(col: pa.ChunkedArray) -> np.ndarray:
     """``int(float(text))`` of every field."""
     v = _cast(col, pa.float64())
-    if not np.isfinite(v).all():
+    if not (np.abs(v) < 2.0 ** 62).all():          # NaN, inf or too large: the row reader names it
         raise _Fallback
     return np.trunc(v).astype(np.int64)
 
@@ -199,8 +199,14 @@ def _read_columns(data: bytes, path: str) -> Annotations:
     loc, lcount = _number_lists(col["Normalized_lesion_location"], None)
     sr, _ = _number_lists(col["Slice_range"], 2)
     sp, _ = _number_lists(col["Spacing_mm_px_"], 3)
+    if not (np.isfinite(sp).all() and (sp > 0).all()):
+        raise _Fallback
+    slices = _cast(pc.utf8_slice_codeunits(names, 13, -4), pa.int64())
+    if not ((slices == ints["Key_slice_index"]).all() and (slices >= 1).all()):
+        raise _Fallback
     size, _ = _number_lists(col["Image_size"], 2)
-    if not (np.isfinite(sr).all() and np.isfinite(size).all()):
+    if not ((np.abs(sr) < 2.0 ** 62).all() and (np.abs(size) < 2.0 ** 62).all()
+            and all((np.abs(v) < 2 ** 62).all() for v in ints.values())):
         raise _Fallback                  # int() of these: the row-by-row reader names the value
     age_t = _trim(col["Patient_age"])
     no_age = numpy_of(pc.or_(pc.equal(age_t, lit("")), pc.equal(pc.utf8_lower(age_t), lit("nan"))), bool)
@@ -224,7 +230,7 @@ def _read_columns(data: bytes, path: str) -> Annotations:
     columns = {
         "file_name": objects_of(names),
         "series": _series_names(names, ints["Patient_index"], ints["Study_index"], ints["Series_ID"]),
-        "slice_index": _cast(pc.utf8_slice_codeunits(names, 13, -4), pa.int64()), "patient": ints["Patient_index"], "study": ints["Study_index"],
+        "slice_index": slices, "patient": ints["Patient_index"], "study": ints["Study_index"],
         "series_id": ints["Series_ID"], "boxes": box, "diameters_px": _padded(diam, dcount, 2),
         "location": _padded(loc, lcount, 3), "lesion_type": _int_of_float(_trim(col["Coarse_lesion_type"])),
         "noisy": noisy != 0, "slice_range": np.trunc(sr.reshape(-1, 2)).astype(np.int64),
@@ -238,17 +244,14 @@ def _read_columns(data: bytes, path: str) -> Annotations:
 
 def _series_names(names: pa.ChunkedArray, patient: np.ndarray, study: np.ndarray,
                   series_id: np.ndarray) -> np.ndarray:
-    """Vectorised :func:`lesionprop.data.layout.series_name` of every row: the File_name's
-    first 12 characters when they agree with Patient_index/Study_index/Series_ID (as usual)."""
+    """The series of every row: the File_name's first 12 characters, which must agree with
+    Patient_index/Study_index/Series_ID."""
     def part(start: int, stop: int) -> np.ndarray:
         return _cast(pc.utf8_slice_codeunits(names, start, stop), pa.int64())
 
     if (part(0, 6) == patient).all() and (part(7, 9) == study).all() and (part(10, 12) == series_id).all():
         return objects_of(pc.utf8_slice_codeunits(names, 0, 12))
-    z = np.strings.zfill
-    out = np.strings.add(np.strings.add(np.strings.add(np.strings.add(
-        z(patient.astype(str), 6), "_"), z(study.astype(str), 2)), "_"), z(series_id.astype(str), 2))
-    return out.astype(object)
+    raise _Fallback                      # an id disagreeing with File_name: the row reader names it
 
 
 def _check_utf8(data: bytes, path: str) -> None:
@@ -275,6 +278,25 @@ def _row_lines(data: bytes, n: int | None = None) -> np.ndarray:
 
 # ---------------------------------------------------------------- row by row (exact errors)
 
+class _FieldError(ValueError):
+    """A value that parses but is wrong (names its own column)."""
+
+    def __init__(self, column: str, value: str, why: str) -> None:
+        super().__init__(why)
+        self.column, self.value = column, value
+
+
+def _check_against_name(v: dict[str, str], name: str, series: str, k: int) -> None:
+    """Patient_index / Study_index / Series_ID / Key_slice_index say what File_name says; slices
+    are numbered from 1 (DeepLesion's ``001.png``)."""
+    parts = [int(p) for p in series.split("_")]
+    for col, want in zip(("Patient_index", "Study_index", "Series_ID", "Key_slice_index"), parts + [k]):
+        if int(v[col]) != want:
+            raise _FieldError(col, v[col], f"disagrees with File_name {name} ({want})")
+    if k < 1:
+        raise _FieldError("File_name", v["File_name"], "slice numbers start at 001")
+
+
 def _parse_row(values: Sequence[str], header: Sequence[str]) -> Lesion:
     v = dict(zip(header, values))
     age_text = v["Patient_age"].strip()
@@ -291,7 +313,15 @@ def _parse_row(values: Sequence[str], header: Sequence[str]) -> Lesion:
     size = floats_text(v["Image_size"], 2, "Image_size")
     extras = {k: v[k] for k in header[len(COLUMNS):] if k not in SOURCE_COLUMNS}
     name = v["File_name"].strip()
-    parse_file_name(name)
+    series, k = parse_file_name(name)
+    _check_against_name(v, name, series, k)
+    for col in ("Patient_index", "Study_index", "Series_ID", "Key_slice_index", "Coarse_lesion_type",
+                "Possibly_noisy", "Train_Val_Test", "Slice_range", "Image_size"):
+        if any(abs(x) >= 2.0 ** 62 for x in floats_text(v[col], None, col)):
+            raise _FieldError(col, v[col], "number out of range")
+    spacing = floats_text(v["Spacing_mm_px_"], 3, "Spacing_mm_px_")
+    if not all(math.isfinite(x) and x > 0 for x in spacing):
+        raise _FieldError("Spacing_mm_px_", v["Spacing_mm_px_"], "spacings must be finite positive mm")
     return Lesion(
         file_name=name, patient=int(v["Patient_index"]), study=int(v["Study_index"]),
         series_id=int(v["Series_ID"]), key_slice=int(v["Key_slice_index"]),
@@ -301,7 +331,7 @@ def _parse_row(values: Sequence[str], header: Sequence[str]) -> Lesion:
         location=floats_text(v["Normalized_lesion_location"], None, "Normalized_lesion_location"),
         lesion_type=int(float(v["Coarse_lesion_type"])), noisy=int(float(v["Possibly_noisy"])),
         slice_range=(int(sr[0]), int(sr[1])),
-        spacing=floats_text(v["Spacing_mm_px_"], 3, "Spacing_mm_px_"),  # type: ignore[arg-type]
+        spacing=spacing,  # type: ignore[arg-type]
         image_size=(int(size[0]), int(size[1])),
         windows=floats_text(v["DICOM_windows"], None, "DICOM_windows"),
         gender=v["Patient_gender"].strip(), age=age, split=int(float(v["Train_Val_Test"])),
@@ -328,6 +358,8 @@ def _read_rows(data: bytes, path: Path) -> tuple[list[Lesion], list[str]]:
                 f"{path}, line {line}: expected {len(header)} fields, got {len(values)}: {values[:3]}...")
         try:
             lesions.append(_parse_row(values, header))
+        except _FieldError as exc:
+            raise AnnotationError(f"{path}, line {line}, column {exc.column} = {exc.value!r}: {exc}") from None
         except (ValueError, KeyError, OverflowError) as exc:
             col, val = _locate_bad_field(values, header)
             raise AnnotationError(f"{path}, line {line}, column {col} = {val!r}: {exc}") from None
