@@ -94,11 +94,12 @@ def main() -> None:
         full = {"mine": mine, "propagate": propagate, "distill": distill}
         t_cores = 0.0
         for name, (sources, fn) in cores.items():
-            t, _ = timed(lambda: core(sources, fn), args.repeat)
+            t, _ = timed(lambda s=sources, f=fn: core(s, f), args.repeat)
             t_cores += t
             preds.__dict__.pop("_index", None)
-            t_full, new = timed(lambda: full[name](ann, preds), args.repeat)
-            t_write, _ = timed(lambda: write_annotations(tmp / f"{name}.csv", concat([ann, new]), with_source=True))
+            t_full, new = timed(lambda n=name: full[n](ann, preds), args.repeat)
+            t_write, _ = timed(lambda n=name, rows=new: write_annotations(tmp / f"{n}.csv", concat([ann, rows]),
+                                                                         with_source=True))
             out += [(f"{name}: vectorised core (grouping + index + algorithm)", f"{t:.3f} s"),
                     (f"{name}(): core + {len(new):,} new rows", f"{t_full:.2f} s"),
                     (f"{name}: write {len(ann):,} input + {len(new):,} new rows", f"{t_write:.2f} s")]
@@ -110,7 +111,7 @@ def main() -> None:
         t_loops, same = 0.0, True
         for name, loop in (("mine", loops.mine_loop), ("propagate", loops.propagate_loop),
                            ("distill", loops.distill_loop)):
-            t, loop_out = timed(lambda: loop(rows, sub_preds))
+            t, loop_out = timed(lambda f=loop: f(rows, sub_preds))
             t_loops += t
             same &= rows_of(loop_out) == rows_of(full[name](sub, sub_preds))
         scale = args.key_slices / len(keys)

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torchvision.ops import nms
 
-
 TTA_MODES = ("none", "flip", "scales", "flip+scales")
 
 
