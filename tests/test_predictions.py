@@ -201,3 +201,19 @@ def test_slice_numbers_beyond_int32_are_not_slice_names(tmp_path):
     p = read_predictions(path, skip_bad_rows=True)
     assert p.series_names.tolist() == ["000001_01_01"] and p.series_index.tolist() == [0]
     assert p.slices.tolist() == [10] and p.skipped == 2
+
+
+def test_old_mac_line_ends_huge_fields_and_long_values_give_short_one_line_errors(tmp_path):
+    cr = tmp_path / "cr.csv"
+    cr.write_bytes((HEADER + OK + "000001_01_01_011.png,5,2,3,4,0.5\n").replace("\n", "\r").encode())
+    with pytest.raises(PredictionError, match=r"line 3: x2 < x1"):
+        read_predictions(cr)
+    assert read_predictions(cr, skip_bad_rows=True).lines.tolist() == [2]
+    huge = write(tmp_path, HEADER + "0" * 300_000 + ",1,2,3,4,0.5\n", "huge.csv")
+    with pytest.raises(PredictionError) as err:
+        read_predictions(huge)
+    assert "line 2: not a DeepLesion slice name" in str(err.value) and "(300,000 characters)" in str(err.value)
+    assert len(str(err.value)) < 400 and "\n" not in str(err.value)
+    quoted = write(tmp_path, HEADER + "\n" + '"' + "0" * 200_000 + '",1,2,3,4,0.5\n', "quoted.csv")
+    with pytest.raises(PredictionError, match="line 3: field larger than field limit"):
+        read_predictions(quoted)

@@ -89,7 +89,8 @@ class Predictions:
         bad = np.flatnonzero(_bad_values(b, s) | (series_index < 0))
         if bad.size:
             i = int(bad[0])
-            why = _value_problem(b[i], s[i]) or f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {names[i]!r}"
+            why = _value_problem(b[i], s[i]) or \
+                f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {_shown(str(names[i]))}"
             raise ValueError(f"predictions, row {i}: {why}")
         return cls(names, b, s, series_names, series_index, slices, np.arange(1, len(s) + 1, dtype=np.int64))
 
@@ -219,8 +220,11 @@ class _File:
         return self._breaks
 
     def line(self, number: int) -> str:
-        """Text of line ``number`` (1-based), without its line end."""
+        """Text of line ``number`` (1-based), without its line end ('' past the end)."""
         br = self.breaks()
+        if number - 2 >= br.size:          # old Mac line ends (a lone CR), or past the end
+            lines = bytes(self.data).decode("utf-8", "replace").splitlines()
+            return lines[number - 1] if number <= len(lines) else ""
         lo = 0 if number == 1 else int(br[number - 2]) + 1
         hi = int(br[number - 1]) if number - 1 < br.size else self.bytes.size
         return bytes(self.data[lo:hi]).decode("utf-8", "replace").rstrip("\r\n")
@@ -235,9 +239,23 @@ class _File:
                                   "save it as UTF-8 CSV") from None
 
 
+def _fields(text: str, where: str) -> list[str]:
+    """The fields of one CSV line (csv module rules); a csv.Error becomes a PredictionError."""
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error as exc:
+        raise PredictionError(f"{where}: {exc}") from None
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    """``repr(value)``, shortened for a one-line message."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value):,} characters)"
+
+
 def _header(f: _File) -> list[str]:
-    end = f.data.find(b"\n") if f.bytes.size else -1
-    first = bytes(f.data[:end if end >= 0 else f.bytes.size])
+    head = bytes(f.data[:1 << 16])
+    ends = [i for i in (head.find(b"\n"), head.find(b"\r")) if i >= 0]
+    first = head[:min(ends)] if ends else head
     if not first.strip(b"\r\n\t " + _BOM):
         raise PredictionError(f"{f.path}: empty file, expected the header {','.join(COLUMNS)}")
     try:
@@ -245,7 +263,7 @@ def _header(f: _File) -> list[str]:
     except UnicodeDecodeError:
         f.check_utf8()
         raise
-    header = next(csv.reader([text.rstrip("\r\n")]))
+    header = _fields(text, f"{f.path}, line 1")
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise PredictionError(f"{f.path}, line 1: header must contain {','.join(COLUMNS)}; missing {missing}")
@@ -313,7 +331,10 @@ def _row_lines(f: _File, breaks: int, rows: int) -> np.ndarray:
     if filled.size == rows + 1 and b'"' not in data and data.count(b"\r") == data.count(b"\r\n"):
         return filled
     reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
-    return np.asarray([reader.line_num for values in reader if values], dtype=np.int64)
+    try:
+        return np.asarray([reader.line_num for values in reader if values], dtype=np.int64)
+    except csv.Error as exc:
+        raise PredictionError(f"{f.path}, line {reader.line_num}: {exc}") from None
 
 
 def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
@@ -366,7 +387,7 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
             continue
         line = int(record_line[number - 1])
         if ncol > actual >= need:
-            short.append((number, next(csv.reader([text]))))
+            short.append((number, _fields(text, f"{path}, line {line}")))
             continue
         n_problems += 1
         problems[line] = f"expected {ncol} fields, got {actual}"
@@ -420,12 +441,13 @@ def _row_problem(f: _File, header: list[str], line: int, box: np.ndarray, score:
                  name_bad: bool, name: str) -> str:
     if value_bad:
         why = _value_problem(box, score) or "missing value"
-        vals = dict(zip(header, next(csv.reader([f.line(line)]), [])))
-        bad_vals = {c: vals.get(c, "") for c in COLUMNS[1:] if not np.isfinite(_to_float(vals.get(c, "")))}
-        return f"{why} {bad_vals}" if bad_vals else why
+        vals = dict(zip(header, _fields(f.line(line), f"{f.path}, line {line}")))
+        bad_vals = ", ".join(f"{c!r}: {_shown(vals.get(c, ''))}" for c in COLUMNS[1:]
+                             if not np.isfinite(_to_float(vals.get(c, ""))))
+        return f"{why} {{{bad_vals}}}" if bad_vals else why
     if name_bad:
-        return f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {name!r}"
-    return f"series of {name!r} is not in the annotations"
+        return f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {_shown(name)}"
+    return f"series of {_shown(name)} is not in the annotations"
 
 
 # ---------------------------------------------------------------- writing
