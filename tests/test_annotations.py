@@ -227,3 +227,13 @@ def test_values_that_parse_but_are_wrong_name_line_and_column(tmp_path, row, col
     p = _write(tmp_path, HEADER + GOOD + row)
     with pytest.raises(AnnotationError, match=rf"bad.csv, line 3, column {column}: .*{why}"):
         read_annotations(p)
+
+
+def test_quotes_commas_and_line_breaks_in_fields_round_trip(tmp_path):
+    rows = [GOOD, GOOD.replace(",F,50,1", ',"a""b",50,1'), GOOD.replace(",F,50,1", ',"x\ny",50,1'),
+            GOOD.replace(",F,50,1", ',"c,d",50,1')]
+    p = _write(tmp_path, HEADER + "".join(rows), "q.csv")
+    ann = read_annotations(p)
+    assert list(ann.gender) == ["F", 'a"b', "x\ny", "c,d"] and list(ann.line) == [2, 3, 5, 6]  # csv: last line
+    write_annotations(tmp_path / "back.csv", ann)
+    assert (tmp_path / "back.csv").read_text() == p.read_text()

@@ -394,18 +394,24 @@ def _locate_bad_field(values: Sequence[str], header: Sequence[str]) -> tuple[str
 # ---------------------------------------------------------------- writing
 
 def _quoted(values: np.ndarray | pa.Array) -> pa.Array:
-    """Text fields as the csv module writes them (QUOTE_MINIMAL)."""
+    """Text fields as the csv module writes them (QUOTE_MINIMAL: fields holding a comma, a quote
+    or a line break).  Characters absent from the column's bytes are not searched row by row."""
     arr = values if isinstance(values, pa.Array) else arrow_strings(values)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    data = arr.buffers()[2]
+    raw = data.to_pybytes() if data is not None else b""
     need = None
     for char in (",", '"', "\n", "\r"):
+        if char.encode() not in raw:
+            continue
         has = pc.match_substring(arr, char)
         need = has if need is None else pc.or_(need, has)
-    if not pc.any(need).as_py():
+    if need is None or not pc.any(need).as_py():
         return arr
-    if pc.all(need).as_py():          # e.g. every box "x1, y1, x2, y2"
-        return pc.binary_join_element_wise(lit('"'), pc.replace_substring(arr, '"', '""'), lit('"'), lit(""))
-    quoted = pc.binary_join_element_wise(lit('"'), pc.replace_substring(arr, '"', '""'), lit('"'), lit(""))
-    return pc.if_else(need, quoted, arr)
+    escaped = pc.replace_substring(arr, '"', '""') if b'"' in raw else arr
+    quoted = pc.binary_join_element_wise(lit('"'), escaped, lit('"'), lit(""))
+    return quoted if pc.all(need).as_py() else pc.if_else(need, quoted, arr)     # all: e.g. every box
 
 
 def _source_text(source: np.ndarray) -> pa.Array:
