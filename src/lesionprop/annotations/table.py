@@ -388,7 +388,8 @@ class Annotations:
         size = cols["image_size"]
         loc = np.stack([cx / np.maximum(size[:, 1], 1), cy / np.maximum(size[:, 0], 1), cols["location"][:, 2]], 1)
         diam = np.stack([np.maximum(w, h), np.minimum(w, h)], 1)
-        series = arrow_strings(cols["series"])
+        rows = arrow_ints(t)
+        series = pc.utf8_slice_codeunits(pc.utf8_trim_whitespace(pc.take(self.text["File_name"], rows)), 0, 12)
         names = pc.binary_join_element_wise(series, lit("_"), pc.utf8_lpad(int_texts(sl), 3, "0"), lit(".png"),
                                             lit(""))
         cols.update(file_name=objects_of(names), slice_index=sl, boxes=b, diameters_px=diam,
@@ -408,7 +409,7 @@ class Annotations:
             "Spacing_mm_px_": reformat_texts(self.text["Spacing_mm_px_"], t, 6),
             "Image_size": reformat_texts(self.text["Image_size"], t, 4),
             "DICOM_windows": reformat_texts(self.text["DICOM_windows"], t, 4),
-            "Patient_gender": arrow_strings(cols["gender"]),
+            "Patient_gender": pc.utf8_trim_whitespace(pc.take(self.text["Patient_gender"], rows)),
             "Patient_age": pc.if_else(arrow_bools(np.isnan(age)), lit(""), num_texts(np.nan_to_num(age))),
             "Train_Val_Test": int_texts(cols["split"]),
         }
