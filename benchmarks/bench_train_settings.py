@@ -49,6 +49,17 @@ SETTINGS = {
     "crop128": ["data.aug_crop_px=128"],
     "crop160_x2": ["data.aug_crop_px=160", "train.iterations=2400"],   # about the preset's time
     "demo_baseline": ["data.aug_crop_px=160", "train.iterations=1800"],   # the demo's baseline training
+    # fourth session: backbone from the shipped synthetic pre-training (model card: docs/cpu_synth_backbone.md)
+    "scratch_1800": ["data.aug_crop_px=160", "train.iterations=1800", "model.init_backbone=null"],
+    "init_1800": ["data.aug_crop_px=160", "train.iterations=1800", "model.init_backbone=synthetic-cpu"],
+    "init_1000": ["data.aug_crop_px=160", "train.iterations=1000", "model.init_backbone=synthetic-cpu"],
+    "init_1200": ["data.aug_crop_px=160", "train.iterations=1200", "model.init_backbone=synthetic-cpu"],
+    "init_oct_1800": ["data.aug_crop_px=160", "train.iterations=1800", "model.init_backbone=synthetic-cpu",
+                      "model.anchor_octaves=[1,1.41]"],
+    "init_oct_1000": ["data.aug_crop_px=160", "train.iterations=1000", "model.init_backbone=synthetic-cpu",
+                      "model.anchor_octaves=[1,1.41]"],
+    "scratch_oct_1800": ["data.aug_crop_px=160", "train.iterations=1800", "model.init_backbone=null",
+                         "model.anchor_octaves=[1,1.41]"],
 }
 SPLITS = ("train", "val", "test")
 FPS = (1, 2, 4, 8)
@@ -75,10 +86,12 @@ def run_one(preset: str, overrides: list[str], data: Path, ann: Path, out: Path)
     model, mcfg = load_model(out / "last.pt", torch.device("cpu"))
     for split in SPLITS:
         names = slice_names(lesions, data, "key", split)
+        t1 = time.time()
         preds = Predictions.from_arrays(*flatten(*infer(model, mcfg, data, names, geometry, tta="none",
                                                         progress=False)))
         sens = evaluate(lesions, preds, split=split, fps=FPS).sensitivity
         summary[split] = [round(float(x), 3) for x in np.asarray(sens).reshape(-1)]
+        summary[f"{split}_predict"] = {"images": len(names), "seconds": round(time.time() - t1, 1)}
     return summary
 
 

@@ -39,7 +39,7 @@ import numpy as np
 SIZE_EDGES_MM = (10.0, 20.0, 30.0, 60.0)
 SIZE_NAMES = ("< 10 mm", "10-20 mm", "20-30 mm", "30-60 mm", ">= 60 mm")
 CONTRAST_EDGES_HU = (20.0, 40.0, 80.0)
-CONTRAST_NAMES = ("< 20 HU", "20-40 HU", "40-80 HU", ">= 80 HU")
+CONTRAST_NAMES = ("|c| < 20 HU", "20-40 HU", "40-80 HU", ">= 80 HU")     # absolute contrast
 
 
 # ---------------------------------------------------------------- pure maths
@@ -173,7 +173,7 @@ def inspect(checkpoint: Path, data: Path, ann: Path, splits: list[str], fps: flo
         for rec, f in zip(per_les, found):
             rec["found"] = bool(f)
         size = bin_index([r.get("long_mm", np.nan) for r in per_les], SIZE_EDGES_MM)
-        contrast = bin_index([r.get("contrast_hu", np.nan) for r in per_les], CONTRAST_EDGES_HU)
+        contrast = bin_index(np.abs([r.get("contrast_hu", np.nan) for r in per_les]), CONTRAST_EDGES_HU)
         flags = {"anchor_iou>=0.7": np.array([r["anchor_iou"] >= 0.7 for r in per_les]),
                  "anchor_iou>=0.5": np.array([r["anchor_iou"] >= 0.5 for r in per_les]),
                  "rpn_recall@0.5": np.array([r["rpn_iou"] >= 0.5 for r in per_les]),
@@ -196,7 +196,7 @@ def inspect_markdown(res: dict) -> str:
         lines += ["", f"### {split} key slices: {r['images']} images, {r['lesions']} lesions, "
                       f"found at {res['fps']:g} FPs/image {r['sensitivity']:.2f}", ""]
         keys = [k for k in r["by_size"][0] if k not in ("group", "lesions")]
-        for title, rows in (("long diameter", r["by_size"]), ("contrast", r["by_contrast"])):
+        for title, rows in (("long diameter", r["by_size"]), ("abs. contrast", r["by_contrast"])):
             lines += [f"| {title} | lesions | median best-anchor IoU | " + " | ".join(keys) + " |",
                       "| --- " * (len(keys) + 3) + "|"]
             for row in rows:
@@ -219,7 +219,7 @@ def split_sensitivity(model, cfg, data: Path, lesions, geometry, split: str, fps
 
 
 def curve(data: Path, ann: Path, out: Path, preset: str, overrides: list[str], every: int,
-          splits: list[str]) -> dict:
+          splits: list[str], test_at_end: bool = False) -> dict:
     import torch
 
     from lesionprop.config import load_config
@@ -239,8 +239,10 @@ def curve(data: Path, ann: Path, out: Path, preset: str, overrides: list[str], e
         t_train += time.time() - t0
         model, mcfg = load_model(run / "last.pt", torch.device("cpu"))
         pt = {"iteration": stop, "train_seconds": round(t_train, 1)}
-        for split in splits:
+        for split in splits + (["test"] if test_at_end and stop == cfg.train.iterations else []):
+            t1 = time.time()
             pt[split] = split_sensitivity(model, mcfg, data, lesions, geometry, split)
+            pt[f"{split}_predict_seconds"] = round(time.time() - t1, 1)
         points.append(pt)
         print(json.dumps(pt), flush=True)
         (out / "curve.json").write_text(json.dumps({"preset": preset, "overrides": overrides, "points": points}))
@@ -259,6 +261,7 @@ def plot_curves(out: Path, points: list[dict], splits: list[str], metrics: Path)
     for s in splits:
         ax.plot([p["iteration"] for p in points], [p[s] for p in points], marker="o", label=f"{s} key slices")
     ax.set(xlabel="iteration", ylabel="sensitivity at 4 FPs/image", ylim=(0, 1))
+    ax.axhline(0.85, color="grey", lw=0.8, ls=":")
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, out / "curve.png")
@@ -277,6 +280,45 @@ def plot_curves(out: Path, points: list[dict], splits: list[str], metrics: Path)
     save_figure(fig, out / "loss.png")
 
 
+def anchor_fit(data: Path, ann: Path, preset: str, overrides: list[str], splits: list[str]) -> dict:
+    """Best-anchor IoU of every key-slice lesion of ``splits`` for the preset's anchors (no weights needed)."""
+    import torch
+    from torch.utils.data import DataLoader
+    from torchvision.models.detection.image_list import ImageList
+
+    from lesionprop.config import load_config
+    from lesionprop.data.dataset import DetectionDataset, collate, items_from_lesions
+    from lesionprop.annotations import read_annotations, series_geometry
+    from lesionprop.model.detector import build_detector
+
+    cfg = load_config(None, preset, overrides)
+    model = build_detector(cfg.model, cfg.data.num_slices, load_pretrained=False)
+    lesions = read_annotations(ann)
+    geometry = series_geometry(data, lesions)
+    rows = [r for s in splits for r in _key_rows(lesions, s)]
+    ds = DetectionDataset(data, items_from_lesions(rows), cfg.data, geometry=geometry, train=False)
+    ious, sizes = [], []
+    spacing = {r.file_name: r.spacing[0] for r in rows}
+    for images, targets, metas in DataLoader(ds, batch_size=1, collate_fn=collate):
+        h, w = images[0].shape[-2:]
+        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
+        il = ImageList(torch.zeros(1, 3, ph, pw), [(h, w)])
+        feats = [torch.zeros(1, 1, ph // s, pw // s) for s in (4, 8, 16, 32, 64)]
+        anchors = model.rpn.anchor_generator(il, feats)[0].numpy()
+        gt = targets[0]["boxes"].numpy()
+        ious.append(best_iou(gt, anchors))
+        # long side of the BOX in mm (sample px / scale x spacing): boxes are padded, so this
+        # exceeds the lesion's long diameter by a few mm
+        scale = float(metas[0]["geometry"].scale[0])
+        sizes.append(np.max(gt[:, 2:] - gt[:, :2], axis=1) / scale * spacing[metas[0]["file_name"]])
+    iou, size = np.concatenate(ious), np.concatenate(sizes)
+    b = bin_index(size, SIZE_EDGES_MM)
+    rows_out = rates_by_bin({"anchor_iou>=0.7": iou >= 0.7, "anchor_iou>=0.5": iou >= 0.5}, b, SIZE_NAMES)
+    for i, r in enumerate(rows_out):
+        r["median_anchor_iou"] = float(np.median(iou[b == i])) if (b == i).any() else float("nan")
+    return {"preset": preset, "overrides": overrides, "by_box_size": rows_out, "lesions": int(len(iou))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -284,9 +326,13 @@ def main() -> None:
     c.add_argument("--preset", default="demo")
     c.add_argument("--set", action="append", default=[], dest="overrides")
     c.add_argument("--every", type=int, default=300)
+    c.add_argument("--test-at-end", action="store_true", help="also the test split, once, after the last chunk")
+    a = sub.add_parser("anchors")
+    a.add_argument("--preset", default="demo")
+    a.add_argument("--set", action="append", default=[], dest="overrides")
     i = sub.add_parser("inspect")
     i.add_argument("--checkpoint", type=Path, required=True)
-    for p in (c, i):
+    for p in (c, i, a):
         p.add_argument("--data", type=Path, required=True)
         p.add_argument("--annotations", type=Path, default=None)
         p.add_argument("--out", type=Path, required=True)
@@ -298,8 +344,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ann = args.annotations or args.data / "DL_info.csv"
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.mode == "curve":
-        curve(args.data, ann, args.out, args.preset, args.overrides, args.every, args.splits)
+    if args.mode == "anchors":
+        res = anchor_fit(args.data, ann, args.preset, args.overrides, args.splits)
+        (args.out / "anchors.json").write_text(json.dumps(res))
+        print(json.dumps(res, indent=1))
+    elif args.mode == "curve":
+        curve(args.data, ann, args.out, args.preset, args.overrides, args.every, args.splits, args.test_at_end)
     else:
         res = inspect(args.checkpoint, args.data, ann, args.splits)
         (args.out / "inspect.json").write_text(json.dumps(res))

@@ -178,7 +178,7 @@ CHECKED_COLUMNS = {  # column -> extra bad values beyond BAD_VALUES
     "Patient_index": ["-"], "Study_index": ["1.5"], "Series_ID": ["x1"], "Key_slice_index": ["1.5"],
     "Bounding_boxes": ["1, 2, 3", "1, 2, 3, 4, 5", "1, 2, nan, 4", "1, 2, inf, 4", "4, 2, 1, 4", "1, 4, 3, 2"],
     "Coarse_lesion_type": [], "Possibly_noisy": [], "Slice_range": ["1", "1, 2, 3"],
-    "Spacing_mm_px_": ["1, 1", "1, 1, 1, 1"], "Image_size": ["512", "nan, 512"],
+    "Spacing_mm_px_": ["1, 1", "1, 1, 1, 1"], "Image_size": ["512", "512, 512, 1"],
     "Train_Val_Test": [],
 }
 

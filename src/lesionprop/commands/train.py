@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,9 +34,20 @@ def run(args: argparse.Namespace) -> int:
     if args.pretrained:
         overrides.append(f"model.pretrained={args.pretrained}")
     cfg = load_config(args.config, args.preset, overrides)
-    result = train(cfg, args.data, args.annotations, args.out, resume=args.resume,
-                   init_checkpoint=args.init, device=args.device)
+    with _run_folder_lock(Path(args.out)):
+        result = train(cfg, args.data, args.annotations, args.out, resume=args.resume,
+                       init_checkpoint=args.init, device=args.device)
     best = "n/a" if result.best_sensitivity is None else f"{result.best_sensitivity:.4f}"
     print(f"trained {result.iterations} iterations, final loss {result.final_loss:.4f}, "
           f"best val sensitivity at 4 FPs {best}; best checkpoint {result.best_checkpoint}")
     return 0
+
+
+def _run_folder_lock(out: Path) -> contextlib.AbstractContextManager[None]:
+    """The run folder's lock (the one the pipeline's trainings take), held by rank 0 only under torchrun:
+    a second ``train`` into the same folder is refused at once, naming the holder."""
+    from lesionprop.fileio import exclusive_lock
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return exclusive_lock(out.parent / f".{out.name}.lock", 0.0, f"another process is training into {out}")

@@ -297,7 +297,7 @@ def _nifti_display(path: Path, integer_labels: bool, info: dict | None = None
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:
-        raise VolumeError(f"{path}: unreadable NIfTI file ({type(exc).__name__}: {exc})") from None
+        raise VolumeError(f"{path}: unreadable NIfTI file ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:

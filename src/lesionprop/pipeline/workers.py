@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from lesionprop.config import Config
 from lesionprop.fileio import atomic_write
@@ -44,21 +44,12 @@ def run_lock(run: Path, timeout_s: float = 120.0) -> contextlib.AbstractContextM
                       "stop it, or wait and run again")
 
 
-@contextlib.contextmanager
-def exclusive(lock_file: Path, timeout_s: float, busy: str) -> Iterator[None]:
-    """Hold the file lock ``lock_file``; RuntimeError(``busy``) when it stays taken for ``timeout_s``."""
-    from filelock import FileLock, Timeout
+def exclusive(lock_file: Path, timeout_s: float, busy: str) -> contextlib.AbstractContextManager[None]:
+    """Hold the file lock ``lock_file``; :class:`fileio.LockHeldError` (``busy``, naming the holder's
+    pid and host) when it stays taken for ``timeout_s``."""
+    from lesionprop.fileio import exclusive_lock
 
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_file))
-    try:
-        lock.acquire(timeout=timeout_s)
-    except Timeout:
-        raise RuntimeError(f"{busy} (lock {lock_file})") from None
-    try:
-        yield
-    finally:
-        lock.release()
+    return exclusive_lock(lock_file, timeout_s, busy)
 
 
 def _train_locked(cfg: Config, root: Path, annotations: Path, run: Path, fp: str,
