@@ -38,9 +38,10 @@ import torch
 
 from lesionprop.config import DataConfig
 from lesionprop.data.dataset import DetectionDataset, items_for_slices
-from lesionprop.data.deeplesion import Lesion, read_annotations, series_geometry, write_annotations
+from lesionprop.annotations import Lesion, read_annotations, series_geometry, write_annotations
 from lesionprop.data.sample import sample_for
-from lesionprop.data.slices import SliceReader, write_slice
+from lesionprop.data.layout import write_slice
+from lesionprop.data.slices import SliceReader
 
 # DeepLesion: 48% of series at 1 mm, 49% at 5 mm, the rest in between.
 INTERVALS = (1.0, 5.0, 1.0, 5.0, 2.0, 5.0, 1.0, 5.0)
@@ -79,7 +80,7 @@ def ensure_dataset(args: argparse.Namespace) -> Path:
         return root
     t = time.perf_counter()
     if args.synth:
-        from lesionprop.data.synth import generate_dataset
+        from lesionprop.synth.dataset import generate_dataset
 
         generate_dataset(root, series=args.series, seed=0)
     else:
@@ -106,7 +107,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="DeepLesion-layout root; built there when it has no DL_info.csv "
                                   "(default bench_out/loading_data, or bench_out/loading_synth with --synth)")
-    p.add_argument("--synth", action="store_true", help="build the data with lesionprop.data.synth")
+    p.add_argument("--synth", action="store_true", help="build the data with lesionprop.synth.dataset")
     p.add_argument("--series", type=int, default=8)
     p.add_argument("--slices", type=int, default=40, help="slices per series (local writer)")
     p.add_argument("--size", type=int, default=512)

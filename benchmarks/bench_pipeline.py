@@ -68,7 +68,7 @@ VARIANTS = ["baseline", "lp", "mm", "mm_lp", "dd"]
 
 def run_outcomes(run: Path, variants: list[str]) -> tuple[list, list | None]:
     """Per-variant evaluation outcomes of one finished pipeline folder: official labels, truth."""
-    from lesionprop.data.deeplesion import read_annotations
+    from lesionprop.annotations import read_annotations
     from lesionprop.eval.froc import evaluate
     from lesionprop.predictions import read_predictions
 

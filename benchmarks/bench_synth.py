@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lesionprop.data.synth import generate_dataset
+from lesionprop.synth.dataset import generate_dataset
 
 
 def _cpu_seconds() -> float:

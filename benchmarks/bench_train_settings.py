@@ -71,7 +71,7 @@ def run_one(preset: str, overrides: list[str], data: Path, ann: Path, out: Path)
     import torch
 
     from lesionprop.config import load_config
-    from lesionprop.data.deeplesion import read_annotations, series_geometry
+    from lesionprop.annotations import read_annotations, series_geometry
     from lesionprop.engine.predict import flatten, infer, load_model, slice_names
     from lesionprop.engine.train import train
     from lesionprop.eval.froc import evaluate

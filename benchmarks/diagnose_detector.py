@@ -105,9 +105,9 @@ def ellipse_ring_contrast(hu: np.ndarray, box: np.ndarray, ring: float = 0.5) ->
 
 # ---------------------------------------------------------------- model side
 def _key_rows(lesions, split: str):
-    from lesionprop.data.deeplesion import drop_noisy, select_split
+    from lesionprop.annotations import Source
 
-    return [x for x in drop_noisy(select_split(lesions, split)) if x.source == "human"]
+    return lesions.select(split, sources=(Source.HUMAN,), drop_noisy=True).rows()
 
 
 def inspect(checkpoint: Path, data: Path, ann: Path, splits: list[str], fps: float = 4.0) -> dict:
@@ -115,8 +115,8 @@ def inspect(checkpoint: Path, data: Path, ann: Path, splits: list[str], fps: flo
     import torch
     from torch.utils.data import DataLoader
 
-    from lesionprop.data.dataset import DetectionDataset, collate, items_from_lesions
-    from lesionprop.data.deeplesion import read_annotations, series_geometry
+    from lesionprop.data.dataset import DetectionDataset, collate, items_from_boxes
+    from lesionprop.annotations import read_annotations, series_geometry
     from lesionprop.engine.predict import load_model
     from lesionprop.model.context import central_features
 
@@ -126,7 +126,7 @@ def inspect(checkpoint: Path, data: Path, ann: Path, splits: list[str], fps: flo
     out: dict = {"checkpoint": str(checkpoint), "fps": fps, "splits": {}}
     for split in splits:
         rows = _key_rows(lesions, split)
-        items = items_from_lesions(rows)
+        items = items_from_boxes([r.file_name for r in rows], [r.box for r in rows])
         ds = DetectionDataset(data, items, cfg.data, geometry=geometry, train=False)
         per_les: list[dict] = []
         fp_scores, det_hits = [], []          # per image: detection scores that are FPs; per lesion: (score list)
@@ -151,12 +151,12 @@ def inspect(checkpoint: Path, data: Path, ann: Path, splits: list[str], fps: flo
                         per_les.append({"file_name": m["file_name"], "anchor_iou": float(anc_best[g]),
                                         "rpn_iou": float(prop_best[g]),
                                         "box_sample_px": [float(v) for v in gt[g]]})
-        # attach sizes and contrast, in the order items_from_lesions / clip_boxes kept them
+        # attach sizes and contrast, in the order items_from_boxes / clip_boxes kept them
         by_name: dict[str, list] = {}
         for r in rows:
             by_name.setdefault(r.file_name, []).append(r)
         from lesionprop.data.slices import SliceReader
-        from lesionprop.data.deeplesion import parse_file_name
+        from lesionprop.data.layout import parse_file_name
 
         reader = SliceReader(data, cache=False)
         k = 0
@@ -223,7 +223,7 @@ def curve(data: Path, ann: Path, out: Path, preset: str, overrides: list[str], e
     import torch
 
     from lesionprop.config import load_config
-    from lesionprop.data.deeplesion import read_annotations, series_geometry
+    from lesionprop.annotations import read_annotations, series_geometry
     from lesionprop.engine.predict import load_model
     from lesionprop.engine.train import train
 
@@ -288,7 +288,7 @@ def anchor_fit(data: Path, ann: Path, preset: str, overrides: list[str], splits:
 
     from lesionprop.config import load_config
     from lesionprop.data.dataset import DetectionDataset, collate, items_from_lesions
-    from lesionprop.data.deeplesion import read_annotations, series_geometry
+    from lesionprop.annotations import read_annotations, series_geometry
     from lesionprop.model.detector import build_detector
 
     cfg = load_config(None, preset, overrides)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Sequence
 
-from lesionprop.data.deeplesion import SPLITS, Lesion, derived_lesion, parse_file_name
+from lesionprop.annotations import Lesion, derived_lesion
+from lesionprop.data.layout import parse_file_name
 from lesionprop.predictions import Predictions
 
 
@@ -34,7 +35,7 @@ def _by_slice(preds: Predictions) -> dict[tuple[str, int], list[int]]:
 
 
 def _key_slices(lesions: Sequence[Lesion], split: str, sources: Sequence[str]) -> dict[str, list[int]]:
-    code = SPLITS.get(split)
+    code = {"train": 1, "val": 2, "test": 3}.get(split)
     out: dict[str, list[int]] = {}
     for i, les in enumerate(lesions):
         if (code is None or les.split == code) and les.source in sources:

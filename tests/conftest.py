@@ -28,7 +28,7 @@ def tiny_synth(tmp_path_factory) -> Path:
     series.  Files: Images_png/, DL_info.csv, truth.csv (+ Lesion_id), series_info.csv,
     lesions.csv.  Built once per session (~1-2 s).
     """
-    from lesionprop.data.synth import generate_dataset
+    from lesionprop.synth.dataset import generate_dataset
 
     root = tmp_path_factory.mktemp("tiny_synth")
     generate_dataset(root, series=8, seed=0, image_size=128, z_extent_mm=24.0, workers=1, progress=False)

@@ -1,57 +1,14 @@
 """Bootstrap over patients: the one-cumsum resampling equals actually resampling and re-evaluating."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from reference_loops import make_lesion  # noqa: E402
-
-from lesionprop.eval.bootstrap import (MEAN_FPS, bootstrap_ci, draw_weights, percentile_ci,  # noqa: E402
+from helpers import make_lesion, random_world, slice_name, to_preds, write_world
+from lesionprop.eval.bootstrap import (MEAN_FPS, bootstrap_ci, draw_weights, percentile_ci,
                                        point_sensitivity, resampled_sensitivity)
-from lesionprop.eval.froc import evaluate  # noqa: E402
-from lesionprop.predictions import Predictions  # noqa: E402
+from lesionprop.eval.froc import evaluate
 
 RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 8.0)
-
-
-def slice_name(patient, k):
-    return f"{patient:06d}_01_01_{k:03d}.png"
-
-
-def random_world(rng, n_patients, dets_per_image=4, hit_rate=0.5):
-    """Test-split lesions and scored predictions: 1-3 key slices per patient, 1-2 lesions each;
-    per image some detections near a lesion (hits or misses) and some far away (FPs).
-    Returns (lesions, rows) with rows (patient, slice, box, score)."""
-    lesions, rows = [], []
-    for p in range(1, n_patients + 1):
-        for k in range(10, 10 + int(rng.integers(1, 4))):
-            boxes = []
-            for _ in range(int(rng.integers(1, 3))):
-                x, y, s = rng.integers(0, 200, 2).astype(float).tolist() + [float(rng.integers(4, 30))]
-                boxes.append((x, y, x + s, y + s))
-                lesions.append(make_lesion(slice_name(p, k), boxes[-1], split=3))
-            for _ in range(int(rng.integers(0, dets_per_image + 1))):
-                # the same draws whatever hit_rate: worlds of one seed share their lesions
-                u, pick, j, far = rng.random(), int(rng.integers(len(boxes))), rng.normal(0, 0.25, 2), \
-                    rng.integers(300, 480, 2).astype(float)
-                if u < hit_rate:
-                    x1, y1, x2, y2 = boxes[pick]
-                    j = j * (x2 - x1)
-                    box = (x1 + j[0], y1 + j[1], x2 + j[0], y2 + j[1])
-                else:
-                    box = (far[0], far[1], far[0] + 10, far[1] + 10)
-                rows.append((p, k, box, float(rng.random())))
-    return lesions, rows
-
-
-def to_preds(rows):
-    if not rows:
-        return Predictions.from_arrays([], np.zeros((0, 4)), [])
-    return Predictions.from_arrays([slice_name(p, k) for p, k, _, _ in rows], [r[2] for r in rows],
-                                   [r[3] for r in rows])
 
 
 def resample_and_evaluate(lesions, rows, units, weights, rates):
@@ -134,19 +91,6 @@ def test_no_detections_and_bad_arguments():
         resampled_sensitivity(out, np.ones((2, 4), int), (1.0,))
     with pytest.raises(ValueError, match="confidence level"):
         percentile_ci(np.zeros((3, 1)), 95)
-
-
-def write_world(tmp_path, lesions, rows, name="preds.csv"):
-    from lesionprop.data.deeplesion import write_annotations
-    from lesionprop.predictions import write_predictions
-
-    ann = tmp_path / "DL_info.csv"
-    if not ann.exists():
-        write_annotations(ann, lesions)
-    pred = tmp_path / name
-    p = to_preds(rows)
-    write_predictions(pred, p.file_names, p.boxes, p.scores)
-    return ann, pred
 
 
 def test_evaluate_cli_ci(tmp_path, capsys):

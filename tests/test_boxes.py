@@ -1,10 +1,9 @@
 """Box conventions (file vs pixel frame) and IoU, including the vectorised pair IoUs."""
 
 import numpy as np
-import pytest
 
-from lesionprop.boxes import box_area, box_iou, file_to_pixel, pixel_to_file, validate_boxes
-from lesionprop.labels.index import BoxCols, overlap_iou, pair_iou, pair_iou_plus1, segment_pairs
+from lesionprop.boxes import box_area, box_iou, file_to_pixel, pixel_to_file
+from lesionprop.grouping import BoxCols, overlap_iou, pair_iou, segment_pairs
 
 
 def test_frames_round_trip():
@@ -20,7 +19,6 @@ def test_iou_continuous_touching_and_degenerate():
     assert box_iou(b[3:], b[3:]).tolist() == [[0.0]]
     assert box_area(b).tolist() == [50, 100, 100, 0]
     assert pair_iou(np.repeat(a, 4, 0), b).tolist() == [0.5, 0.0, 1.0, 0.0]
-    assert pair_iou_plus1(a, np.array([[0, 0, 10, 4]], float)).tolist() == [55 / 121]
 
 
 def test_overlap_iou_equals_pair_iou_bit_for_bit():
@@ -38,11 +36,3 @@ def test_segment_pairs_enumerates_every_pair_in_order():
     got = [np.stack(x, 1) for x in segment_pairs([0, 2, 5], [2, 0, 1], [10, 20, 30], [2, 3, 3], chunk=3)]
     got = np.concatenate(got).tolist()
     assert got == [[0, 0, 10], [0, 0, 11], [0, 1, 10], [0, 1, 11], [2, 5, 30], [2, 5, 31], [2, 5, 32]]
-
-
-def test_validate_boxes():
-    assert validate_boxes([1, 2, 3, 4]).shape == (1, 4)
-    with pytest.raises(ValueError, match="x2 < x1"):
-        validate_boxes([[3, 0, 1, 1]])
-    with pytest.raises(ValueError, match="non-finite"):
-        validate_boxes([[np.nan, 0, 1, 1]])

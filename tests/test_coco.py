@@ -11,9 +11,13 @@ import pytest
 from lesionprop.cli import main
 from lesionprop.coco import (UNKNOWN_ID, category_ids, coco_bbox_to_file, file_to_coco_bbox, lesions_to_coco,
                              read_coco_images)
-from lesionprop.data.deeplesion import read_annotations
+from lesionprop.annotations import read_annotations
 from lesionprop.eval.froc import evaluate
 from lesionprop.predictions import read_predictions, write_predictions
+
+
+def read_rows(path):
+    return read_annotations(path).rows()
 
 
 def test_bbox_conversion_is_the_documented_one_and_inverts():
@@ -27,8 +31,8 @@ def test_bbox_conversion_is_the_documented_one_and_inverts():
 def _detections(tiny_synth: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Truth boxes of the key slices, jittered, plus false positives, with distinct scores (file frame)."""
     rng = np.random.default_rng(3)
-    keys = {les.file_name for les in read_annotations(tiny_synth / "DL_info.csv")}
-    truth = [t for t in read_annotations(tiny_synth / "truth.csv") if t.file_name in keys]
+    keys = {les.file_name for les in read_rows(tiny_synth / "DL_info.csv")}
+    truth = [t for t in read_rows(tiny_synth / "truth.csv") if t.file_name in keys]
     names = [t.file_name for t in truth]
     boxes = np.array([t.box for t in truth]) + rng.normal(0, 0.4, size=(len(truth), 4))
     boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
@@ -45,7 +49,7 @@ def test_round_trip_dl_info_coco_predictions_evaluate(tiny_synth, tmp_path, caps
     assert main(["export", "--annotations", str(ann), "--data", str(tiny_synth), "--format", "coco",
                  "--out", str(coco_path)]) == 0
     coco = json.loads(coco_path.read_text())
-    lesions = read_annotations(ann)
+    lesions = read_rows(ann)
     human = [les for les in lesions if les.source == "human"]
     assert len(coco["annotations"]) == len(human)
     assert len(coco["images"]) == len({les.file_name for les in human})
@@ -81,9 +85,9 @@ def test_round_trip_dl_info_coco_predictions_evaluate(tiny_synth, tmp_path, caps
 def test_labeled_slices_include_pseudo_labels(tiny_synth):
     from dataclasses import replace
 
-    from lesionprop.data.deeplesion import slice_file_name
+    from lesionprop.data.layout import slice_file_name
 
-    lesions = read_annotations(tiny_synth / "DL_info.csv")
+    lesions = read_rows(tiny_synth / "DL_info.csv")
     used = {les.file_name for les in lesions}
     k = next(k for k in range(lesions[0].key_slice + 1, 10_000)
              if slice_file_name(lesions[0].series, k) not in used)
@@ -106,7 +110,7 @@ def test_real_dl_info_sample_with_pycocotools(shared_data, tmp_path):
     csv_path = shared_data / "deeplesion" / "DL_info_sample.csv"
     out = tmp_path / "sample.json"
     assert main(["export", "--annotations", str(csv_path), "--data", str(tmp_path), "--out", str(out)]) == 0
-    rows = read_annotations(csv_path)
+    rows = read_rows(csv_path)
     gt = COCO(str(out))
     assert len(gt.getAnnIds()) == len(rows) == 34
     assert len(gt.getImgIds()) == len({r.file_name for r in rows})

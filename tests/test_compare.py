@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from test_bootstrap import make_lesion, random_world, slice_name, to_preds, write_world
+from helpers import load_benchmark, make_lesion, random_world, slice_name, to_preds, write_world
 
 from lesionprop.cli import main
 from lesionprop.eval.bootstrap import draw_weights, resampled_sensitivity
@@ -98,9 +98,9 @@ def test_compare_cli_table_json_plot_and_errors(tmp_path, capsys):
 
 
 def test_bench_pipeline_pools_the_seeds_run_folders(tmp_path):
-    import bench_pipeline
+    bench_pipeline = load_benchmark("bench_pipeline")
 
-    from lesionprop.data.deeplesion import write_annotations
+    from lesionprop.annotations import write_annotations
 
     runs, expected = {}, []
     for seed in (0, 1):

@@ -4,12 +4,17 @@ import torch
 
 from lesionprop.config import DataConfig
 from lesionprop.data.dataset import (
-    DetectionDataset, SliceItem, clip_boxes, collate, items_for_slices, items_from_lesions,
+    DetectionDataset, SliceItem, clip_boxes, collate, items_for_slices, items_from_boxes,
 )
-from lesionprop.data.deeplesion import Lesion, derived_lesion, series_geometry
-from lesionprop.data.slices import SliceReader, write_slice
+from lesionprop.annotations import Lesion, derived_lesion, series_geometry
+from lesionprop.data.layout import write_slice
+from lesionprop.data.slices import SliceReader
 
 SERIES = "000007_02_01"
+
+
+def items_from_lesions(rows):
+    return items_from_boxes([r.file_name for r in rows], [r.box for r in rows])
 
 
 def lesion(slice_index: int, box, split: int = 1, spacing=(0.8, 0.8, 2.0), size=(48, 64)) -> Lesion:
@@ -31,7 +36,7 @@ def root(tmp_path):
     return tmp_path
 
 
-def test_items_from_lesions_groups_key_and_adjacent_slices():
+def test_items_from_boxes_groups_key_and_adjacent_slices():
     rows = [lesion(5, (32, 12, 48, 22)), lesion(5, (2, 3, 10, 11)), lesion(6, (33, 12, 47, 21))]
     rows.append(derived_lesion(rows[0], slice_index=4, box=(30, 10, 40, 20), source="propagated", score=0.95))
     items = items_from_lesions(rows)
@@ -136,15 +141,15 @@ def test_box_pushed_out_by_shift_is_dropped(root):
 
 @pytest.mark.filterwarnings("ignore:series .* is missing")          # series edges fall back
 def test_synthetic_dataset_loads_every_label_and_truth_row(tmp_path):
-    from lesionprop.data.deeplesion import read_annotations
-    from lesionprop.data.synth import generate_dataset
+    from lesionprop.annotations import read_annotations
+    from lesionprop.synth.dataset import generate_dataset
 
     root = tmp_path / "synth"
     generate_dataset(root, series=3, seed=0, image_size=64, workers=1, progress=False)
     labels = read_annotations(root / "DL_info.csv")
     truth = read_annotations(root / "truth.csv")
     geo = series_geometry(root, labels)
-    items = items_from_lesions(labels + truth)          # key and non-key (truth) slices
+    items = items_from_lesions(labels.rows() + truth.rows())          # key and non-key (truth) slices
     assert len(items) > len(labels) // 2
     ds = DetectionDataset(root, items, DataConfig(), geometry=geo, train=False)
     for i in range(len(ds)):

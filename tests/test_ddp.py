@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from lesionprop.config import load_config
 from lesionprop.engine.train import train
-from test_train import write_blob_dataset
+from helpers import write_blob_dataset
 
 # take every anchor / RoI (no random subsampling) and keep all images one size (no padding to the
 # batch's largest image), so the two runs see exactly the same samples

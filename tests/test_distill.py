@@ -1,25 +1,21 @@
 """Data-distillation baseline: hand-worked rules and a property test against the loop."""
 
-import sys
-from pathlib import Path
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from reference_loops import distill_loop, make_lesion  # noqa: E402
-from test_propagate import FAST, S1, S2, name, preds, worlds  # noqa: E402
+from helpers import FAST, S1, S2, as_rows, loops, make_lesion, name, preds, rows_of, worlds
+from lesionprop.labels.distill import distill as distill_table
 
-from lesionprop.labels.distill import distill  # noqa: E402
+distill = rows_of(distill_table)
 
 
 @FAST
 @given(worlds(), st.sampled_from([0.5, 0.9]), st.sampled_from([(-1, 1), (2, -1)]), st.sampled_from(["train", "all"]))
 def test_distill_matches_loop(world, score, offsets, split):
     lesions, p = world
-    assert distill(lesions, p, score=score, offsets=offsets, split=split) == \
-        distill_loop(lesions, p, score_thr=score, offsets=offsets, split=split)
+    assert as_rows(distill_table(lesions, p, score=score, offsets=offsets, split=split)) == \
+        as_rows(loops.distill_loop(lesions, p, score_thr=score, offsets=offsets, split=split))
 
 
 G = (0.0, 0.0, 10.0, 10.0)

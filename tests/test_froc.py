@@ -1,19 +1,16 @@
 """FROC evaluation: hand-computed curves, the protocol's corner cases, a loop cross-check."""
 
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from reference_loops import froc_loop, make_lesion  # noqa: E402
-from test_propagate import FAST, S1, S2, name, preds  # noqa: E402
+from helpers import FAST, S1, S2, loops, make_lesion, name, preds
+from lesionprop.eval.froc import evaluate, froc_curve, pair_iou_padded, sensitivity_at
 
-from lesionprop.eval.froc import evaluate, froc_curve, pair_iou_padded, sensitivity_at  # noqa: E402
+froc_loop = loops.froc_loop
 
 A, B, C, D = name(S1, 10), name(S1, 20), name(S2, 5), name(S2, 9)
 a1, a2, b1, c1, d1 = (0, 0, 10, 10), (50, 50, 60, 60), (0, 0, 20, 20), (0, 0, 5, 5), (30, 30, 40, 40)

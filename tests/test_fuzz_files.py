@@ -63,7 +63,7 @@ image = st.tuples(st.integers(1, 24), st.integers(1, 24), st.integers(0, 2**32 -
 @given(img=image, how=st.sampled_from(["ok", "cut", "8-bit", "rgb", "empty", "garbage", "flip-byte", "size"]),
        where=st.floats(0, 1))
 def test_slice_png_is_read_exactly_or_refused(tmp_path, img, how, where):
-    from lesionprop.data.slices import decode_png
+    from lesionprop.data.layout import decode_png
 
     data = cv2.imencode(".png", img)[1].tobytes()
     path = tmp_path / "001.png"

@@ -32,7 +32,7 @@ try:                                                    # the columnar reader (i
     from lesionprop.annotations import read_annotations
     NEW_READERS = True
 except ImportError:
-    from lesionprop.data.deeplesion import read_annotations
+    from lesionprop.annotations import read_annotations
     NEW_READERS = False
 from lesionprop.cli import main as cli_main
 from lesionprop.predictions import read_predictions

@@ -1,20 +1,20 @@
 """The evaluate / propagate / mine / distill commands end to end on small files."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from reference_loops import make_lesion  # noqa: E402
-
-from lesionprop.cli import main  # noqa: E402
-from lesionprop.data.deeplesion import read_annotations, write_annotations  # noqa: E402
-from lesionprop.predictions import write_predictions  # noqa: E402
+from helpers import make_lesion
+from lesionprop.annotations import read_annotations, write_annotations
+from lesionprop.cli import main
+from lesionprop.predictions import write_predictions
 
 S = "000001_01_01"
+
+
+def read_rows(path):
+    return read_annotations(path).rows()
 G = (10.0, 10.0, 30.0, 30.0)
 
 
@@ -36,7 +36,7 @@ def out_rows(path, n_in, ann):
     lines = path.read_text().splitlines()
     src = ann.read_text().splitlines()
     assert lines[: n_in + 1] == src[: n_in + 1]      # header and every input row unchanged, in order
-    return read_annotations(path)[n_in:]
+    return read_rows(path)[n_in:]
 
 
 def test_propagate_cli(files, capsys):
@@ -50,7 +50,7 @@ def test_propagate_cli(files, capsys):
     assert new[0].score == pytest.approx(0.8) and "3 new row" in capsys.readouterr().out
     assert main(["propagate", "--annotations", str(ann), "--predictions", str(pred), "--out", str(out),
                  "--offsets=1", "--split", "all", "--keep", "all", "--iou", "0.3"]) == 0
-    assert [r.file_name for r in read_annotations(out)[3:]] == [f"{S}_011.png", f"{S}_031.png"]
+    assert [r.file_name for r in read_rows(out)[3:]] == [f"{S}_011.png", f"{S}_031.png"]
 
 
 def test_mine_and_distill_cli(files):
@@ -106,7 +106,7 @@ def test_evaluate_cli_json_table_plot(files, capsys):
 
 def test_real_rows_written_back_unchanged(shared_data, tmp_path):
     src = shared_data / "deeplesion" / "DL_info_sample.csv"
-    rows = read_annotations(src)
+    rows = read_rows(src)
     first = rows[0]
     pred = tmp_path / "p.csv"
     name = f"{first.series}_{first.key_slice + 1:03d}.png"
@@ -116,7 +116,7 @@ def test_real_rows_written_back_unchanged(shared_data, tmp_path):
     lines = out.read_text().splitlines()
     original = src.read_text().splitlines()
     assert [ln[: -len(",human,")] for ln in lines[1:len(original)]] == original[1:]
-    back = read_annotations(out)
+    back = read_rows(out)
     assert len(back) == len(rows) + 1 and back[-1].file_name == name and back[-1].source == "propagated"
     assert back[-1].spacing == first.spacing and back[-1].lesion_type == first.lesion_type
 
@@ -125,16 +125,16 @@ def test_synthetic_dataset_with_a_perfect_detector(tiny_synth, tmp_path, capsys)
     """Predictions = every truth box (score 0.95): propagated and mined rows are true lesions,
     and evaluation against the complete labels finds everything."""
     ann, truth_csv = tiny_synth / "DL_info.csv", tiny_synth / "truth.csv"
-    truth = read_annotations(truth_csv)
+    truth = read_rows(truth_csv)
     pred = tmp_path / "perfect.csv"
     write_predictions(pred, [t.file_name for t in truth], np.array([t.box for t in truth]), [0.95] * len(truth))
     true_boxes = {(t.file_name, t.box) for t in truth}
-    n_in = len(read_annotations(ann))
+    n_in = len(read_rows(ann))
     for cmd in ("propagate", "mine"):
         out = tmp_path / f"{cmd}.csv"
         assert main([cmd, "--annotations", str(ann), "--predictions", str(pred), "--out", str(out),
                      "--split", "all"]) == 0
-        new = read_annotations(out)[n_in:]
+        new = read_rows(out)[n_in:]
         assert all((r.file_name, r.box) in true_boxes for r in new)
         if cmd == "propagate":
             assert new   # lesions span several slices: every key slice has a neighbour to propagate to

@@ -13,7 +13,7 @@ from lesionprop.complete_labels import (
     assign_units, detections_from_boxes, load_pickle, parse_unit, read_complete_labels, read_linked_predictions,
     read_prediction_pickle, truth_labels, unit_name, units_from_key_slices,
 )
-from lesionprop.data.deeplesion import read_annotations
+from lesionprop.annotations import read_annotations
 from lesionprop.eval.lens import LENS_FPS, evaluate_lens, iobb3d, lens_froc, read_curve
 
 A = [10, 10, 5, 19, 19, 9]            # 10 x 10 x 5 voxels with the +1 convention
@@ -111,7 +111,7 @@ def test_detections_split_by_unit(tmp_path):
 
 @pytest.fixture(scope="module")
 def truth(tiny_synth):
-    return read_annotations(tiny_synth / "truth.csv")
+    return read_annotations(tiny_synth / "truth.csv").rows()
 
 
 def test_truth_csv_reader(tiny_synth, truth):

@@ -1,17 +1,14 @@
 """Algorithm 2 (missing ground-truth mining): hand-worked rules and property tests against the loop."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from reference_loops import make_lesion, mine_loop  # noqa: E402
-from test_propagate import FAST, S1, name, preds, worlds  # noqa: E402
+from helpers import FAST, S1, as_rows, loops, make_lesion, name, preds, rows_of, worlds
+from lesionprop.labels.mine import greedy_match
+from lesionprop.labels.mine import mine as mine_table
 
-from lesionprop.labels.mine import greedy_match, mine  # noqa: E402
+mine = rows_of(mine_table)
 
 
 @st.composite
@@ -42,14 +39,16 @@ def mining_worlds(draw):
 @given(mining_worlds(), st.sampled_from([0.0, 0.3, 0.5]))
 def test_mine_matches_loop_dense(world, iou):
     lesions, p = world
-    assert mine(lesions, p, score=0.9, iou=iou) == mine_loop(lesions, p, score_thr=0.9, iou_thr=iou)
+    assert as_rows(mine_table(lesions, p, score=0.9, iou=iou)) == \
+        as_rows(loops.mine_loop(lesions, p, score_thr=0.9, iou_thr=iou))
 
 
 @FAST
 @given(worlds(), st.sampled_from([0.0, 0.3, 0.5]), st.sampled_from([0.5, 0.9]))
 def test_mine_matches_loop(world, iou, score):
     lesions, p = world
-    assert mine(lesions, p, score=score, iou=iou) == mine_loop(lesions, p, score_thr=score, iou_thr=iou)
+    assert as_rows(mine_table(lesions, p, score=score, iou=iou)) == \
+        as_rows(loops.mine_loop(lesions, p, score_thr=score, iou_thr=iou))
 
 
 @FAST

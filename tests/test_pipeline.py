@@ -152,16 +152,16 @@ def test_a_second_pipeline_in_the_same_run_folder_is_refused(tmp_path):
 def test_a_training_folder_in_use_is_waited_for_then_refused(tmp_path):
     from filelock import FileLock
 
-    from lesionprop.pipeline.run import _run_lock
+    from lesionprop.pipeline.workers import run_lock
 
     run = tmp_path / "models" / "lp"
-    with _run_lock(run):
+    with run_lock(run):
         pass                                                 # free: taken and released at once
     run.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(run.parent / ".lp.lock")):             # e.g. a training left by a killed pipeline
         t0 = time.time()
         with pytest.raises(RuntimeError, match="still training into"):
-            with _run_lock(run, timeout_s=0.5):
+            with run_lock(run, timeout_s=0.5):
                 pass
         assert time.time() - t0 >= 0.5
 
@@ -169,7 +169,7 @@ def test_a_training_folder_in_use_is_waited_for_then_refused(tmp_path):
 def test_a_worker_whose_pipeline_already_died_exits(tmp_path):
     # the initializer of the parallel trainings: a parent pid that is not the parent's means
     # the pipeline died while the worker was starting; the worker must not go on training
-    code = "from lesionprop.pipeline.run import _die_with_parent; _die_with_parent(-1); print('still alive')"
+    code = "from lesionprop.pipeline.workers import die_with_parent; die_with_parent(-1); print('still alive')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "still alive" not in proc.stdout
     ok = subprocess.run([sys.executable, "-c", code.replace("-1", "__import__('os').getppid()")],

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import write_blob_dataset
+from lesionprop.annotations import read_annotations, series_geometry
 from lesionprop.config import load_config
-from lesionprop.data.deeplesion import read_annotations, series_geometry
 from lesionprop.engine.predict import flatten, infer, predict, slice_names
 from lesionprop.engine.train import train
 from lesionprop.engine.tta import hflip_boxes, merge_views, tta_views, weighted_box_fusion
 from lesionprop.predictions import read_predictions
-from test_train import write_blob_dataset
 
 
 class BrightestBlob(torch.nn.Module):
@@ -26,6 +26,19 @@ class BrightestBlob(torch.nn.Module):
             box = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32)
             out.append({"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.ones(1, dtype=torch.int64)})
         return out
+
+
+class FixedBoxes(torch.nn.Module):
+    """A stub detector: the same boxes (sample frame) and scores on every image."""
+
+    def __init__(self, boxes, scores) -> None:
+        super().__init__()
+        self.boxes = torch.tensor(boxes, dtype=torch.float32)
+        self.scores = torch.tensor(scores, dtype=torch.float32)
+
+    def forward(self, images):
+        return [{"boxes": self.boxes.clone(), "scores": self.scores.clone(),
+                 "labels": torch.ones(len(self.scores), dtype=torch.int64)} for _ in images]
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +74,12 @@ def test_tta_views_map_back_to_the_stored_slice(blobs, tta):
     root, ann = blobs
     lesions = read_annotations(ann)
     cfg = load_config(preset="tiny")
-    names = [les.file_name for les in lesions]
+    names = list(lesions.file_name)
     _, boxes, scores = infer(BrightestBlob(), cfg, root, names, series_geometry(root, lesions), tta=tta,
                              progress=False)
-    for les, b, s in zip(lesions, boxes, scores):
+    for file_box, b, s in zip(lesions.boxes, boxes, scores):
         assert b.shape == (1, 4) and s[0] == pytest.approx(0.9)
-        truth_px = np.asarray(les.box) - 1.0            # the blob's box, pixel frame of the stored slice
+        truth_px = file_box - 1.0            # the blob's box, pixel frame of the stored slice
         # the sample is at half resolution: the blob's box is found to within a sample pixel (2-2.5 stored px)
         assert np.abs(b[0] - truth_px).max() <= 4.0, (tta, b[0], truth_px)
     names_f, fboxes, _ = flatten(names, boxes, scores)
@@ -90,20 +103,34 @@ def test_hflip_and_fusion():
         tta_views("rotate", (1.0,))
 
 
-def test_predict_writes_a_valid_csv(blobs, tmp_path):
+def test_predict_writes_exactly_the_stub_detectors_boxes(blobs, tmp_path, monkeypatch):
+    """predict() end to end with a stub detector: every chosen slice gets the stub's boxes, mapped
+    sample frame -> stored pixel frame (x 2: 0.8 mm pixels sampled at 1.6 mm) -> file frame (+1)."""
+    import lesionprop.engine.predict as engine_predict
+
     root, ann = blobs
-    run = tmp_path / "run"
-    train(load_config(preset="tiny", overrides=["train.iterations=2"]), root, ann, run, progress=False)
+    cfg = load_config(preset="tiny")
+    stub = FixedBoxes([[10.0, 12.0, 20.0, 30.0], [22.0, 40.0, 42.0, 50.0]], [0.9, 0.25])
+    monkeypatch.setattr(engine_predict, "load_model", lambda checkpoint, device: (stub, cfg))
+    ckpt = tmp_path / "stub.pt"
+    ckpt.write_bytes(b"")                 # never read: load_model is the stub's
     out = tmp_path / "preds.csv"
-    preds = predict(run, root, ann, slices="both", split="test", tta="flip", out_csv=out, progress=False)
+    preds = predict(ckpt, root, ann, slices="both", split="test", tta="none", out_csv=out, progress=False)
+    names = slice_names(read_annotations(ann), root, "both", "test")
+    assert len(names) == 6
     back = read_predictions(out)
-    assert len(back) == len(preds)
-    assert set(back.file_names) <= set(slice_names(read_annotations(ann), root, "both", "test"))
-    if len(back):
-        assert (back.boxes[:, 2] >= back.boxes[:, 0]).all() and (back.boxes[:, 0] >= 1.0).all()
-        assert ((back.scores >= 0) & (back.scores <= 1)).all()
+    assert list(back.file_names) == [n for n in names for _ in range(2)] == list(preds.file_names)
+    expect = np.array([[21.0, 25.0, 41.0, 61.0], [45.0, 81.0, 85.0, 101.0]] * 6)
+    np.testing.assert_array_equal(back.boxes, expect)
+    np.testing.assert_array_equal(preds.boxes, expect)
+    np.testing.assert_allclose(back.scores, [0.9, 0.25] * 6, atol=5e-7)
+    # flip: the second box is symmetric about the sample's centre (22 + 42 = 64), so both views
+    # agree on it and fusion keeps it with its score; the first box and its mirror do not overlap
+    flip = predict(ckpt, root, ann, slices="key", split="test", tta="flip", progress=False)
+    kept = flip.boxes[flip.file_names == names[0]]
+    assert any(np.array_equal(b, [45.0, 81.0, 85.0, 101.0]) for b in kept)
     with pytest.raises(ValueError, match="refusing to overwrite"):
-        predict(run, root, ann, out_csv=ann, progress=False)
+        predict(ckpt, root, ann, out_csv=ann, progress=False)
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         predict(tmp_path / "nowhere", root, ann, progress=False)
 

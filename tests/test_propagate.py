@@ -1,71 +1,13 @@
 """Algorithm 1 (label propagation): hand-worked rules and a property test against the per-box loop."""
 
-import sys
-from pathlib import Path
-
-import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from reference_loops import make_lesion, propagate_loop  # noqa: E402
+from helpers import FAST, S1, S2, as_rows, loops, make_lesion, name, preds, rows_of, worlds
+from lesionprop.labels.propagate import propagate as propagate_table
 
-from lesionprop.labels.propagate import propagate  # noqa: E402
-from lesionprop.predictions import Predictions  # noqa: E402
-
-S1, S2 = "000001_01_01", "000002_01_01"
-
-
-def name(series, k):
-    return f"{series}_{k:03d}.png"
-
-
-def preds(*rows):
-    """rows: (series, slice, box, score)."""
-    if not rows:
-        return Predictions.from_arrays([], np.zeros((0, 4)), [])
-    return Predictions.from_arrays([name(s, k) for s, k, _, _ in rows], [r[2] for r in rows], [r[3] for r in rows])
-
-
-@st.composite
-def worlds(draw):
-    """Small random annotation + prediction sets on an integer grid (ties, touching boxes, edges)."""
-    coord = st.integers(0, 10).map(float)
-    size = st.integers(0, 6).map(float)
-
-    def box():
-        x, y, w, h = draw(coord), draw(coord), draw(size), draw(size)
-        return (x, y, x + w, y + h)
-
-    lesions = []
-    series_list = [S1, S2][: draw(st.integers(1, 2))]
-    for series in series_list:
-        for k in draw(st.lists(st.integers(0, 7), unique=True, max_size=4)):
-            for _ in range(draw(st.integers(1, 3))):
-                lesions.append(make_lesion(name(series, k), box(), split=draw(st.sampled_from([1, 1, 1, 3])),
-                                           source=draw(st.sampled_from(["human", "human", "mined", "propagated"])),
-                                           lesion_type=draw(st.integers(1, 8))))
-    lesions = draw(st.permutations(lesions))
-    # predictions near key slices, mostly perturbed copies of a few shared boxes (tracks across slices)
-    pool = [les.box for les in lesions] + [box() for _ in range(3)]
-    keys = [(les.series, les.key_slice) for les in lesions] or [(S1, 3)]
-    jitter = st.sampled_from([-1.0, 0.0, 0.0, 1.0])
-    rows = []
-    for _ in range(draw(st.integers(0, 30))):
-        series, k = draw(st.sampled_from(keys))
-        if draw(st.booleans()):
-            x1, y1, x2, y2 = draw(st.sampled_from(pool))
-            x1, y1 = x1 + draw(jitter), y1 + draw(jitter)
-            b = (x1, y1, max(x1, x2 + draw(jitter)), max(y1, y2 + draw(jitter)))
-        else:
-            b = box()
-        rows.append((series, max(0, k + draw(st.sampled_from([-1, 0, 1, 2]))), b,
-                     draw(st.sampled_from([0.2, 0.5, 0.9, 0.91, 0.95, 1.0]))))
-    return lesions, preds(*rows)
-
-
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+propagate = rows_of(propagate_table)
 
 
 @FAST
@@ -73,8 +15,8 @@ FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
        st.sampled_from([0.0, 0.3, 0.5]))
 def test_propagate_matches_loop(world, keep, offsets, iou):
     lesions, p = world
-    assert propagate(lesions, p, iou=iou, offsets=offsets, keep=keep) == \
-        propagate_loop(lesions, p, iou_thr=iou, offsets=offsets, keep=keep)
+    assert as_rows(propagate_table(lesions, p, iou=iou, offsets=offsets, keep=keep)) == \
+        as_rows(loops.propagate_loop(lesions, p, iou_thr=iou, offsets=offsets, keep=keep))
 
 
 # ------------------------------------------------------------------ hand-worked rules

@@ -8,7 +8,8 @@ from hypothesis import given, settings, strategies as st
 from lesionprop.data.sample import (
     SampleGeometry, border_box, build_sample, flip_sample, slice_positions,
 )
-from lesionprop.data.slices import SliceReader, write_slice
+from lesionprop.data.layout import write_slice
+from lesionprop.data.slices import SliceReader
 
 SERIES = "000001_01_01"
 H, W = 6, 8

@@ -5,7 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from lesionprop.data.slices import SliceReader, SliceReadError, decode_png, encode_hu, write_slice
+from lesionprop.data.layout import SliceReadError, decode_png, encode_hu, write_slice
+from lesionprop.data.slices import SliceReader
 
 SERIES = "000001_01_01"
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from lesionprop.cli import main
-from lesionprop.commands.summary import summarize
-from lesionprop.data.deeplesion import Lesion, write_annotations
-from lesionprop.data.slices import write_slice
+from lesionprop.dataset_stats import summarize
+from lesionprop.annotations import Lesion, write_annotations
+from lesionprop.data.layout import write_slice
 
 
 def lesion(series_id: int, key: int, split: int, z: float, diam_px: float, lesion_type: int = -1,

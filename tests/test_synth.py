@@ -11,13 +11,18 @@ import numpy as np
 import pytest
 
 from lesionprop.cli import main
-from lesionprop.data import phantom as ph
-from lesionprop.data.deeplesion import COLUMNS, parse_file_name, read_annotations, series_geometry, slice_path
-from lesionprop.data.synth import generate_dataset
-from lesionprop.data.synth_policy import PolicyLesion, choose_unlabeled
-from lesionprop.data.synth_series import SeriesTask, make_series, mask_box, recist_axes
+from lesionprop.synth import phantom as ph
+from lesionprop.annotations import COLUMNS, read_annotations, series_geometry
+from lesionprop.data.layout import parse_file_name, slice_path
+from lesionprop.synth.dataset import generate_dataset
+from lesionprop.synth.policy import PolicyLesion, choose_unlabeled
+from lesionprop.synth.series import SeriesTask, make_series, mask_box, recist_axes
 
 SMALL = dict(image_size=64, z_extent_mm=12.0, workers=1, progress=False)
+
+
+def read_rows(path):
+    return read_annotations(path).rows()
 
 
 def _lesions_csv(root: Path) -> dict[int, dict[str, str]]:
@@ -40,8 +45,8 @@ def test_same_seed_gives_identical_files_with_or_without_pool(tmp_path):
 
 
 def test_labels_equal_truth_on_key_slices(tiny_synth):
-    labels = read_annotations(tiny_synth / "DL_info.csv")
-    truth = read_annotations(tiny_synth / "truth.csv")
+    labels = read_rows(tiny_synth / "DL_info.csv")
+    truth = read_rows(tiny_synth / "truth.csv")
     info = _lesions_csv(tiny_synth)
     assert len(labels) > 0 and len(truth) > len(labels)
     by_id: dict[int, list] = {}
@@ -72,6 +77,7 @@ def test_labels_equal_truth_on_key_slices(tiny_synth):
     assert all((r.lesion_type == -1) == (r.split == 1) for r in labels)
     header = (tiny_synth / "truth.csv").read_text().splitlines()[0].split(",")
     assert tuple(header) == COLUMNS + ("Lesion_id",)
+    assert tuple((tiny_synth / "DL_info.csv").read_text().splitlines()[0].split(",")) == COLUMNS
 
 
 def test_truth_boxes_cover_the_inserted_lesion(tmp_path):
@@ -104,8 +110,8 @@ def test_truth_boxes_cover_the_inserted_lesion(tmp_path):
 
 
 def test_reads_back_through_the_deeplesion_layer(tiny_synth):
-    labels = read_annotations(tiny_synth / "DL_info.csv")
-    truth = read_annotations(tiny_synth / "truth.csv")
+    labels = read_rows(tiny_synth / "DL_info.csv")
+    truth = read_rows(tiny_synth / "truth.csv")
     geo = series_geometry(tiny_synth, labels)
     folders = sorted(p.name for p in (tiny_synth / "Images_png").iterdir())
     assert sorted(geo) == folders and len(folders) == 8
@@ -125,8 +131,8 @@ def test_reads_back_through_the_deeplesion_layer(tiny_synth):
 
 def test_policy_on_the_dataset(tiny_synth):
     info = _lesions_csv(tiny_synth)
-    labels = read_annotations(tiny_synth / "DL_info.csv")
-    truth = read_annotations(tiny_synth / "truth.csv")
+    labels = read_rows(tiny_synth / "DL_info.csv")
+    truth = read_rows(tiny_synth / "truth.csv")
     labeled_keys = {r.file_name for r in labels}
     on_key = [lid for lid, r in info.items() if r["On_other_key_slice"] == "1"]
     assert on_key

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lesionprop.data.synth import _split_patients, make_options
+from lesionprop.synth.dataset import _split_patients, make_options
 
 
 def counts(split: dict[int, int]) -> list[int]:

@@ -6,57 +6,15 @@ import json
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
+from helpers import write_blob_dataset
 from lesionprop.config import load_config
-from lesionprop.data.deeplesion import Lesion, write_annotations
 from lesionprop.engine.batches import GlobalBatchSampler, stream_items
 from lesionprop.engine.schedule import build_optimizer, build_schedule
 from lesionprop.engine.train import NonFiniteLossError, train
-
-
-def write_blob_dataset(root: Path, *, series: int = 4, size: int = 128, slices: int = 7, seed: int = 0,
-                       splits: tuple[int, ...] = (1, 1, 2, 3), empty_train_slice: bool = False) -> Path:
-    """A tiny DeepLesion-layout dataset: a body disc with one bright blob per series; returns DL_info.csv.
-
-    Every series has slices 0..slices-1 at 0.8 mm pixels and 2 mm intervals; the
-    blob spans all slices, its key slice is the middle one.  ``empty_train_slice``
-    adds a train row whose box lies outside the image (the slice trains with no box).
-    """
-    rng = np.random.default_rng(seed)
-    rows = []
-    yy, xx = np.mgrid[:size, :size]
-    for s in range(series):
-        name = f"{s + 1:06d}_01_01"
-        folder = root / "Images_png" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        r = rng.uniform(9, 15)
-        cx, cy = rng.uniform(size * 0.3, size * 0.7, size=2)
-        for k in range(slices):
-            hu = np.full((size, size), -1000.0)
-            hu[(xx - size / 2) ** 2 + (yy - size / 2) ** 2 < (size * 0.45) ** 2] = 40.0
-            hu[(xx - cx) ** 2 + (yy - cy) ** 2 < r ** 2] = 1500.0
-            cv2.imwrite(str(folder / f"{k:03d}.png"), (hu + 32768).astype(np.uint16))
-        key = slices // 2
-        box = (cx - r + 1, cy - r + 1, cx + r + 1, cy + r + 1)   # file frame = pixel + 1
-        rows.append(_row(name, s + 1, key, box, splits[s % len(splits)], size))
-    if empty_train_slice:
-        rows.append(_row("000001_01_01", 1, 1, (size + 10, size + 10, size + 20, size + 20), 1, size))
-    path = root / "DL_info.csv"
-    write_annotations(path, rows)
-    return path
-
-
-def _row(series: str, patient: int, key: int, box, split: int, size: int) -> Lesion:
-    x1, y1, x2, y2 = box
-    return Lesion(file_name=f"{series}_{key:03d}.png", patient=patient, study=1, series_id=1, key_slice=key,
-                  measurement=(x1, y1, x2, y2, x1, y2, x2, y1), box=(x1, y1, x2, y2),
-                  diameters=(x2 - x1, y2 - y1), location=(0.5, 0.5, 0.5), lesion_type=-1, noisy=0,
-                  slice_range=(0, 6), spacing=(0.8, 0.8, 2.0), image_size=(size, size),
-                  windows=(-1024.0, 3071.0), gender="F", age=50.0, split=split)
 
 
 def tiny_cfg(*overrides: str):

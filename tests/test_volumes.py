@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from lesionprop.data.deeplesion import SeriesInfo, read_series_info, write_series_info
-from lesionprop.data.volumes import VolumeError, hu_to_png16, load_ct, load_label_volume, write_series
+from lesionprop.data.layout import encode_hu as hu_to_png16
+from lesionprop.data.volumes import VolumeError, load_ct, load_label_volume, write_series
 
 
 def _nifti(path, data, affine, slope=None):

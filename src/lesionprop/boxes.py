@@ -58,14 +58,3 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
     return iou
-
-
-def validate_boxes(boxes: np.ndarray, what: str = "boxes") -> np.ndarray:
-    """Return ``boxes`` as float64 ``(N, 4)``; raise ValueError on NaN or x2 < x1."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if not np.all(np.isfinite(b)):
-        raise ValueError(f"{what}: non-finite coordinate in {b[~np.isfinite(b).all(1)][:1].tolist()}")
-    bad = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
-    if bad.any():
-        raise ValueError(f"{what}: x2 < x1 or y2 < y1 in {b[bad][:1].tolist()}")
-    return b

@@ -35,11 +35,12 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from lesionprop.data.deeplesion import LESION_TYPES, SPLITS, Lesion, parse_file_name, select_split
+from lesionprop.annotations import LESION_TYPES, Annotations, Lesion, Source, Split, as_annotations
+from lesionprop.data.layout import IMAGES_DIR, parse_file_name
 
 UNKNOWN_ID = 9
 SLICE_MODES = ("key", "labeled")
@@ -96,7 +97,7 @@ def build_coco(image_names: Sequence[str], image_sizes: np.ndarray, image_spacin
     images = []
     for i, name in enumerate(image_names):
         series, k = parse_file_name(name)
-        images.append({"id": i + 1, "file_name": f"Images_png/{series}/{k:03d}.png",
+        images.append({"id": i + 1, "file_name": f"{IMAGES_DIR}/{series}/{k:03d}.png",
                        "height": int(sizes[i, 0]), "width": int(sizes[i, 1]),
                        "series": series, "slice_index": k, "spacing": [float(v) for v in spacing[i]],
                        "slice_interval": float(spacing[i, 2]), "split": image_splits[i]})
@@ -115,7 +116,7 @@ def build_coco(image_names: Sequence[str], image_sizes: np.ndarray, image_spacin
             "licenses": [], "images": images, "annotations": annotations, "categories": categories()}
 
 
-def lesions_to_coco(lesions: Sequence[Lesion], *, split: str = "all", slices: str = "key",
+def lesions_to_coco(lesions: Annotations | Iterable[Lesion], *, split: str = "all", slices: str = "key",
                     description: str = "") -> dict:
     """Rows of ``split`` -> COCO dict.
 
@@ -125,27 +126,18 @@ def lesions_to_coco(lesions: Sequence[Lesion], *, split: str = "all", slices: st
     """
     if slices not in SLICE_MODES:
         raise ValueError(f"slices must be one of {', '.join(SLICE_MODES)}, got {slices!r}")
-    rows = select_split(lesions, split)
-    if slices == "key":
-        rows = [r for r in rows if r.source == "human"]
-    names = list(dict.fromkeys(r.file_name for r in rows))
-    index = {n: i for i, n in enumerate(names)}
-    first = {}
-    for r in rows:
-        first.setdefault(r.file_name, r)
-    split_names = {v: k for k, v in SPLITS.items()}
+    rows = as_annotations(lesions).select(split, sources=(Source.HUMAN,) if slices == "key" else None,
+                                          drop_noisy=False)
+    images = rows.by_key_slice()
+    image_of = np.empty(len(rows), np.int64)
+    image_of[images.rows] = np.repeat(np.arange(len(images)), images.count)
+    first = images.first_row
+    split_name = {s.value: s.name.lower() for s in Split}
     return build_coco(
-        names,
-        np.array([first[n].image_size for n in names], dtype=np.int64).reshape(-1, 2),
-        np.array([first[n].spacing for n in names], dtype=np.float64).reshape(-1, 3),
-        [split_names.get(first[n].split, str(first[n].split)) for n in names],
-        np.array([index[r.file_name] for r in rows], dtype=np.int64),
-        np.array([r.box for r in rows], dtype=np.float64).reshape(-1, 4),
-        np.array([r.lesion_type for r in rows], dtype=np.int64),
-        [r.source for r in rows],
-        np.array([r.score for r in rows], dtype=np.float64),
-        np.array([r.noisy for r in rows], dtype=np.int64),
-        description=description)
+        [str(n) for n in images.file_names], rows.image_size[first], rows.spacing[first],
+        [split_name.get(int(c), str(int(c))) for c in rows.split[first].tolist()],
+        image_of, rows.boxes, rows.lesion_type, [str(x) for x in rows.source.tolist()], rows.score,
+        rows.noisy.astype(np.int64), description=description)
 
 
 # ---------------------------------------------------------------- reading COCO files

@@ -264,7 +264,7 @@ def assign_units(unit_series: np.ndarray, unit_top: np.ndarray, unit_bottom: np.
                  slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs ``(box, unit)``: every unit of the box's series whose slices hold the box's slice
     (a box in overlapping units belongs to each; a box outside every unit to none)."""
-    from lesionprop.labels.index import segment_pairs
+    from lesionprop.grouping import segment_pairs
 
     unit_series = np.asarray(unit_series, dtype=object)
     series = np.asarray(series, dtype=object)
@@ -313,48 +313,49 @@ def merge_units(series: Sequence[str], lo: np.ndarray, hi: np.ndarray) -> list[t
     return out
 
 
-def units_from_key_slices(lesions: Sequence, split: str = "test", window: int | None = None
+def units_from_key_slices(lesions: Any, split: str = "test", window: int | None = None
                           ) -> list[tuple[str, int, int]]:
     """Sub-volumes of a split's human key slices: ``Slice_range`` (or K - window ... K + window
-    inside it), overlapping ones of a series merged."""
-    from lesionprop.data.deeplesion import select_split
+    inside it), overlapping ones of a series merged.  ``lesions``: Annotations (or Lesion rows)."""
+    from lesionprop.annotations import Source, as_annotations
 
-    rows = [les for les in select_split(lesions, split) if les.source == "human"]
-    lo = np.asarray([les.slice_range[0] if window is None else max(les.slice_range[0], les.key_slice - window)
-                     for les in rows], dtype=np.int64)
-    hi = np.asarray([les.slice_range[1] if window is None else min(les.slice_range[1], les.key_slice + window)
-                     for les in rows], dtype=np.int64)
-    return merge_units([les.series for les in rows], lo, hi)
+    rows = as_annotations(lesions).select(split, sources=(Source.HUMAN,), drop_noisy=False)
+    lo, hi = rows.slice_range[:, 0], rows.slice_range[:, 1]
+    if window is not None:
+        lo, hi = np.maximum(lo, rows.slice_index - window), np.minimum(hi, rows.slice_index + window)
+    return merge_units(rows.series.tolist(), lo.astype(np.int64), hi.astype(np.int64))
 
 
-def truth_labels(rows: Sequence, units: Sequence[tuple[str, int, int]] | None = None, *, split: str = "test",
+def truth_labels(rows: Any, units: Sequence[tuple[str, int, int]] | None = None, *, split: str = "test",
                  path="truth.csv") -> CompleteLabels:
     """Complete labels from truth.csv rows (every lesion on every slice, ``Lesion_id`` column).
 
-    Units: ``units`` when given, else each series' ``Slice_range`` of the split's rows.  A
-    lesion's 3D box in a unit spans its boxes on the unit's slices; every box is also a 2D box.
+    ``rows``: Annotations (or Lesion rows).  Units: ``units`` when given, else each series'
+    ``Slice_range`` of the split's rows.  A lesion's 3D box in a unit spans its boxes on the
+    unit's slices; every box is also a 2D box.
     """
-    from lesionprop.data.deeplesion import select_split
+    from lesionprop.annotations import as_annotations
 
-    for i, r in enumerate(rows):
-        text = r.extras.get("Lesion_id", "")
+    ann = as_annotations(rows)
+    texts = ann.extra("Lesion_id") if "Lesion_id" in ann.extras else np.full(len(ann), "", dtype=object)
+    for i, text in enumerate(texts.tolist()):
         if not text.strip().lstrip("-").isdigit():
-            raise ValueError(f"{path}, row {i + 1} ({r.file_name}): column Lesion_id = {text!r} is not an integer")
-    rows = list(select_split(rows, split))
-    ids = [int(r.extras["Lesion_id"]) for r in rows]
-    series = np.asarray([r.series for r in rows], dtype=object)
+            raise ValueError(f"{path}, row {i + 1} ({ann.file_name[i]}): column Lesion_id = {text!r} "
+                             "is not an integer")
+    keep = ann.mask(split, sources=None, drop_noisy=False)
+    sel = ann.take(keep)
+    ids = [int(t) for t in texts[keep].tolist()]
+    series = sel.series
     if units is None:
-        units = merge_units(series.tolist(), np.asarray([r.slice_range[0] for r in rows], np.int64),
-                            np.asarray([r.slice_range[1] for r in rows], np.int64))
+        units = merge_units(series.tolist(), sel.slice_range[:, 0], sel.slice_range[:, 1])
     u_series = np.asarray([u[0] for u in units], dtype=object)
     u_top = np.asarray([u[1] for u in units], dtype=np.int64)
     u_bottom = np.asarray([u[2] for u in units], dtype=np.int64)
     names = np.asarray([unit_name(*u) for u in units], dtype=object)
-    sl = np.asarray([r.key_slice for r in rows], dtype=np.int64)
-    boxes = np.asarray([r.box for r in rows], dtype=np.float64).reshape(-1, 4)
-    sx = np.asarray([r.spacing[0] for r in rows], dtype=np.float64)
-    long_mm = np.asarray([max(r.diameters) if r.diameters else np.nan for r in rows], dtype=np.float64) * sx
-    interval = {r.series: r.spacing[2] for r in rows}
+    sl = sel.slice_index.astype(np.int64)
+    boxes = sel.boxes
+    long_mm = sel.diameters_px.max(axis=1) * sel.spacing[:, 0]
+    interval = dict(zip(series.tolist(), sel.spacing[:, 2].tolist()))
     r_idx, u_idx = assign_units(u_series, u_top, u_bottom, series, sl)
     lid = np.asarray(ids, dtype=np.int64)[r_idx]
     uniq, les_of = _groups(u_idx, lid)
@@ -381,7 +382,7 @@ def read_complete_labels(path: str | Path, fmt: str = "auto", *, split: str = "t
     if fmt == "auto":
         fmt = "truth-csv" if path.suffix.lower() == ".csv" else None
     if fmt == "truth-csv":
-        from lesionprop.data.deeplesion import read_annotations
+        from lesionprop.annotations import read_annotations
 
         return truth_labels(read_annotations(path), units, split=split, path=path)
     obj = load_pickle(path)

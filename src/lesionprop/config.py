@@ -100,7 +100,6 @@ class TrainConfig:
 class PredictConfig:
     """Inference and test-time augmentation."""
 
-    tta: str = "none"                       # none | flip | scales | flip+scales
     tta_scales: tuple[float, ...] = (0.8, 1.0, 1.2)
     merge: str = "wbf"                      # how TTA boxes are merged: wbf | nms
     merge_iou: float = 0.55
@@ -293,8 +292,39 @@ def load_config(path: str | Path | None = None, preset: str | None = None,
     return _build(Config, data)
 
 
+#: settings that never change a trained model: how fast data is loaded and how often the run
+#: logs or saves.  A resumed training may change them, and the pipeline does not retrain for them.
+RUN_ONLY_SETTINGS: dict[str, frozenset[str]] = {
+    "data": frozenset({"num_workers", "cache_dir", "cache_mb"}),
+    "train": frozenset({"log_every", "checkpoint_every"}),
+}
+
+
+def training_signature(cfg: Config) -> dict[str, Any]:
+    """What a trained model depends on besides its data and its length: every ``data``, ``model``
+    and ``train`` setting except :data:`RUN_ONLY_SETTINGS` and ``train.iterations``.
+
+    The one definition both of ``train --resume`` (a checkpoint continues only under the same
+    signature; ``train.iterations`` may grow) and of the pipeline's training fingerprints
+    (which add the iterations).  Label, predict and pipeline settings are not part of it.
+    """
+    out: dict[str, Any] = {}
+    for section in ("data", "model", "train"):
+        skip = RUN_ONLY_SETTINGS.get(section, frozenset()) | ({"iterations"} if section == "train" else set())
+        values = _to_plain(dataclasses.asdict(getattr(cfg, section)))
+        out[section] = {k: v for k, v in values.items() if k not in skip}
+    return out
+
+
+#: settings that existed once and are ignored when a saved config (a checkpoint's) is rebuilt
+REMOVED_SETTINGS: dict[str, frozenset[str]] = {"predict": frozenset({"tta"})}
+
+
 def config_from_dict(data: dict) -> Config:
-    """Rebuild a Config saved with :meth:`Config.to_dict` (e.g. from a checkpoint)."""
+    """Rebuild a Config saved with :meth:`Config.to_dict` (e.g. from a checkpoint); settings
+    removed since (:data:`REMOVED_SETTINGS`) are dropped."""
+    data = {k: ({kk: vv for kk, vv in v.items() if kk not in REMOVED_SETTINGS.get(k, ())}
+                if isinstance(v, dict) else v) for k, v in data.items()}
     return _build(Config, data)
 
 

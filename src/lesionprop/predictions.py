@@ -8,26 +8,42 @@ convention of ``DL_info.csv`` ``Bounding_boxes``, see :mod:`lesionprop.boxes`).
 (bad rows skipped with ``skip_bad_rows`` are left out): the parsed series and
 slice of each box and the CSV line it came from are kept alongside, so the
 label tools and the evaluation never re-parse names.
+
+Reading (DeepLesion scale: 3.4 million rows in about a second on one core) is
+pyarrow's CSV reader on a memory map of the file, slice names parsed once per
+distinct name; writing formats the columns as arrays (:mod:`lesionprop.numtext`),
+every float64 as the shortest text that reads back to the same value.  Files as
+users have them are accepted: a UTF-8 byte-order mark, CRLF line ends, blank
+lines, extra columns in any order; a file that is not UTF-8 is an error naming
+the file and line.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import mmap
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Sequence
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
+from lesionprop.data.layout import SLICE_NAME_PATTERN
 from lesionprop.fileio import atomic_write
+from lesionprop.numtext import CHUNK_ROWS, FloatText, csv_lines, run_codes, text_field
 
 COLUMNS: tuple[str, ...] = ("File_name", "x1", "y1", "x2", "y2", "score")
-_NAME_RE = r"^(\d{6}_\d{2}_\d{2})_(\d{3,})\.png$"
 _MAX_SLICE = 2**31 - 1
+_NAME_MATCH = re.compile(SLICE_NAME_PATTERN).match
+_BOM = b"\xef\xbb\xbf"
+_SCAN = 1 << 22          # bytes per step of the whole-file scans (newlines, non-ASCII)
+_EXAMPLES = 5
 
 
 class PredictionError(ValueError):
@@ -63,19 +79,20 @@ class Predictions:
     @classmethod
     def from_arrays(cls, file_names: Sequence[str], boxes: np.ndarray, scores: np.ndarray) -> "Predictions":
         """In-memory predictions; raises ValueError on a bad name, NaN or x2 < x1."""
-        names = np.asarray(list(file_names), dtype=object)
+        names = _object_array(file_names)
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         s = np.asarray(scores, dtype=np.float64).reshape(-1)
         if not (len(names) == len(b) == len(s)):
             raise ValueError(f"predictions: {len(names)} names, {len(b)} boxes, {len(s)} scores")
-        lines = np.arange(1, len(s) + 1, dtype=np.int64)
-        series_names, series_index, slices, name_bad = _parse_names(names)
-        bad = np.flatnonzero(_bad_values(b, s) | name_bad)
+        codes, uniques = _factorize(names)
+        series_names, series_index, slices = _parse_names(uniques, codes)
+        bad = np.flatnonzero(_bad_values(b, s) | (series_index < 0))
         if bad.size:
             i = int(bad[0])
-            why = _value_problem(b[i], s[i]) or f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {names[i]!r}"
+            why = _value_problem(b[i], s[i]) or \
+                f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {_shown(str(names[i]))}"
             raise ValueError(f"predictions, row {i}: {why}")
-        return cls(names, b, s, series_names, series_index, slices, lines)
+        return cls(names, b, s, series_names, series_index, slices, np.arange(1, len(s) + 1, dtype=np.int64))
 
     def subset(self, mask_or_index: np.ndarray) -> "Predictions":
         """A new Predictions with the selected rows (file order kept)."""
@@ -87,11 +104,29 @@ class Predictions:
                            list(self.skipped_examples))
 
 
+def _object_array(values: Sequence[str]) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values.reshape(-1).astype(object, copy=False)
+    return np.asarray(list(values), dtype=object).reshape(-1)
+
+
+def _factorize(names: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """``(codes, uniques)`` with ``names == uniques[codes]`` (cheap when equal names are adjacent)."""
+    run, heads = run_codes(names)
+    index: dict[str, int] = {}
+    head_code = np.fromiter((index.setdefault(h, len(index)) for h in heads.tolist()), np.int64, heads.size)
+    return head_code[run], list(index)
+
+
 def _bad_values(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Rows with a NaN / non-numeric value or x2 < x1 or y2 < y1 (vectorised)."""
     with np.errstate(invalid="ignore"):
-        return ~(np.isfinite(boxes).all(1) & np.isfinite(scores)
-                 & (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1]))
+        ok = np.isfinite(scores)
+        for j in range(4):
+            ok &= np.isfinite(boxes[:, j])
+        ok &= boxes[:, 2] >= boxes[:, 0]
+        ok &= boxes[:, 3] >= boxes[:, 1]
+        return ~ok
 
 
 def _value_problem(box: np.ndarray, score: float) -> str:
@@ -105,153 +140,335 @@ def _value_problem(box: np.ndarray, score: float) -> str:
     return ""
 
 
-def _parse_names(names: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Parse slice names once per distinct name -> (series_names, series_index, slices, bad)."""
-    codes, uniq = pd.factorize(pd.Series(names, dtype=object), use_na_sentinel=True)
-    uniq = pd.Series(np.asarray(uniq, dtype=object), dtype=object)
-    parts = uniq.astype(str).str.extract(_NAME_RE)
-    ok_u = parts[0].notna().to_numpy().copy()
-    slice_u = np.full(len(uniq), -1, dtype=np.int64)
-    if ok_u.any():
-        digits = parts[1][ok_u]
-        too_big = digits.str.len().to_numpy() > 9
-        vals = np.where(too_big, -1, pd.to_numeric(digits.where(~too_big, "0")).to_numpy())
-        slice_u[ok_u] = vals
-        ok_u &= (slice_u >= 0) & (slice_u <= _MAX_SLICE)
-    series_u = parts[0].fillna("").to_numpy(dtype=object)
-    series_names, series_code_u = np.unique(series_u[ok_u].astype(str), return_inverse=True)
-    code_u = np.full(len(uniq), -1, dtype=np.int64)
-    code_u[ok_u] = series_code_u
-    valid = codes >= 0
-    series_index = np.where(valid, code_u[np.where(valid, codes, 0)], -1)
-    slices = np.where(valid, slice_u[np.where(valid, codes, 0)], -1)
-    bad = series_index < 0
-    return series_names.astype(object), series_index.astype(np.int64), slices.astype(np.int64), bad
+def _numpy(arr: pa.Array, dtype: type) -> np.ndarray:
+    """The values of a fixed-width arrow array, without a copy (NaN / 0 where null).
+
+    ``Array.to_numpy``, ``pa.array`` and ``pa.scalar`` import pandas (a second of start-up
+    for every command), so array data is taken from the buffers."""
+    size = np.dtype(dtype).itemsize
+    if len(arr) == 0:
+        return np.zeros(0, dtype)
+    out = np.frombuffer(arr.buffers()[1], dtype, len(arr), arr.offset * size)
+    if arr.null_count:
+        bits = np.unpackbits(np.frombuffer(arr.buffers()[0], np.uint8), bitorder="little")
+        out = np.where(bits[arr.offset:arr.offset + len(arr)].astype(bool), out,
+                       np.nan if out.dtype.kind == "f" else 0)
+    return out
 
 
-def _read_header(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as fh:
+def _parse_names(uniques: Sequence[str] | pa.Array, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse each distinct name once -> ``(series_names, series_index, slices)`` per row;
+    ``series_index`` and ``slices`` are -1 where the name is not a DeepLesion slice name."""
+    if isinstance(uniques, pa.Array):
+        parts = pc.extract_regex(uniques, SLICE_NAME_PATTERN)
+        valid = pc.is_valid(parts)
+        ok = _numpy(pc.cast(valid, pa.int8()), np.int8).astype(bool)
+        series = pc.filter(pc.struct_field(parts, "series"), valid)
+        digits = pc.filter(pc.struct_field(parts, "slice"), valid)
+        short = len(digits) == 0 or int(_numpy(pc.utf8_length(digits), np.int32).max()) <= 9
+        slice_ok = _numpy(pc.cast(digits, pa.int64()), np.int64) if short else \
+            np.array([int(d) if len(d) <= 9 else -1 for d in digits.to_pylist()], dtype=np.int64)
+        names = pc.unique(series)
+        names = names.take(pc.array_sort_indices(names))
+        code_ok = _numpy(pc.index_in(series, value_set=names), np.int32)
+        series_names = np.array(names.to_pylist(), dtype=object)
+    else:
+        found = [_NAME_MATCH(str(u)) for u in uniques]
+        ok = np.array([m is not None for m in found], dtype=bool)
+        slice_ok = np.array([int(m.group(2)) if len(m.group(2)) <= 9 else -1 for m in found if m], dtype=np.int64)
+        series_names, code_ok = np.unique(np.array([m.group(1) for m in found if m], dtype=str),
+                                          return_inverse=True)
+        series_names = series_names.astype(object)
+    slice_u = np.full(ok.size, -1, np.int64)
+    slice_u[ok] = slice_ok
+    code_u = np.full(ok.size, -1, np.int64)
+    code_u[ok] = code_ok.reshape(-1)
+    bad = (slice_u < 0) | (slice_u > _MAX_SLICE)
+    if bad.any():                               # a slice number out of range: its series may vanish
+        code_u[bad], slice_u[bad] = -1, -1
+        used, code_u[~bad & ok] = np.unique(code_u[~bad & ok], return_inverse=True)
+        series_names = series_names[used]
+    return series_names, code_u[codes], slice_u[codes]
+
+
+# ---------------------------------------------------------------- reading
+
+class _File:
+    """The bytes of a file (memory-mapped) with the scans the reader needs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            self.data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        self.bytes = np.frombuffer(self.data, np.uint8)
+        self._breaks: np.ndarray | None = None
+
+    def scan(self) -> tuple[int, bool]:
+        """``(line breaks, all ASCII after a byte-order mark)`` in one pass."""
+        breaks, top = 0, 0
+        for lo in range(len(_BOM) if self.data[:len(_BOM)] == _BOM else 0, self.bytes.size, _SCAN):
+            part = self.bytes[lo:lo + _SCAN]
+            breaks += int(np.count_nonzero(part == 10))
+            top = max(top, int(part.max()))
+        return breaks, top < 128
+
+    def breaks(self) -> np.ndarray:
+        """Offsets of every ``\\n`` (error paths only)."""
+        if self._breaks is None:
+            self._breaks = np.flatnonzero(self.bytes == 10)
+        return self._breaks
+
+    def line(self, number: int) -> str:
+        """Text of line ``number`` (1-based), without its line end ('' past the end)."""
+        br = self.breaks()
+        if number - 2 >= br.size:          # old Mac line ends (a lone CR), or past the end
+            lines = bytes(self.data).decode("utf-8", "replace").splitlines()
+            return lines[number - 1] if number <= len(lines) else ""
+        lo = 0 if number == 1 else int(br[number - 2]) + 1
+        hi = int(br[number - 1]) if number - 1 < br.size else self.bytes.size
+        return bytes(self.data[lo:hi]).decode("utf-8", "replace").rstrip("\r\n")
+
+    def check_utf8(self) -> None:
+        text = bytes(self.data)
         try:
-            header = next(csv.reader(fh))
-        except StopIteration:
-            raise PredictionError(f"{path}: empty file, expected the header {','.join(COLUMNS)}") from None
+            text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = text.count(b"\n", 0, exc.start) + 1
+            raise PredictionError(f"{self.path}, line {line}: not a UTF-8 text file (byte 0x{text[exc.start]:02x}); "
+                                  "save it as UTF-8 CSV") from None
+
+
+def _fields(text: str, where: str) -> list[str]:
+    """The fields of one CSV line (csv module rules); a csv.Error becomes a PredictionError."""
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error as exc:
+        raise PredictionError(f"{where}: {exc}") from None
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    """``repr(value)``, shortened for a one-line message."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value):,} characters)"
+
+
+def _header(f: _File) -> list[str]:
+    head = bytes(f.data[:1 << 16])
+    ends = [i for i in (head.find(b"\n"), head.find(b"\r")) if i >= 0]
+    first = head[:min(ends)] if ends else head
+    if not first.strip(b"\r\n\t " + _BOM):
+        raise PredictionError(f"{f.path}: empty file, expected the header {','.join(COLUMNS)}")
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        f.check_utf8()
+        raise
+    header = _fields(text, f"{f.path}, line 1")
     missing = [c for c in COLUMNS if c not in header]
     if missing:
-        raise PredictionError(f"{path}, line 1: header must contain {','.join(COLUMNS)}; missing {missing}")
+        raise PredictionError(f"{f.path}, line 1: header must contain {','.join(COLUMNS)}; missing {missing}")
     return header
 
 
-def _raw_lines(path: Path, wanted: Collection[int]) -> dict[int, str]:
-    """The text of a few lines (error path only)."""
-    wanted = set(int(w) for w in wanted)
-    out: dict[int, str] = {}
-    if not wanted:
-        return out
-    last = max(wanted)
-    with open(path, encoding="utf-8") as fh:
-        for n, text in enumerate(fh, start=1):
-            if n in wanted:
-                out[n] = text.rstrip("\r\n")
-            if n >= last:
-                break
+def _arrow_read(f: _File, numbers: pa.DataType, threads: bool) -> tuple[pa.Table, list[tuple]]:
+    invalid: list[tuple] = []
+
+    def on_invalid(row) -> str:
+        invalid.append((row.number, row.actual_columns, row.text))
+        return "skip"
+
+    types = {"File_name": pa.dictionary(pa.int32(), pa.string()), **{c: numbers for c in COLUMNS[1:]}}
+    table = pacsv.read_csv(
+        pa.BufferReader(pa.py_buffer(f.data)),
+        read_options=pacsv.ReadOptions(use_threads=threads, block_size=1 << 22),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(COLUMNS),
+                                             strings_can_be_null=False))
+    return table, invalid
+
+
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    """One numeric column as float64; NaN for an empty or non-numeric field."""
+    col = table.column(name)
+    if col.type != pa.float64():    # the fallback read: text, parsed value by value
+        import pandas as pd
+
+        text = pd.Series(col.to_numpy(zero_copy_only=False), dtype=object)
+        return pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    out = np.empty(len(col), np.float64)
+    at = 0
+    for ch in col.chunks:
+        out[at:at + len(ch)] = _numpy(ch, np.float64)
+        at += len(ch)
     return out
+
+
+def _names(table: pa.Table) -> tuple[np.ndarray, pa.Array]:
+    """``(codes, uniques)`` of the dictionary-encoded File_name column: each read block's
+    dictionary is appended to ``uniques`` (a name may appear in several blocks)."""
+    chunks = table.column("File_name").chunks
+    if not chunks:
+        return np.zeros(0, np.int64), pa.array([], pa.string())
+    offsets = np.cumsum([0] + [len(ch.dictionary) for ch in chunks])
+    codes = np.concatenate([_numpy(ch.indices, np.int32).astype(np.int64) + off
+                            for ch, off in zip(chunks, offsets.tolist())])
+    return codes, pa.concat_arrays([ch.dictionary for ch in chunks])
+
+
+def _row_lines(f: _File, breaks: int, rows: int) -> np.ndarray:
+    """Line number of each CSV record (header = record 0); pyarrow skips empty lines."""
+    total = breaks + (0 if f.bytes.size == 0 or f.bytes[-1] == 10 else 1)
+    if total == rows + 1:
+        return np.arange(1, rows + 2, dtype=np.int64)
+    br = f.breaks()
+    starts = np.concatenate(([0], br + 1))
+    ends = np.concatenate((br, [f.bytes.size]))
+    length = ends - starts
+    cr = length > 0
+    cr[cr] = f.bytes[np.maximum(ends[cr] - 1, 0)] == 13
+    filled = np.flatnonzero(length - cr > 0) + 1
+    data = bytes(f.data)
+    if filled.size == rows + 1 and b'"' not in data and data.count(b"\r") == data.count(b"\r\n"):
+        return filled
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
+    try:
+        return np.asarray([reader.line_num for values in reader if values], dtype=np.int64)
+    except csv.Error as exc:
+        raise PredictionError(f"{f.path}, line {reader.line_num}: {exc}") from None
 
 
 def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
                      known_series: Collection[str] | None = None) -> Predictions:
-    """Read a prediction CSV (pandas C parser).
+    """Read a prediction CSV.
 
     Bad rows (wrong column count, NaN or non-numeric value, x2 < x1, y2 < y1, a
     name that is not a DeepLesion slice name, or a series outside
     ``known_series`` when given) raise :class:`PredictionError` naming the file,
     line and value; with ``skip_bad_rows`` they are left out and counted in
     ``Predictions.skipped``.  Blank lines are ignored.  Extra columns are not read: a
-    row that only lacks trailing extra fields is accepted (the parser fills them with "").
+    row that only lacks trailing extra fields is accepted.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prediction file not found: {path}")
-    header = _read_header(path)
+    f = _File(path)
+    header = _header(f)
     ncol = len(header)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        df = pd.read_csv(path, on_bad_lines="warn", skip_blank_lines=False, dtype={"File_name": object},
-                         keep_default_na=False, na_values={c: ["", "nan", "NaN", "NA"] for c in COLUMNS[1:]},
-                         low_memory=False)
-    too_long = {int(ln): int(saw) for w in caught
-                for ln, saw in re.findall(r"line (\d+): expected \d+ fields, saw (\d+)", str(w.message))}
-    long_lines = sorted(too_long)
-    nrows = len(df)
-    lines = np.arange(2, nrows + len(long_lines) + 2, dtype=np.int64)
-    if long_lines:
-        lines = np.setdiff1d(lines, np.asarray(long_lines, dtype=np.int64), assume_unique=True)
-    problems: dict[int, str] = {ln: f"expected {ncol} fields, got {too_long[ln]}" for ln in long_lines}
+    breaks, ascii_only = f.scan()
+    if not ascii_only:
+        f.check_utf8()
+    numbers = pa.float64()
+    for attempt in range(3):
+        try:
+            table, invalid = _arrow_read(f, numbers, threads=attempt == 0 and pa.cpu_count() > 1)
+        except pa.ArrowInvalid as exc:
+            if "conversion error" not in str(exc) or numbers == pa.string():
+                raise PredictionError(f"{path}: cannot be read as CSV ({exc})") from None
+            numbers = pa.string()               # a non-numeric value: read text, then parse
+            continue
+        if all(num is not None for num, _, _ in invalid):
+            break
+    record_line = _row_lines(f, breaks, table.num_rows + len(invalid))
 
-    names = df["File_name"].to_numpy(dtype=object)
-    num = np.empty((nrows, 5), dtype=np.float64)
-    for j, c in enumerate(COLUMNS[1:]):
-        col = df[c]
-        num[:, j] = (col if col.dtype.kind == "f" or col.dtype.kind == "i"
-                     else pd.to_numeric(col, errors="coerce")).to_numpy(dtype=np.float64)
-    boxes, scores = num[:, :4], num[:, 4]
+    codes, uniques = _names(table)
+    boxes = np.empty((table.num_rows, 4), np.float64)
+    for j, c in enumerate(COLUMNS[1:5]):
+        boxes[:, j] = _column(table, c)
+    scores = _column(table, "score")
+    rows_of = np.ones(table.num_rows + len(invalid) + 1, dtype=bool)   # records that are table rows
+    rows_of[0] = False
+    problems: dict[int, str] = {}
+    n_problems = 0
+    short: list[tuple[int, list[str]]] = []
+    need = max(header.index(c) for c in COLUMNS) + 1
+    for number, actual, text in invalid:
+        rows_of[number - 1] = False
+        if not text.strip():
+            continue
+        line = int(record_line[number - 1])
+        if ncol > actual >= need:
+            short.append((number, _fields(text, f"{path}, line {line}")))
+            continue
+        n_problems += 1
+        problems[line] = f"expected {ncol} fields, got {actual}"
+    rec = np.flatnonzero(rows_of) if invalid else None   # record index of every table row
+    if short:                                    # rows lacking only trailing extra fields: add them back
+        extra_names = pa.array([v[header.index("File_name")] for _, v in short], pa.string())
+        codes = np.concatenate([codes, len(uniques) + np.arange(len(short))])
+        uniques = pa.concat_arrays([uniques, extra_names])
+        num = np.asarray([[_to_float(v[header.index(c)]) for c in COLUMNS[1:]] for _, v in short])
+        boxes, scores = np.concatenate([boxes, num[:, :4]]), np.concatenate([scores, num[:, 4]])
+        rec = np.concatenate([rec, [number - 1 for number, _ in short]])
+        order = np.argsort(rec, kind="stable")
+        codes, boxes, scores, rec = codes[order], boxes[order], scores[order], rec[order]
+    lines = record_line[1:] if rec is None else record_line[rec]
+
+    series_names, series_index, slices = _parse_names(uniques, codes)
     value_bad = _bad_values(boxes, scores)
-    series_names, series_index, slices, name_bad = _parse_names(names)
+    name_bad = series_index < 0
+    name_unknown = np.zeros(len(codes), dtype=bool)
     if known_series is not None:
-        known = np.isin(series_names, np.asarray(sorted(known_series), dtype=object))
-        name_unknown = (~name_bad) & ~known[np.where(name_bad, 0, series_index)]
-    else:
-        name_unknown = np.zeros(nrows, dtype=bool)
+        wanted = set(known_series)
+        known = np.fromiter((name in wanted for name in series_names.tolist()), bool, series_names.size)
+        name_unknown[~name_bad] = ~known[series_index[~name_bad]]
     bad_rows = np.flatnonzero(value_bad | name_bad | name_unknown)
-
-    blank = np.zeros(nrows, dtype=bool)
+    n_problems += bad_rows.size
     if bad_rows.size:
-        raw = _raw_lines(path, lines[bad_rows])
-        for i in bad_rows:
-            ln = int(lines[i])
-            text = raw.get(ln, "")
-            if not text.strip():
-                blank[i] = True
-                continue
-            fields = next(csv.reader([text]))
-            if len(fields) != ncol:
-                problems[ln] = f"expected {ncol} fields, got {len(fields)}"
-            elif value_bad[i]:
-                why = _value_problem(boxes[i], scores[i]) or "missing value"
-                vals = dict(zip(header, fields))
-                bad_vals = {c: vals[c] for c in COLUMNS[1:] if not _is_finite_number(vals[c])}
-                problems[ln] = f"{why} {bad_vals}" if bad_vals else why
-            elif name_bad[i]:
-                problems[ln] = f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {names[i]!r}"
-            else:
-                problems[ln] = f"series of {names[i]!r} is not in the annotations"
+        for i in bad_rows[:_EXAMPLES].tolist():
+            problems[int(lines[i])] = _row_problem(f, header, int(lines[i]), boxes[i], scores[i],
+                                                   value_bad[i], name_bad[i], uniques[int(codes[i])].as_py())
     if problems and not skip_bad_rows:
         ln = min(problems)
         raise PredictionError(f"{path}, line {ln}: {problems[ln]} (use --skip-bad-rows to skip bad rows)")
-    keep = np.ones(nrows, dtype=bool)
-    keep[bad_rows] = False
-    idx = np.flatnonzero(keep)
-    examples = [f"line {ln}: {problems[ln]}" for ln in sorted(problems)[:5]]
-    return Predictions(names[idx], np.ascontiguousarray(boxes[idx]), scores[idx].copy(), series_names,
-                       series_index[idx], slices[idx], lines[idx], len(problems), examples)
+    if bad_rows.size:
+        keep = np.ones(len(codes), dtype=bool)
+        keep[bad_rows] = False
+        codes, boxes, scores, series_index, slices, lines = (
+            a[keep] for a in (codes, boxes, scores, series_index, slices, lines))
+    names = np.array(uniques.to_pylist(), dtype=object)[codes]
+    examples = [f"line {ln}: {problems[ln]}" for ln in sorted(problems)[:_EXAMPLES]]
+    return Predictions(names, boxes, scores, series_names, series_index, slices, lines, n_problems, examples)
 
 
-def _is_finite_number(text: str) -> bool:
+def _to_float(text: str) -> float:
     try:
-        return bool(np.isfinite(float(text)))
+        return float(text)
     except ValueError:
-        return False
+        return float("nan")
 
+
+def _row_problem(f: _File, header: list[str], line: int, box: np.ndarray, score: float, value_bad: bool,
+                 name_bad: bool, name: str) -> str:
+    if value_bad:
+        why = _value_problem(box, score) or "missing value"
+        vals = dict(zip(header, _fields(f.line(line), f"{f.path}, line {line}")))
+        bad_vals = ", ".join(f"{c!r}: {_shown(vals.get(c, ''))}" for c in COLUMNS[1:]
+                             if not np.isfinite(_to_float(vals.get(c, ""))))
+        return f"{why} {{{bad_vals}}}" if bad_vals else why
+    if name_bad:
+        return f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {_shown(name)}"
+    return f"series of {_shown(name)} is not in the annotations"
+
+
+# ---------------------------------------------------------------- writing
 
 def write_predictions(path: str | os.PathLike, file_names: Sequence[str], boxes: np.ndarray,
                       scores: np.ndarray) -> None:
     """Write a prediction CSV atomically.  Numbers are written with the shortest text that
-    reads back to the same float64 (exact round trip)."""
-    names = np.asarray(list(file_names), dtype=object)
+    reads back to the same float64 (exact round trip; see :mod:`lesionprop.numtext`)."""
+    names = _object_array(file_names)
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if not (len(names) == len(b) == len(s)):
         raise ValueError(f"write_predictions: {len(names)} names, {len(b)} boxes, {len(s)} scores")
-    df = pd.DataFrame({"File_name": names, "x1": b[:, 0], "y1": b[:, 1], "x2": b[:, 2], "y2": b[:, 3],
-                       "score": s})
-    with atomic_write(path) as fh:
-        df.to_csv(fh, index=False, lineterminator="\n")
+    codes, heads = run_codes(names)
+    columns = [b[:, 0], b[:, 1], b[:, 2], b[:, 3], s]
+    text = [FloatText() for _ in columns]
+    with atomic_write(path, "wb") as fh:
+        fh.write((",".join(COLUMNS) + "\n").encode())
+        for lo in range(0, len(s), CHUNK_ROWS):
+            part = codes[lo:lo + CHUNK_ROWS]
+            first = int(part[0])
+            fields = [text_field(part - first, heads[first:int(part[-1]) + 1])]
+            fields += [fmt(col[lo:lo + CHUNK_ROWS]) for fmt, col in zip(text, columns)]
+            fh.write(csv_lines(fields))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lesionprop.cli import CommandError
 from lesionprop.eval.froc import DEFAULT_FPS
-from lesionprop.labels.cli_support import SPLIT_CHOICES, float_list, load_predictions
+from lesionprop.commands.label_tool import SPLIT_CHOICES, float_list, load_predictions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +71,7 @@ def table(c) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lesionprop.data.deeplesion import read_annotations
+    from lesionprop.annotations import concat, read_annotations
     from lesionprop.eval.compare import compare
     from lesionprop.fileio import refuse_overwrite_of_inputs
 
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         refuse_overwrite_of_inputs(args.plot, args.annotations, args.truth, *args.predictions)
     lesions = read_annotations(args.annotations)
     truth = read_annotations(args.truth) if args.truth else None
-    preds = [load_predictions(p, lesions + (truth or []), args.skip_bad_rows) for p in args.predictions]
+    preds = [load_predictions(p, concat([lesions, truth]), args.skip_bad_rows) for p in args.predictions]
     result = compare(lesions, preds, names, split=args.split, truth=truth, fps=args.fps, iou=args.iou,
                      level=args.ci, n_boot=args.bootstrap, seed=args.seed)
     print(json.dumps(result.to_dict()) if args.json else table(result))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lesionprop.config import LabelConfig
-from lesionprop.labels.cli_support import (
+from lesionprop.commands.label_tool import (
     SPLIT_CHOICES, add_io_arguments, allow_negative_lists, int_list, run_label_tool,
 )
 from lesionprop.labels.distill import distill

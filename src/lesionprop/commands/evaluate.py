@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from lesionprop.annotations import concat, read_annotations
 from lesionprop.cli import CommandError
-from lesionprop.data.deeplesion import read_annotations
 from lesionprop.eval.froc import CONVENTIONS, DEFAULT_FPS, evaluate
 from lesionprop.fileio import refuse_overwrite_of_inputs
-from lesionprop.labels.cli_support import SPLIT_CHOICES, add_io_arguments, float_list, load_predictions
+from lesionprop.commands.label_tool import SPLIT_CHOICES, add_io_arguments, float_list, load_predictions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         refuse_overwrite_of_inputs(args.plot, args.annotations, args.predictions, args.truth)
     lesions = read_annotations(args.annotations)
     truth = read_annotations(args.truth) if args.truth else None
-    preds = load_predictions(args.predictions, lesions + (truth or []), args.skip_bad_rows)
+    preds = load_predictions(args.predictions, concat([lesions, truth]), args.skip_bad_rows)
     result = evaluate(lesions, preds, split=args.split, iou=args.iou, fps=args.fps, truth=truth,
                       convention=args.convention)
     ci = None

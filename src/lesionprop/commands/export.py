@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lesionprop.coco import lesions_to_coco
-    from lesionprop.data.deeplesion import read_annotations
+    from lesionprop.annotations import read_annotations
     from lesionprop.fileio import atomic_write, refuse_overwrite_of_inputs
 
     refuse_overwrite_of_inputs(args.out, args.annotations)

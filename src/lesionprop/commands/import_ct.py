@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from lesionprop.data.deeplesion import read_series_info
+from lesionprop.data.layout import list_series, series_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,15 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _next_series_name(root: Path) -> str:
     known = set(read_series_info(root / "series_info.csv")) if (root / "series_info.csv").is_file() else set()
-    img = root / "Images_png"
-    if img.is_dir():
-        known |= {p.name for p in img.iterdir() if p.is_dir()}
+    known |= set(list_series(root))
     patients = [int(n[:6]) for n in known if n[:6].isdigit()]
     return f"{(max(patients) + 1) if patients else 1:06d}_01_01"
 
 
 def run(args: argparse.Namespace) -> int:
-    from lesionprop.data.volumes import check_series_name, load_ct, write_series
+    from lesionprop.data.layout import check_series_name
+    from lesionprop.data.volumes import load_ct, write_series
 
     src, root = Path(args.src), Path(args.out)
     if root.resolve() == src.resolve() or src.resolve() in root.resolve().parents:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     vol = load_ct(src)
     info = write_series(root, name, vol.hu, vol.spacing, source=f"import:{vol.source}", overwrite=args.overwrite)
     sx, sy, sz = info.spacing
-    print(f"imported {src} -> {root / 'Images_png' / name}: {vol.hu.shape[0]} slices "
+    print(f"imported {src} -> {series_dir(root, name)}: {vol.hu.shape[0]} slices "
           f"{info.image_size[0]}x{info.image_size[1]}, spacing {sx:.4g} x {sy:.4g} x {sz:.4g} mm, "
           f"HU {int(vol.hu.min())}..{int(vol.hu.max())}; recorded in {root / 'series_info.csv'}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lesionprop.config import LabelConfig
-from lesionprop.labels.cli_support import SPLIT_CHOICES, add_io_arguments, run_label_tool
+from lesionprop.commands.label_tool import SPLIT_CHOICES, add_io_arguments, run_label_tool
 from lesionprop.labels.mine import mine
 
 

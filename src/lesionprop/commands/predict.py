@@ -29,7 +29,8 @@ def series_slices(data: str, series: list[str]) -> list[str]:
     from pathlib import Path
 
     from lesionprop.cli import CommandError
-    from lesionprop.data.deeplesion import read_series_info, slice_file_name
+    from lesionprop.data.deeplesion import read_series_info
+    from lesionprop.data.layout import list_slices, series_dir, slice_file_name
 
     info_path = Path(data) / "series_info.csv"
     if not info_path.is_file():
@@ -40,8 +41,8 @@ def series_slices(data: str, series: list[str]) -> list[str]:
     for name in names:
         if name not in info:
             raise CommandError(f"series {name!r} is not in {info_path} (known: {', '.join(sorted(info)) or 'none'})")
-        folder = Path(data) / "Images_png" / name
-        indices = sorted(int(p.stem) for p in folder.glob("*.png") if p.stem.isdigit())
+        folder = series_dir(data, name)
+        indices = sorted(list_slices(folder))
         if not indices:
             raise CommandError(f"no slice PNGs in {folder}")
         out += [slice_file_name(name, i) for i in indices]

@@ -1,7 +1,7 @@
 """``lesionprop synth --out DIR``: a synthetic DeepLesion-format dataset with complete truth.
 
-Prints a summary and, when ``../shared/data/deeplesion/DL_info_sample.csv`` (or
-``--compare CSV``) exists, the dataset's statistics side by side with those real rows.
+Prints a summary and, with ``--compare CSV`` (real DL_info.csv rows), the dataset's
+label statistics side by side with those rows.
 """
 
 from __future__ import annotations
@@ -9,11 +9,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from lesionprop.data.deeplesion import Lesion, read_annotations
-
-_SAMPLE = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "deeplesion" / "DL_info_sample.csv"
 
 
 def _intervals(text: str) -> tuple[tuple[float, float], ...]:
@@ -32,7 +27,7 @@ def _labels(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lesionprop.data.synth import DEFAULT_INTERVALS, SynthOptions
+    from lesionprop.synth.dataset import DEFAULT_INTERVALS, SynthOptions
 
     d = SynthOptions()
     parser.add_argument("--out", required=True, help="output folder (must be empty unless --overwrite)")
@@ -59,13 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preview", action="store_true", help="write preview.png (slices with truth boxes)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a dataset written by lesionprop synth in --out (other data is refused)")
-    parser.add_argument("--compare", default=None, help="real DL_info.csv rows to compare with "
-                        "(default: ../shared/data/deeplesion/DL_info_sample.csv when present)")
+    parser.add_argument("--compare", default=None, help="real DL_info.csv rows to compare the label statistics with")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from lesionprop.data.synth import generate_dataset
+    from lesionprop.synth.dataset import generate_dataset
 
     summary = generate_dataset(
         args.out, series=args.series, seed=args.seed, background=args.background, organ_mask=args.organ_mask,
@@ -75,52 +69,15 @@ def run(args: argparse.Namespace) -> int:
         noise_hu=args.noise_hu, workers=args.workers, preview=args.preview, overwrite=args.overwrite,
         progress=not args.quiet)
     print(summary)
-    compare = Path(args.compare) if args.compare else _SAMPLE
-    if args.compare and not compare.is_file():
-        raise FileNotFoundError(f"--compare file not found: {compare}")
-    if compare.is_file():
+    if args.compare:
+        from lesionprop.annotations import read_annotations
+        from lesionprop.dataset_stats import comparison_table
+
+        compare = Path(args.compare)
+        if not compare.is_file():
+            raise FileNotFoundError(f"--compare file not found: {compare}")
         print(comparison_table(read_annotations(Path(args.out) / "DL_info.csv"), read_annotations(compare),
                                str(compare)))
     if args.preview:
         print(f"preview: {Path(args.out) / 'preview.png'}")
     return 0
-
-
-def _stats(rows: list[Lesion]) -> dict[str, str]:
-    if not rows:
-        return {}
-    series: dict[str, Lesion] = {}
-    for r in rows:
-        series.setdefault(r.series, r)
-    iv = np.array([s.spacing[2] for s in series.values()])
-    px = np.array([s.spacing[0] for s in series.values()])
-    long_mm = np.array([r.diameters[0] * r.spacing[0] for r in rows if r.diameters])
-    short_mm = np.array([r.diameters[1] * r.spacing[0] for r in rows if len(r.diameters) > 1])
-    per_slice = np.array([sum(1 for x in rows if x.file_name == f) for f in {r.file_name for r in rows}])
-    ctx = np.array([(s.slice_range[1] - s.slice_range[0] + 1) * s.spacing[2] for s in series.values()])
-    q = lambda a: f"{np.median(a):.1f} [{np.percentile(a, 10):.1f}, {np.percentile(a, 90):.1f}]"  # noqa: E731
-    splits = [sum(1 for r in rows if r.split == k) / len(rows) for k in (1, 2, 3)]
-    return {
-        "label rows": str(len(rows)),
-        "series": str(len(series)),
-        "image size": ", ".join(sorted({f"{r.image_size[0]}x{r.image_size[1]}" for r in rows})),
-        "interval 1 / 2 / 5 mm / other": " / ".join(f"{np.mean(iv == v):.0%}" for v in (1, 2, 5))
-                                          + f" / {np.mean(~np.isin(iv, (1, 2, 5))):.0%}",
-        "pixel spacing mm (median [p10, p90])": q(px),
-        "long diameter mm (median [p10, p90])": q(long_mm),
-        "short diameter mm": q(short_mm),
-        "lesions per key slice": f"{per_slice.mean():.2f}",
-        "z range released per series, mm": q(ctx),
-        "split train / val / test (rows)": " / ".join(f"{s:.0%}" for s in splits),
-        "typed rows (val+test)": f"{np.mean([r.lesion_type != -1 for r in rows]):.0%}",
-    }
-
-
-def comparison_table(synth: list[Lesion], real: list[Lesion], real_name: str) -> str:
-    """The dataset's label statistics next to real DeepLesion rows (informative, nothing is tuned to them)."""
-    a, b = _stats(synth), _stats(real)
-    w = max(len(k) for k in a) if a else 10
-    lines = [f"{'statistic':{w}s} | {'synthetic DL_info.csv':28s} | real rows ({Path(real_name).name})"]
-    for k in a:
-        lines.append(f"{k:{w}s} | {a[k]:28s} | {b.get(k, '-')}")
-    return "\n".join(lines)

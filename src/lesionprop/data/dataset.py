@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -28,7 +28,8 @@ import torch
 
 from lesionprop.boxes import file_to_pixel
 from lesionprop.config import DataConfig
-from lesionprop.data.deeplesion import Lesion, SeriesInfo, parse_file_name
+from lesionprop.data.deeplesion import SeriesInfo
+from lesionprop.data.layout import parse_file_name
 from lesionprop.data.sample import crop_sample, crop_window, flip_sample, sample_for
 from lesionprop.data.slices import SliceReader
 
@@ -46,17 +47,19 @@ class SliceItem:
     file_name: str
 
 
-def items_from_lesions(lesions: Iterable[Lesion]) -> list[SliceItem]:
-    """One item per distinct ``File_name`` (key or adjacent slice), in first-appearance order,
-    with the boxes of all its rows converted from the file frame to the pixel frame."""
-    grouped: dict[str, list[tuple[float, float, float, float]]] = {}
-    for les in lesions:
-        grouped.setdefault(les.file_name, []).append(les.box)
+def items_from_boxes(file_names: Sequence[str] | np.ndarray, boxes: np.ndarray) -> list[SliceItem]:
+    """One item per distinct file name (key or adjacent slice), in first-appearance order, holding
+    the boxes of all its rows (``boxes`` (N, 4), file frame) converted to the pixel frame."""
+    names = np.asarray(file_names, dtype=object).reshape(-1)
+    px = file_to_pixel(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)).astype(np.float32)
+    uniq, first, inv = np.unique(names.astype(str), return_index=True, return_inverse=True)
+    order = np.argsort(inv.reshape(-1), kind="stable")
+    per_name = np.split(px[order], np.cumsum(np.bincount(inv.reshape(-1), minlength=uniq.size))[:-1])
     items = []
-    for name, boxes in grouped.items():
+    for g in np.argsort(first, kind="stable").tolist():
+        name = str(uniq[g])
         series, idx = parse_file_name(name)
-        px = file_to_pixel(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)).astype(np.float32)
-        items.append(SliceItem(series, idx, px, name))
+        items.append(SliceItem(series, idx, per_name[g], name))
     return items
 
 
@@ -157,3 +160,17 @@ def collate(batch: Sequence[tuple[torch.Tensor, dict, dict]]) -> tuple[list[torc
 def worker_init_fn(worker_id: int) -> None:
     """DataLoader workers: one OpenCV thread each (the workers are the parallelism)."""
     cv2.setNumThreads(1)
+
+
+def worker_context(num_workers: int) -> Any:
+    """The multiprocessing context of DataLoader workers: ``spawn`` (None without workers).
+
+    A forked worker inherits OpenCV's thread pool in whatever state the parent left it:
+    after the parent has resized images (e.g. the pipeline's predictions before a
+    retrain), ``cv2.setNumThreads`` in the forked worker waits forever.  Spawned workers
+    start clean; the dataset's samples depend on (seed, epoch, index) only, so the data
+    are the same.
+    """
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn") if num_workers > 0 else None

@@ -33,13 +33,15 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from lesionprop.data.layout import HU_OFFSET
+
 if TYPE_CHECKING:
     from lesionprop.config import DataConfig
     from lesionprop.data.deeplesion import SeriesInfo
     from lesionprop.data.slices import SliceReader
 
 #: Border clip: foreground is HU above this (raw PNG value 32000).
-CLIP_THRESHOLD_HU = 32000 - 32768
+CLIP_THRESHOLD_HU = 32000 - HU_OFFSET
 CLIP_OPENING = 7
 _INT_EPS = 1e-6
 

@@ -29,69 +29,13 @@ import warnings
 from collections import OrderedDict
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from lesionprop.data.deeplesion import slice_path
-
-#: Offset of DeepLesion's 16-bit PNGs: stored value = HU + 32768.
-HU_OFFSET = 32768
-
-
-class SliceReadError(ValueError):
-    """A slice PNG that is missing, unreadable or not a single-channel 16-bit image."""
-
-
-def decode_png(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode one DeepLesion slice PNG -> ``(H, W)`` int16 HU.  Errors name the file.
-
-    ``shape``: the ``(rows, cols)`` the annotations give (``Image_size``); a PNG of
-    another size is refused rather than read against boxes meant for another grid.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SliceReadError(f"slice file not found: {path}")
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise SliceReadError(f"cannot decode slice PNG (corrupt or not a PNG): {path}")
-    if raw.ndim != 2:
-        raise SliceReadError(f"slice PNG must be single-channel, got shape {raw.shape}: {path}")
-    if raw.dtype != np.uint16:
-        raise SliceReadError(f"slice PNG must be 16-bit (HU + 32768), got {raw.dtype}: {path}")
-    if shape is not None and raw.shape != tuple(int(v) for v in shape):
-        raise SliceReadError(f"slice PNG is {raw.shape[0]}x{raw.shape[1]}, the annotations' Image_size "
-                             f"says {shape[0]}x{shape[1]}: {path}")
-    # uint16 v -> int16 (v - 32768) is a flip of the top bit, done in place.
-    np.bitwise_xor(raw, np.uint16(0x8000), out=raw)
-    return raw.view(np.int16)
-
-
-def encode_hu(hu: np.ndarray) -> np.ndarray:
-    """HU (any integer or float array) -> the uint16 stored in DeepLesion PNGs (``HU + 32768``, clipped)."""
-    a = np.rint(np.asarray(hu, dtype=np.float64)) + HU_OFFSET
-    return np.clip(a, 0, 65535).astype(np.uint16)
-
-
-def write_slice(root: str | os.PathLike, series: str, slice_index: int, hu: np.ndarray) -> Path:
-    """Write one ``(H, W)`` HU slice as ``ROOT/Images_png/SERIES/III.png`` (16-bit); returns the path."""
-    path = slice_path(root, series, slice_index)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), encode_hu(hu)):
-        raise OSError(f"cannot write slice PNG {path}")
-    return path
+from lesionprop.data.layout import IMAGES_DIR, SliceReadError, decode_png, list_slices, series_dir, slice_path
 
 
 def _listing(folder: Path) -> dict[int, os.stat_result]:
-    out: dict[int, os.stat_result] = {}
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return out
-    for e in entries:
-        name = e.name
-        if name.endswith(".png") and name[:-4].isdigit():
-            out[int(name[:-4])] = e.stat()
-    return out
+    return {i: e.stat() for i, e in list_slices(folder).items()}
 
 
 class SliceReader:
@@ -108,7 +52,7 @@ class SliceReader:
     def __init__(self, root: str | os.PathLike, cache: bool = True, *,
                  cache_dir: str | os.PathLike | None = None, max_cache_bytes: int = 1 << 30):
         self.root = Path(root)
-        if not (self.root / "Images_png").is_dir():
+        if not (self.root / IMAGES_DIR).is_dir():
             raise FileNotFoundError(f"no Images_png folder in dataset root {self.root}")
         self.cache = bool(cache)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -130,7 +74,7 @@ class SliceReader:
 
     # ------------------------------------------------------------ listing
     def series_dir(self, series: str) -> Path:
-        return self.root / "Images_png" / series
+        return series_dir(self.root, series)
 
     def _files(self, series: str) -> dict[int, os.stat_result]:
         files = self._listings.get(series)
@@ -200,11 +144,6 @@ class SliceReader:
                 _, old = self._lru.popitem(last=False)
                 self._lru_bytes -= old.nbytes
         return arr
-
-    def clear_cache(self) -> None:
-        self._lru.clear()
-        self._lru_bytes = 0
-        self._volumes.clear()
 
     @property
     def cached_bytes(self) -> int:

@@ -32,20 +32,15 @@ back on the input's own voxel grid with the input's affine, for NIfTI output.
 from __future__ import annotations
 
 import os
-import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from lesionprop.data.deeplesion import SeriesInfo, read_series_info, write_series_info
-
-HU_OFFSET = 32768
-_SERIES_RE = re.compile(r"^\d{6}_\d{2}_\d{2}$")
+from lesionprop.data.layout import check_series_name, list_slices, series_dir, write_slice
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
@@ -353,36 +348,6 @@ def load_label_volume(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float,
 
 # ---------------------------------------------------------------- writing the DeepLesion layout
 
-def check_series_name(name: str) -> str:
-    if not _SERIES_RE.match(name):
-        raise ValueError(f"series name must look like PPPPPP_SS_SS (patient_study_series), got {name!r}")
-    return name
-
-
-def hu_to_png16(hu: np.ndarray) -> np.ndarray:
-    """HU -> stored uint16 (HU + 32768, clipped to 0..65535; float HU rounded to the nearest integer)."""
-    hu = np.asarray(hu)
-    if hu.dtype.kind == "f":
-        return np.clip(np.rint(hu) + HU_OFFSET, 0, 65535).astype(np.uint16)
-    return np.clip(hu.astype(np.int32) + HU_OFFSET, 0, 65535).astype(np.uint16)
-
-
-def write_png16(path: Path, hu_slice: np.ndarray) -> None:
-    """Write one slice as a 16-bit PNG through a temp file renamed into place (no partial files)."""
-    ok, buf = cv2.imencode(".png", hu_to_png16(hu_slice))
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_slices(root: str | os.PathLike, series: str, hu: np.ndarray, first_slice: int = 1,
                  overwrite: bool = False) -> Path:
     """Write ``hu`` (Z, Y, X) as ``ROOT/Images_png/SERIES/III.png``, III = first_slice, first_slice + 1, ..."""
@@ -390,15 +355,15 @@ def write_slices(root: str | os.PathLike, series: str, hu: np.ndarray, first_sli
     hu = np.asarray(hu)
     if hu.ndim != 3 or hu.shape[0] == 0:
         raise ValueError(f"series {series}: expected a (Z, Y, X) volume, got shape {hu.shape}")
-    folder = Path(root) / "Images_png" / series
+    folder = series_dir(root, series)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise ValueError(f"series folder {folder} already exists (use --overwrite to replace it)")
     if folder.exists() and overwrite:
-        for f in folder.glob("*.png"):
-            f.unlink()
+        for entry in list_slices(folder).values():
+            os.unlink(entry.path)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(hu.shape[0]):
-        write_png16(folder / f"{first_slice + i:03d}.png", hu[i])
+        write_slice(root, series, first_slice + i, hu[i])
     return folder
 
 
@@ -430,6 +395,5 @@ def write_series(root: str | os.PathLike, series_name: str, hu: np.ndarray, spac
 
 
 __all__ = ["CTVolume", "VolumeError", "load_ct", "voxel_to_patient", "spacing_affine", "to_source_grid",
-           "LPS_TO_RAS", "load_dicom_series", "load_nifti", "load_label_volume",
-           "write_series", "write_slices", "merge_series_info", "hu_to_png16", "write_png16", "HU_OFFSET",
-           "check_series_name"]
+           "LPS_TO_RAS", "load_dicom_series", "load_nifti", "load_label_volume", "write_series", "write_slices",
+           "merge_series_info"]

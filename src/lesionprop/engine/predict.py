@@ -23,11 +23,12 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from lesionprop.annotations import Annotations, Source, read_annotations, series_geometry
 from lesionprop.boxes import pixel_to_file
 from lesionprop.config import Config, PredictConfig, config_from_dict
-from lesionprop.data.dataset import DetectionDataset, collate, items_for_slices, worker_init_fn
-from lesionprop.data.deeplesion import (Lesion, SeriesInfo, parse_file_name, read_annotations, select_split,
-                                        series_geometry, slice_file_name, slice_path)
+from lesionprop.data.dataset import DetectionDataset, collate, items_for_slices, worker_context, worker_init_fn
+from lesionprop.data.deeplesion import SeriesInfo
+from lesionprop.data.layout import slice_file_name, slice_path
 from lesionprop.engine import distributed
 from lesionprop.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from lesionprop.engine.tta import merge_views, tta_views
@@ -37,34 +38,31 @@ from lesionprop.model.detector import build_detector
 SLICE_MODES = ("key", "adjacent", "both", "range")
 
 
-def range_slices(lesions: list[Lesion], window: int | None = None) -> list[tuple[str, int, int]]:
+def range_slices(ann: Annotations, window: int | None = None) -> list[tuple[str, int, int]]:
     """``(series, first, last)`` of each distinct key slice's sub-volume: its ``Slice_range``,
     or ``K - window ... K + window`` clipped to it; in annotation order, duplicates dropped."""
-    out = []
-    for les in lesions:
-        lo, hi = les.slice_range
-        if window is not None:
-            lo, hi = max(lo, les.key_slice - window), min(hi, les.key_slice + window)
-        out.append((les.series, int(lo), int(hi)))
-    return list(dict.fromkeys(out))
+    lo, hi = ann.slice_range[:, 0], ann.slice_range[:, 1]
+    if window is not None:
+        lo, hi = np.maximum(lo, ann.slice_index - window), np.minimum(hi, ann.slice_index + window)
+    return list(dict.fromkeys(zip(ann.series.tolist(), lo.astype(int).tolist(), hi.astype(int).tolist())))
 
 
-def slice_names(lesions: list[Lesion], data_root: str | Path, slices: str, split: str,
+def slice_names(ann: Annotations, data_root: str | Path, slices: str, split: str,
                 window: int | None = None) -> list[str]:
     """File names to predict on (see the module docstring), in annotation order."""
     if slices not in SLICE_MODES:
         raise ValueError(f"slices must be one of {', '.join(SLICE_MODES)}, got {slices!r}")
     if window is not None and (int(window) != window or window < 0):
         raise ValueError(f"window must be an integer >= 0, got {window!r}")
-    human = [les for les in select_split(lesions, split) if les.source == "human"]
-    keys = list(dict.fromkeys(les.file_name for les in human))
+    human = ann.select(split, sources=(Source.HUMAN,), drop_noisy=False)
+    groups = human.by_key_slice()
+    keys = [str(f) for f in groups.file_names]
     if slices == "range":
         names = [slice_file_name(series, j) for series, lo, hi in range_slices(human, window)
                  for j in range(max(lo, 0), hi + 1) if slice_path(data_root, series, j).is_file()]
         return list(dict.fromkeys(names))
     adjacent = []
-    for name in keys:
-        series, k = parse_file_name(name)
+    for series, k in zip(groups.series.tolist(), groups.slices.tolist()):
         adjacent += [slice_file_name(series, j) for j in (k - 1, k + 1)
                      if j >= 0 and slice_path(data_root, series, j).is_file()]
     chosen = {"key": keys, "adjacent": adjacent, "both": keys + adjacent}[slices]
@@ -98,7 +96,8 @@ def infer(model: torch.nn.Module, cfg: Config, data_root: str | Path, file_names
                               reader=reader)
         reader = ds.reader
         loader = DataLoader(Subset(ds, mine), batch_size=pcfg.batch_size, collate_fn=collate,
-                            num_workers=cfg.data.num_workers, worker_init_fn=worker_init_fn)
+                            num_workers=cfg.data.num_workers, worker_init_fn=worker_init_fn,
+                            multiprocessing_context=worker_context(cfg.data.num_workers))
         for images, _, metas in loader:
             batch = [im.to(dist.device) for im in images for f in flips
                      for im in ([im.flip(-1)] if f else [im])]
@@ -156,7 +155,7 @@ def predict(checkpoint: str | Path, data_root: str | Path, annotations_path: str
     if out_csv is not None:
         refuse_overwrite_of_inputs(out_csv, annotations_path, ckpt)
     dist = distributed.setup(device)
-    lesions = read_annotations(annotations_path) if annotations_path is not None else []
+    lesions = read_annotations(annotations_path) if annotations_path is not None else Annotations.empty()
     if file_names is None:
         if annotations_path is None:
             raise ValueError("predict needs an annotation file or explicit file_names")

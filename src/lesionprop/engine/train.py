@@ -31,9 +31,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lesionprop.config import Config, config_from_dict, save_config
-from lesionprop.data.dataset import DetectionDataset, collate, items_from_lesions, worker_init_fn
-from lesionprop.data.deeplesion import read_annotations, select_split, series_geometry
+from lesionprop.config import Config, config_from_dict, save_config, training_signature
+from lesionprop.annotations import Split, read_annotations, series_geometry
+from lesionprop.data.dataset import DetectionDataset, collate, items_from_boxes, worker_context, worker_init_fn
 from lesionprop.engine import distributed
 from lesionprop.engine.batches import EpochIndexed, GlobalBatchSampler, to_device
 from lesionprop.engine.checkpoint import (load_checkpoint, rng_state, save_checkpoint, seed_everything,
@@ -79,13 +79,15 @@ class MetricsLog:
 
 
 def _check_resume_config(cfg: Config, saved: dict[str, Any], path: Path) -> None:
-    now, then = cfg.to_dict(), dict(saved)
-    now["train"] = {**now["train"], "iterations": 0}
-    then["train"] = {**then["train"], "iterations": 0}
-    diff = [f"{s}.{k}" for s in now for k in now[s] if then.get(s, {}).get(k) != now[s][k]]
+    """Resume only under the same :func:`~lesionprop.config.training_signature` (the pipeline's
+    training fingerprints use the same function, so they agree on when a run may continue)."""
+    now = training_signature(cfg)
+    then = training_signature(config_from_dict(saved))
+    diff = [f"{s}.{k}" for s in now for k in now[s] if then[s].get(k) != now[s][k]]
     if diff:
         raise ValueError(f"--resume: the config differs from the one in {path} at {', '.join(diff[:6])} "
-                         "(only train.iterations may change on resume)")
+                         "(a resumed run may change train.iterations and the logging, checkpoint and "
+                         "data-loading settings only)")
 
 
 def train(cfg: Config, data_root: str | Path, annotations_path: str | Path, run_dir: str | Path, *,
@@ -99,11 +101,12 @@ def train(cfg: Config, data_root: str | Path, annotations_path: str | Path, run_
     dist = distributed.setup(device)
     tc, run_dir = cfg.train, Path(run_dir)
     lesions = read_annotations(annotations_path)
-    train_rows = select_split(lesions, "train")
-    if not train_rows:
+    train_rows = lesions.select(Split.TRAIN, sources=None, drop_noisy=False)
+    if not len(train_rows):
         raise ValueError(f"{annotations_path}: no rows with Train_Val_Test = 1 (train split)")
     geometry = series_geometry(data_root, lesions)
-    dataset = DetectionDataset(data_root, items_from_lesions(train_rows), cfg.data, geometry=geometry,
+    items = items_from_boxes(train_rows.file_name, train_rows.boxes)
+    dataset = DetectionDataset(data_root, items, cfg.data, geometry=geometry,
                                train=True, seed=tc.seed)
     validator = Validator(cfg, data_root, lesions, geometry, dist)
 
@@ -145,6 +148,7 @@ def train(cfg: Config, data_root: str | Path, annotations_path: str | Path, run_
     sampler = GlobalBatchSampler(len(dataset), tc.batch_size, tc.seed, start, tc.iterations, dist.rank, dist.world)
     loader = DataLoader(EpochIndexed(dataset), batch_sampler=sampler, collate_fn=collate,
                         num_workers=cfg.data.num_workers, worker_init_fn=worker_init_fn,
+                        multiprocessing_context=worker_context(cfg.data.num_workers),
                         generator=torch.Generator(), pin_memory=cuda)
     log = MetricsLog(run_dir / "metrics.jsonl", start if resume else None, dist.main)
     bar = tqdm(total=tc.iterations, initial=start, desc="train", disable=not (progress and dist.main),
@@ -211,8 +215,3 @@ def train(cfg: Config, data_root: str | Path, annotations_path: str | Path, run_
         raise ValueError(f"nothing to train: the run is already at iteration {it} of {tc.iterations}")
     return TrainResult(run_dir, last_path, best_path if best_path.exists() else last_path, it, loss_value,
                        best, log.records)
-
-
-def config_of_run(run_dir: str | Path) -> Config:
-    """The config saved in a run directory's last checkpoint."""
-    return config_from_dict(load_checkpoint(Path(run_dir) / "last.pt")["config"])

@@ -20,8 +20,6 @@ import numpy as np
 import torch
 from torchvision.ops import nms
 
-from lesionprop.boxes import box_iou
-
 TTA_MODES = ("none", "flip", "scales", "flip+scales")
 
 
@@ -57,25 +55,45 @@ def merge_nms(views: list[tuple[np.ndarray, np.ndarray]], iou: float, max_boxes:
 
 def weighted_box_fusion(views: list[tuple[np.ndarray, np.ndarray]], iou: float,
                         max_boxes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy weighted box fusion (see the module docstring).
+
+    Boxes are visited by score (ties: view order, then order within a view); each joins
+    the cluster whose current fused box it overlaps most when that IoU is > ``iou``.
+    The fused boxes live in one ``(4, n)`` array, so each visit is a few array
+    operations on the clusters so far.
+    """
     boxes, scores = _concat(views)
     n_views = max(1, len(views))
     order = np.argsort(-scores, kind="stable")
+    fused = np.empty((4, len(order)))           # rows x1, y1, x2, y2 of each cluster's fused box
+    area = np.empty(len(order))
     members: list[list[int]] = []
-    fused = np.zeros((0, 4))
-    for i in order:
-        if len(fused):
-            ious = box_iou(boxes[i:i + 1], fused)[0]
+    m = 0
+    for i in order.tolist():
+        x1, y1, x2, y2 = box = boxes[i].tolist()
+        if m:
+            lo = np.maximum(fused[:2, :m], ((x1,), (y1,)))
+            wh = np.minimum(fused[2:, :m], ((x2,), (y2,)))
+            wh -= lo
+            np.maximum(wh, 0.0, out=wh)
+            inter = wh[0] * wh[1]
+            union = area[:m] + (max(x2 - x1, 0.0) * max(y2 - y1, 0.0)) - inter
+            ious = np.divide(inter, union, out=np.zeros(m), where=union > 0)
             j = int(np.argmax(ious))
             if ious[j] > iou:
                 members[j].append(i)
                 w = scores[members[j]]
-                fused[j] = (boxes[members[j]] * w[:, None]).sum(0) / max(w.sum(), 1e-12)
+                f = (boxes[members[j]] * w[:, None]).sum(0) / max(w.sum(), 1e-12)
+                fused[:, j] = f
+                area[j] = max(f[2] - f[0], 0.0) * max(f[3] - f[1], 0.0)
                 continue
         members.append([i])
-        fused = np.vstack([fused, boxes[i]])
-    out_scores = np.array([scores[m].mean() * min(len(m), n_views) / n_views for m in members])
-    order = np.argsort(-out_scores, kind="stable")[:max_boxes]
-    return fused[order].reshape(-1, 4), out_scores[order].reshape(-1)
+        fused[:, m] = box
+        area[m] = max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
+        m += 1
+    out_scores = np.array([scores[g].mean() * min(len(g), n_views) / n_views for g in members])
+    keep = np.argsort(-out_scores, kind="stable")[:max_boxes]
+    return fused[:, :m].T[keep].reshape(-1, 4), out_scores[keep].reshape(-1)
 
 
 def merge_views(views: list[tuple[np.ndarray, np.ndarray]], method: str, iou: float,

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lesionprop.annotations import Annotations, Source, Split
 from lesionprop.config import Config
-from lesionprop.data.deeplesion import Lesion, SeriesInfo, drop_noisy, select_split
+from lesionprop.data.deeplesion import SeriesInfo
 from lesionprop.engine import distributed
 from lesionprop.engine.predict import flatten, infer
 
@@ -20,12 +21,11 @@ VAL_FPS = 4.0
 
 
 class Validator:
-    def __init__(self, cfg: Config, data_root: str | Path, lesions: list[Lesion],
+    def __init__(self, cfg: Config, data_root: str | Path, ann: Annotations,
                  geometry: dict[str, SeriesInfo], dist: distributed.DistInfo) -> None:
         self.cfg, self.data_root, self.geometry, self.dist = cfg, data_root, geometry, dist
-        self.lesions = lesions
-        val = [les for les in drop_noisy(select_split(lesions, "val")) if les.source == "human"]
-        self.file_names = list(dict.fromkeys(les.file_name for les in val))
+        self.val = ann.select(Split.VAL, sources=(Source.HUMAN,), drop_noisy=True)
+        self.file_names = [str(f) for f in self.val.by_key_slice().file_names]
 
     @property
     def has_lesions(self) -> bool:
@@ -38,7 +38,7 @@ class Validator:
         names, boxes, scores = infer(model, self.cfg, self.data_root, self.file_names, self.geometry,
                                      tta="none", dist=self.dist, progress=False)
         preds = Predictions.from_arrays(*flatten(names, boxes, scores))
-        result = evaluate(self.lesions, preds, split="val", fps=(VAL_FPS,))
+        result = evaluate(self.val, preds, split="val", fps=(VAL_FPS,))
         return sensitivity_at(result, VAL_FPS)
 
 

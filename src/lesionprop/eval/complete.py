@@ -30,7 +30,7 @@ DEFAULT_RATES = {"lens": LENS_FPS, "harvester": HARVESTER_FPS}
 
 def load_truth(truth: str | Path, fmt: str = "auto", *, split: str = "test", annotations=None,
                window: int | None = None) -> CompleteLabels:
-    """Ground truth for a complete-label protocol (``annotations``: a list of Lesion rows)."""
+    """Ground truth for a complete-label protocol (``annotations``: Annotations)."""
     units = units_from_key_slices(annotations, split, window) if annotations is not None else None
     if units is not None and not units:
         raise ValueError(f"no key slices of split {split!r} in the annotations: no sub-volumes to evaluate")

@@ -43,12 +43,12 @@ count.  A detection's outcome depends only on its own image.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from lesionprop.data.deeplesion import LESION_TYPES, Lesion, parse_file_name, select_split
-from lesionprop.labels.index import Vocab, segment_pairs, slice_keys
+from lesionprop.annotations import LESION_TYPES, Annotations, Lesion, Source, as_annotations
+from lesionprop.grouping import Vocab, segment_pairs, slice_keys
 from lesionprop.predictions import Predictions
 
 DEFAULT_FPS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -203,14 +203,28 @@ class FrocResult:
     by_size: dict[str, SubResult] = field(default_factory=dict)
     outcomes: Outcomes | None = field(default=None, repr=False)
 
-    def to_dict(self, breakdown: bool = False) -> dict:
+    def to_dict(self, breakdown: bool = False, curve: bool = False) -> dict:
         out = {"fps": [float(f) for f in self.fps], "sensitivity": [float(s) for s in self.sensitivity],
                "images": int(self.images), "lesions": int(self.lesions)}
+        if curve:
+            out.update(split=self.split, iou=float(self.iou), convention=self.convention,
+                       fp_curve=[float(x) for x in self.fp_curve], sens_curve=[float(x) for x in self.sens_curve])
         if breakdown:
             out["by_interval"] = {k: vars(v) for k, v in self.by_interval.items()}
             out["by_type"] = {k: vars(v) for k, v in self.by_type.items()}
             out["by_size"] = {k: vars(v) for k, v in self.by_size.items()}
         return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FrocResult":
+        """The result written by ``to_dict(curve=True)`` (breakdowns included when written)."""
+        return cls(tuple(float(f) for f in d["fps"]), np.asarray(d["sensitivity"], dtype=np.float64),
+                   int(d["images"]), int(d["lesions"]), np.asarray(d.get("fp_curve", []), dtype=np.float64),
+                   np.asarray(d.get("sens_curve", []), dtype=np.float64), d.get("split", "test"),
+                   float(d.get("iou", 0.5)), d.get("convention", "mulan"),
+                   {k: SubResult(**v) for k, v in d.get("by_interval", {}).items()},
+                   {k: SubResult(**v) for k, v in d.get("by_type", {}).items()},
+                   {k: SubResult(**v) for k, v in d.get("by_size", {}).items()})
 
 
 def image_pads(spacing_x: np.ndarray, names: Sequence[str]) -> np.ndarray:
@@ -224,26 +238,33 @@ def image_pads(spacing_x: np.ndarray, names: Sequence[str]) -> np.ndarray:
     return MULAN_PIXEL_MM / sx
 
 
-def evaluate(lesions: Sequence[Lesion], predictions: Predictions, *, split: str = "test", iou: float = 0.5,
-             fps: Sequence[float] = DEFAULT_FPS, truth: Sequence[Lesion] | None = None,
-             convention: str = "mulan") -> FrocResult:
+def evaluate(lesions: Annotations | Iterable[Lesion], predictions: Predictions, *, split: str = "test",
+             iou: float = 0.5, fps: Sequence[float] = DEFAULT_FPS,
+             truth: Annotations | Iterable[Lesion] | None = None, convention: str = "mulan") -> FrocResult:
     """Evaluate ``predictions`` on the key slices of ``split`` (see the module docstring)."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     fps = tuple(float(f) for f in fps)
     if not fps or any(not np.isfinite(f) or f < 0 for f in fps):
         raise ValueError(f"fps must be non-negative numbers, got {list(fps)}")
-    keyrows = [les for les in select_split(lesions, split) if les.source == "human" and les.noisy == 0]
-    image_row: dict[str, Lesion] = {}
-    for les in keyrows:
-        image_row.setdefault(les.file_name, les)
-    if not image_row:
+    keyrows = as_annotations(lesions).select(split, sources=(Source.HUMAN,), drop_noisy=True)
+    images = keyrows.by_key_slice()
+    if not len(images):
         raise ValueError(f"no lesions in split {split!r} after dropping Possibly_noisy != 0 rows")
-    gts = keyrows if truth is None else [t for t in truth if t.file_name in image_row]
-    names = list(image_row)
-    parsed = [parse_file_name(n) for n in names]
+    names = images.file_names.astype(str)
+    if truth is None:
+        gts = keyrows
+        gt_img = np.empty(len(keyrows), np.int64)
+        gt_img[images.rows] = np.repeat(np.arange(len(images)), images.count)
+    else:
+        truth = as_annotations(truth)
+        by_name = np.argsort(names)
+        pos = np.clip(np.searchsorted(names[by_name], truth.file_name.astype(str)), 0, names.size - 1)
+        on_image = names[by_name][pos] == truth.file_name.astype(str)
+        gts = truth.take(on_image)
+        gt_img = by_name[pos[on_image]]
     vocab = Vocab(predictions.series_names)
-    img_keys = slice_keys(vocab.codes([p[0] for p in parsed]), np.array([p[1] for p in parsed], np.int64))
+    img_keys = slice_keys(vocab.codes(images.series), images.slices)
     key_order = np.argsort(img_keys)
     sorted_keys = img_keys[key_order]
 
@@ -255,12 +276,11 @@ def evaluate(lesions: Sequence[Lesion], predictions: Predictions, *, split: str 
         else np.zeros(0, np.int64)
     on = det_img >= 0
     det_img, det_boxes, det_scores = det_img[on], predictions.boxes[on], predictions.scores[on]
-    name_id = {n: i for i, n in enumerate(names)}
-    gt_img = np.asarray([name_id[g.file_name] for g in gts], dtype=np.int64)
-    gt_boxes = np.asarray([g.box for g in gts], dtype=np.float64).reshape(-1, 4)
+    gt_boxes = gts.boxes
     if gt_img.size == 0:
         raise ValueError("no lesions to evaluate")
-    spacing_x = np.asarray([image_row[n].spacing[0] for n in names], dtype=np.float64)
+    first = images.first_row
+    spacing_x = keyrows.spacing[first, 0]
     pad = image_pads(spacing_x, names) if convention == "mulan" else np.ones(len(names))
 
     order, is_fp, found_at = match_detections(det_img, det_boxes, det_scores, gt_img, gt_boxes, iou=iou, pad=pad)
@@ -269,13 +289,12 @@ def evaluate(lesions: Sequence[Lesion], predictions: Predictions, *, split: str 
     fp_curve = np.cumsum(is_fp[order]) / float(len(names))
     sens_curve = np.cumsum(found) / float(gt_img.size)
     sens = sensitivity_at(fp_curve, sens_curve, fps, convention)
-    result = FrocResult(fps, sens, len(names), len(gts), fp_curve, sens_curve, split, float(iou), convention)
-    patients = np.asarray([image_row[n].patient for n in names], dtype=np.int64)
-    units, image_unit = np.unique(patients, return_inverse=True)
+    result = FrocResult(fps, sens, len(images), len(gts), fp_curve, sens_curve, split, float(iou), convention)
+    units, image_unit = np.unique(keyrows.patient[first], return_inverse=True)
     result.outcomes = Outcomes(det_img[order], is_fp[order], found, image_unit.reshape(-1),
                                np.bincount(gt_img, minlength=len(names)), units)
 
-    interval = np.asarray([image_row[n].spacing[2] for n in names], dtype=np.float64)
+    interval = keyrows.spacing[first, 2]
     for label, img_mask in (("<= 2 mm", interval <= 2.0), ("> 2 mm", interval > 2.0)):
         if not img_mask.any() or not img_mask[gt_img].any():
             continue
@@ -292,11 +311,10 @@ def evaluate(lesions: Sequence[Lesion], predictions: Predictions, *, split: str 
         return SubResult(int(np.unique(gt_img[mask]).size), int(mask.sum()),
                          sensitivity_at(fp_curve, s, fps, convention).tolist())
 
-    types = np.asarray([g.lesion_type for g in gts], dtype=np.int64)
+    types = gts.lesion_type
     for t in np.unique(types):
         result.by_type[LESION_TYPES.get(int(t), str(int(t)))] = along_curve(types == t)
-    long_mm = np.asarray([max(g.diameters) if g.diameters else np.nan for g in gts], dtype=np.float64) \
-        * spacing_x[gt_img]
+    long_mm = gts.diameters_px.max(axis=1) * spacing_x[gt_img]      # NaN where not 2 diameters
     groups = size_group(long_mm)
     for k, label in enumerate(SIZE_GROUPS):
         if (groups == k).any():

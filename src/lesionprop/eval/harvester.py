@@ -31,8 +31,8 @@ from typing import Sequence
 import numpy as np
 
 from lesionprop.eval.froc import pair_iou_padded
-from lesionprop.eval.lens import ProtocolResult, add_breakdowns, protocol_result, unit_pairs
-from lesionprop.labels.index import slice_keys
+from lesionprop.eval.lens import ProtocolResult, add_breakdowns, ap_from_found, protocol_result, unit_pairs
+from lesionprop.grouping import slice_keys
 
 HARVESTER_FPS: tuple[float, ...] = tuple(2.0 ** p for p in range(-3, 5))
 HARVESTER_IOU = 0.5
@@ -70,20 +70,6 @@ def voc_ap(order: np.ndarray, hit_det: np.ndarray, hit_gt: np.ndarray, n_gt: int
     first = np.full(int(n_gt), n, np.int64)
     np.minimum.at(first, hit_gt, rank[hit_det])
     return ap_from_found(np.bincount(first[first < n], minlength=n)[:n], n_gt)
-
-
-def ap_from_found(found: np.ndarray, n_gt: int) -> float:
-    """AP from the number of boxes each ranked detection finds first (0: a false positive for AP)."""
-    found = np.asarray(found, dtype=np.float64)
-    n = found.size
-    if n_gt <= 0 or n == 0:
-        return 0.0
-    precision = np.cumsum(found > 0) / np.arange(1, n + 1, dtype=np.float64)
-    mrec = np.concatenate(([0.0], np.cumsum(found) / float(n_gt), [1.0]))
-    mpre = np.concatenate(([0.0], precision, [0.0]))
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-    step = np.flatnonzero(mrec[1:] != mrec[:-1])
-    return float(np.sum((mrec[step + 1] - mrec[step]) * mpre[step + 1]))
 
 
 def harvester_froc(det_unit: np.ndarray, det_scores: np.ndarray, box_lesion: np.ndarray, box_slice: np.ndarray,

@@ -33,10 +33,25 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lesionprop.eval.froc import SIZE_GROUPS, Outcomes, SubResult, size_group
-from lesionprop.labels.index import segment_pairs
+from lesionprop.grouping import segment_pairs
 
 LENS_FPS: tuple[float, ...] = tuple(2.0 ** p for p in range(-3, 4))
 LENS_IOBB = 0.3
+
+
+def ap_from_found(found: np.ndarray, n_gt: int) -> float:
+    """AP from the number of boxes each ranked detection finds first (0: a false positive for AP)."""
+    found = np.asarray(found, dtype=np.float64)
+    n = found.size
+    if n_gt <= 0 or n == 0:
+        return 0.0
+    precision = np.cumsum(found > 0) / np.arange(1, n + 1, dtype=np.float64)
+    mrec = np.concatenate(([0.0], np.cumsum(found) / float(n_gt), [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    step = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[step + 1] - mrec[step]) * mpre[step + 1]))
+
 
 
 def iobb3d(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -179,7 +194,6 @@ def bootstrap_protocol(result: ProtocolResult, *, level: float = 0.95, n_boot: i
     overrides the draw.
     """
     from lesionprop.eval.bootstrap import draw_weights, percentile_ci
-    from lesionprop.eval.harvester import ap_from_found
 
     o = result.outcomes
     ties = "first" if result.protocol == "harvester" else "last"

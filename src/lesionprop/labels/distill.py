@@ -13,14 +13,13 @@ appearance, offsets in the given order; rows follow that order, then file order.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from lesionprop.data.deeplesion import Lesion, derived_lesion
-from lesionprop.labels.index import (
-    KeySlices, PredIndex, Vocab, check_offsets, check_threshold, expand_segments, key_slices,
-    slice_keys, split_rows,
+from lesionprop.annotations import Annotations, Lesion, Source, as_annotations
+from lesionprop.grouping import (
+    KeySlices, PredIndex, Vocab, check_offsets, check_threshold, expand_segments, key_slices, slice_keys,
 )
 from lesionprop.labels.propagate import REFERENCE_SOURCES
 from lesionprop.predictions import Predictions
@@ -51,16 +50,13 @@ def distill_arrays(ks: KeySlices, index: PredIndex, *, score: float, offsets: Se
     return r[first], k[first]
 
 
-def distill(lesions: Sequence[Lesion], predictions: Predictions, *, score: float = 0.9,
-            offsets: Sequence[int] = (-1, 1), split: str = "train") -> list[Lesion]:
-    """Data distillation on ``lesions`` and ``predictions``: the NEW rows (Source ``distilled``)."""
+def distill(ann: Annotations | Iterable[Lesion], predictions: Predictions, *, score: float = 0.9,
+            offsets: Sequence[int] = (-1, 1), split: str = "train") -> Annotations:
+    """Data distillation on ``ann`` and ``predictions``: the NEW rows (Source ``distilled``)."""
     score = check_threshold("score", score)
     offsets = check_offsets(offsets)
-    vocab = Vocab(predictions.series_names)
-    ks = key_slices(lesions, split_rows(lesions, split, REFERENCE_SOURCES), vocab)
-    index = PredIndex.of(predictions)
-    rows, key = distill_arrays(ks, index, score=score, offsets=offsets)
-    first = ks.first_row
-    return [derived_lesion(lesions[first[k]], slice_index=int(predictions.slices[r]), box=predictions.boxes[r],
-                           source="distilled", score=float(predictions.scores[r]))
-            for r, k in zip(rows.tolist(), key.tolist())]
+    ref = as_annotations(ann).select(split, sources=REFERENCE_SOURCES, drop_noisy=False)
+    ks = key_slices(ref, Vocab(predictions.series_names))
+    rows, key = distill_arrays(ks, PredIndex.of(predictions), score=score, offsets=offsets)
+    return ref.derive(ks.first_row[key], slices=predictions.slices[rows], boxes=predictions.boxes[rows],
+                      source=Source.DISTILLED, scores=predictions.scores[rows])

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lesionprop.labels.index import pair_iou, segment_pairs
+from lesionprop.grouping import pair_iou, segment_pairs
 
 _SHIFT = np.int64(1 << 32)
 

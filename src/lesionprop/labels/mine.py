@@ -23,14 +23,14 @@ exactly the sequential greedy matching.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable
 
 import numpy as np
 
-from lesionprop.data.deeplesion import Lesion, derived_lesion
-from lesionprop.labels.index import (
+from lesionprop.annotations import Annotations, Lesion, Source, as_annotations
+from lesionprop.grouping import (
     BoxCols, KeySlices, PredIndex, Vocab, check_iou, check_threshold, expand_segments, key_slices,
-    overlap_iou, segment_pairs, slice_keys, split_rows,
+    overlap_iou, segment_pairs, slice_keys,
 )
 from lesionprop.predictions import Predictions
 
@@ -129,15 +129,12 @@ def mine_arrays(ks: KeySlices, index: PredIndex, *, score: float, iou: float
     return key[order], boxes[order], scores[order]
 
 
-def mine(lesions: Sequence[Lesion], predictions: Predictions, *, score: float = 0.9, iou: float = 0.5,
-         split: str = "train") -> list[Lesion]:
-    """Algorithm 2 on ``lesions`` and ``predictions``: the NEW rows (Source ``mined``)."""
+def mine(ann: Annotations | Iterable[Lesion], predictions: Predictions, *, score: float = 0.9, iou: float = 0.5,
+         split: str = "train") -> Annotations:
+    """Algorithm 2 on ``ann`` and ``predictions``: the NEW rows (Source ``mined``)."""
     score = check_threshold("score", score)
     iou = check_iou(iou)
-    vocab = Vocab(predictions.series_names)
-    ks = key_slices(lesions, split_rows(lesions, split, ("human",)), vocab)
-    index = PredIndex.of(predictions)
-    key, boxes, scores = mine_arrays(ks, index, score=score, iou=iou)
-    first = ks.first_row
-    return [derived_lesion(lesions[first[k]], slice_index=int(ks.slices[k]), box=b, source="mined", score=s)
-            for k, b, s in zip(key.tolist(), boxes.tolist(), scores.tolist())]
+    ref = as_annotations(ann).select(split, sources=(Source.HUMAN,), drop_noisy=False)
+    ks = key_slices(ref, Vocab(predictions.series_names))
+    key, boxes, scores = mine_arrays(ks, PredIndex.of(predictions), score=score, iou=iou)
+    return ref.derive(ks.first_row[key], slices=ks.slices[key], boxes=boxes, source=Source.MINED, scores=scores)

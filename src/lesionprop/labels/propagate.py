@@ -19,18 +19,18 @@ its ``Coarse_lesion_type``; its score is the prediction's.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from lesionprop.data.deeplesion import Lesion, derived_lesion
-from lesionprop.labels.index import (
-    KeySlices, PredIndex, Vocab, check_offsets, check_iou, first_per_group, key_slices,
-    overlap_iou, segment_pairs, slice_keys, split_rows,
+from lesionprop.annotations import Annotations, Lesion, Source, as_annotations
+from lesionprop.grouping import (
+    KeySlices, PredIndex, Vocab, check_iou, check_offsets, first_per_group, key_slices, overlap_iou,
+    segment_pairs, slice_keys,
 )
 from lesionprop.predictions import Predictions
 
-REFERENCE_SOURCES = ("human", "mined")
+REFERENCE_SOURCES = (Source.HUMAN, Source.MINED)
 
 
 def propagate_arrays(ks: KeySlices, index: PredIndex, *, iou: float, offsets: Sequence[int],
@@ -69,19 +69,14 @@ def propagate_arrays(ks: KeySlices, index: PredIndex, *, iou: float, offsets: Se
     return row[first], ref[first]
 
 
-def propagate(lesions: Sequence[Lesion], predictions: Predictions, *, iou: float = 0.5,
-              offsets: Sequence[int] = (-1, 1), keep: str = "best", split: str = "train") -> list[Lesion]:
-    """Algorithm 1 on ``lesions`` and ``predictions``: the NEW rows (Source ``propagated``)."""
+def propagate(ann: Annotations | Iterable[Lesion], predictions: Predictions, *, iou: float = 0.5,
+              offsets: Sequence[int] = (-1, 1), keep: str = "best", split: str = "train") -> Annotations:
+    """Algorithm 1 on ``ann`` and ``predictions``: the NEW rows (Source ``propagated``)."""
     iou = check_iou(iou)
     offsets = check_offsets(offsets)
-    vocab = Vocab(predictions.series_names)
-    ks = key_slices(lesions, split_rows(lesions, split, REFERENCE_SOURCES), vocab)
-    index = PredIndex.of(predictions)
-    rows, ref = propagate_arrays(ks, index, iou=iou, offsets=offsets, keep=keep)
-    out = []
-    for r, g in zip(rows.tolist(), ks.rows[ref].tolist()):
-        src = lesions[g]
-        out.append(derived_lesion(src, slice_index=int(predictions.slices[r]), box=predictions.boxes[r],
-                                  source="propagated", score=float(predictions.scores[r]),
-                                  lesion_type=src.lesion_type))
-    return out
+    ref = as_annotations(ann).select(split, sources=REFERENCE_SOURCES, drop_noisy=False)
+    ks = key_slices(ref, Vocab(predictions.series_names))
+    rows, pos = propagate_arrays(ks, PredIndex.of(predictions), iou=iou, offsets=offsets, keep=keep)
+    g = ks.rows[pos]
+    return ref.derive(g, slices=predictions.slices[rows], boxes=predictions.boxes[rows], source=Source.PROPAGATED,
+                      scores=predictions.scores[rows], lesion_type=ref.lesion_type[g])

@@ -6,7 +6,7 @@ module: ResNet body + FPN, keys ``body.*`` and ``fpn.*``) to start a training fr
 * ``synthetic-cpu``: the file shipped in the package (:data:`SHIPPED`), trained by
   lesionprop on synthetic series of seeds disjoint from the demo's and the
   benchmarks' (model card: ``docs/cpu_synth_backbone.md``);
-* any other value: a local file written by :func:`export_backbone`.
+* any other value: a local file written by :func:`lesionprop.engine.export_backbone.export_backbone`.
 
 The RPN and the box head stay randomly initialised; ``model.init_backbone: null``
 (the default) trains everything from scratch.  The file holds fp16 tensors (half the
@@ -14,12 +14,11 @@ size); they are cast to the model's dtype when loaded.  No boxes are handled her
 
 Export the backbone of a finished training run::
 
-    python -m lesionprop.model.pretrain RUN/last.pt OUT.pt
+    python -m lesionprop.engine.export_backbone RUN/last.pt OUT.pt
 """
 
 from __future__ import annotations
 
-import argparse
 from importlib import resources
 from pathlib import Path
 
@@ -71,32 +70,3 @@ def load_backbone(backbone: nn.Module, spec: str | Path) -> Path:
                              f"the model needs {tuple(v.shape)} (another model.base_width / fpn_channels?)")
     backbone.load_state_dict({k: state[k].to(v.dtype) for k, v in own.items()})
     return path
-
-
-def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write the backbone of a training checkpoint as an fp16 state dict (atomically)."""
-    from lesionprop.engine.checkpoint import load_checkpoint
-    from lesionprop.fileio import atomic_write
-
-    state = backbone_state(load_checkpoint(checkpoint)["model"])
-    out = Path(out)
-    if out.resolve() == Path(checkpoint).resolve():
-        raise ValueError(f"{out}: refusing to overwrite the input checkpoint")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out, "wb") as fh:
-        torch.save(state, fh)
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="export a training run's backbone (ResNet + FPN) as an fp16 state dict")
-    ap.add_argument("checkpoint", help="a checkpoint file or a run directory (its best.pt)")
-    ap.add_argument("out", help="output .pt file")
-    args = ap.parse_args(argv)
-    path = export_backbone(args.checkpoint, args.out)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -13,11 +13,17 @@ from typing import Sequence
 
 import numpy as np
 
+from lesionprop.annotations import Annotations, Lesion, Source, read_annotations
 from lesionprop.boxes import box_iou, file_to_pixel
-from lesionprop.data.deeplesion import Lesion, group_by_slice, parse_file_name, read_annotations, slice_file_name
+from lesionprop.data.layout import parse_file_name, slice_file_name
 from lesionprop.fileio import save_figure
 
 DISPLAY_WINDOW = (-160.0, 240.0)   # soft-tissue window for looking at lesions
+
+
+def _rows_by_slice(ann: Annotations) -> dict[str, list[Lesion]]:
+    """Slice name -> its rows (for drawing a few cases)."""
+    return {name: [ann.row(i) for i in rows.tolist()] for name, rows in ann.groups().items()}
 
 
 def _key_slice_of(row: Lesion, key_names: set[str]) -> str:
@@ -101,16 +107,16 @@ def render_cases(root: Path, cases: Sequence[Lesion], rows_by: dict[str, list[Le
 def draw_label_figures(root: Path, annotations: Path, truth: Path | None, label_files: dict[str, Path],
                        out_dir: Path, n: int = 3) -> list[Path]:
     """One good-cases and one wrong-cases figure per label set; returns the written paths."""
-    human = read_annotations(annotations)
-    key_names = {r.file_name for r in human}
-    truth_by = group_by_slice(read_annotations(truth)) if truth is not None and truth.is_file() else {}
+    key_names = set(read_annotations(annotations).file_name.tolist())
+    truth_by = _rows_by_slice(read_annotations(truth)) if truth is not None and truth.is_file() else {}
     written = []
     for name, f in label_files.items():
         rows = read_annotations(f)
-        pseudo = [r for r in rows if r.source != "human"]
-        if not pseudo:
+        is_pseudo = rows.source != Source.HUMAN.value
+        if not is_pseudo.any():
             continue
-        rows_by = group_by_slice(rows)
+        pseudo = [rows.row(i) for i in np.flatnonzero(is_pseudo).tolist()]
+        rows_by = _rows_by_slice(rows)
         good, wrong = pick_cases(pseudo, truth_by, n, key_names) if truth_by else (pseudo[:n], [])
         for kind, cases in (("good", good), ("wrong", wrong)):
             if not cases:

@@ -16,12 +16,13 @@ Two kinds of lesion slices can be recovered:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable
 
 import numpy as np
 
+from lesionprop.annotations import Annotations, Lesion, Source, Split, as_annotations
 from lesionprop.boxes import box_iou
-from lesionprop.data.deeplesion import Lesion, group_by_slice, parse_file_name, slice_file_name
+from lesionprop.data.layout import parse_file_name, slice_file_name
 
 
 @dataclass(frozen=True)
@@ -46,24 +47,26 @@ class LabelQuality:
         return d
 
 
-def _boxes(rows: Sequence[Lesion]) -> np.ndarray:
-    return np.array([r.box for r in rows], dtype=np.float64).reshape(-1, 4)
+def _by_slice(ann: Annotations) -> dict[str, np.ndarray]:
+    """Slice name -> ``(N, 4)`` boxes of the rows on it."""
+    return {name: ann.boxes[rows] for name, rows in ann.groups().items()}
 
 
-def target_truth(human: Sequence[Lesion], truth: Sequence[Lesion], iou: float = 0.5
+def target_truth(human: Annotations, truth: Annotations, iou: float = 0.5
                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Truth boxes a pseudo-labeller could recover on the training split.
 
     Returns ``(missing, neighbour)``: slice name -> ``(N, 4)`` truth boxes.
     """
-    human_by = group_by_slice(r for r in human if r.split == 1 and r.source == "human")
-    truth_by = group_by_slice(r for r in truth if r.split == 1)
+    human_by = _by_slice(human.select(Split.TRAIN, sources=(Source.HUMAN,), drop_noisy=False))
+    truth_by = _by_slice(truth.select(Split.TRAIN, sources=None, drop_noisy=False))
+    none = np.zeros((0, 4))
     missing: dict[str, np.ndarray] = {}
     neighbour: dict[str, np.ndarray] = {}
-    for name, hrows in human_by.items():
-        t = _boxes(truth_by.get(name, []))
+    for name, hboxes in human_by.items():
+        t = truth_by.get(name, none)
         if len(t):
-            covered = (box_iou(t, _boxes(hrows)) >= iou).any(axis=1)
+            covered = (box_iou(t, hboxes) >= iou).any(axis=1)
             if (~covered).any():
                 missing[name] = t[~covered]
         series, k = parse_file_name(name)
@@ -71,24 +74,24 @@ def target_truth(human: Sequence[Lesion], truth: Sequence[Lesion], iou: float = 
             nb = slice_file_name(series, s)
             if nb in human_by or nb in neighbour:
                 continue
-            tb = _boxes(truth_by.get(nb, []))
+            tb = truth_by.get(nb, none)
             if len(tb):
                 neighbour[nb] = tb
     return missing, neighbour
 
 
-def label_quality(rows: Sequence[Lesion], truth: Sequence[Lesion], iou: float = 0.5) -> LabelQuality:
+def label_quality(rows: Annotations | Iterable[Lesion], truth: Annotations | Iterable[Lesion],
+                  iou: float = 0.5) -> LabelQuality:
     """Quality of the non-human rows of ``rows`` against ``truth``."""
-    human = [r for r in rows if r.source == "human"]
-    pseudo = [r for r in rows if r.source != "human"]
-    truth_by = group_by_slice(r for r in truth if r.split == 1)
-    missing, neighbour = target_truth(human, truth, iou)
+    rows, truth = as_annotations(rows), as_annotations(truth)
+    pseudo = rows.take(rows.source != Source.HUMAN.value)
+    truth_by = _by_slice(truth.select(Split.TRAIN, sources=None, drop_noisy=False))
+    missing, neighbour = target_truth(rows, truth, iou)
     correct = 0
     rec_missing = rec_neighbour = 0
-    for name, prow in group_by_slice(pseudo).items():
-        p = _boxes(prow)
-        t = _boxes(truth_by.get(name, []))
-        if len(t):
+    for name, p in _by_slice(pseudo).items():
+        t = truth_by.get(name)
+        if t is not None:
             correct += int((box_iou(p, t) >= iou).any(axis=1).sum())
         for targets, counter in ((missing, "m"), (neighbour, "n")):
             tb = targets.get(name)

@@ -19,7 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lesionprop.data.deeplesion import read_annotations
+from lesionprop.annotations import read_annotations
+from lesionprop.eval.froc import FrocResult
 from lesionprop.fileio import atomic_write, save_figure
 from lesionprop.pipeline.quality import label_quality
 
@@ -149,7 +150,7 @@ def _csv_text(official: Any, truth: Any | None, fps: Sequence[float]) -> str:
     return buf.getvalue()
 
 
-def froc_plot(results: dict[str, dict[str, Any]], truth: dict[str, dict[str, Any]], path: Path) -> None:
+def froc_plot(results: dict[str, FrocResult], truth: dict[str, FrocResult], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,8 +160,8 @@ def froc_plot(results: dict[str, dict[str, Any]], truth: dict[str, dict[str, Any
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, (title, res) in zip(axes[0], panels):
         for v, r in res.items():
-            fp = np.asarray(r["fp_curve"])
-            se = np.asarray(r["sens_curve"])
+            fp = np.asarray(r.fp_curve)
+            se = np.asarray(r.sens_curve)
             ax.plot(np.r_[0, fp], np.r_[0, se], label=VARIANT_NAMES.get(v, v))
         ax.set_xscale("symlog", linthresh=0.5)
         ax.set_xlim(0, 16)

@@ -15,7 +15,6 @@ RUN/
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -23,24 +22,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lesionprop.config import Config, save_config
-from lesionprop.data.deeplesion import read_annotations, write_annotations
+from lesionprop.annotations import Annotations, concat, read_annotations, write_annotations
+from lesionprop.config import Config, save_config, training_signature
+from lesionprop.eval.froc import DEFAULT_FPS, FrocResult
 from lesionprop.fileio import atomic_write
-from lesionprop.pipeline.stages import StageRunner, hash_file, hash_object, hash_tree_listing
+from lesionprop.pipeline.stages import StageRunner, dataset_fingerprint, hash_file, hash_object
+from lesionprop.pipeline.workers import exclusive, train_many, train_stage
 
-#: label set -> the annotation file each retrained model learns from
-VARIANT_LABELS = {"baseline": None, "dd": "labels_dd.csv", "lp": "labels_lp.csv",
-                  "mm": "labels_mm.csv", "mm_lp": "labels_mm_lp.csv"}
+#: the variants: label set -> the annotation file its model learns from (None: the human labels)
+VARIANT_LABELS: dict[str, str | None] = {"baseline": None, "mm": "labels_mm.csv", "lp": "labels_lp.csv",
+                                         "mm_lp": "labels_mm_lp.csv", "dd": "labels_dd.csv"}
+#: the pseudo-label sets (every variant with a label file), in the report's order
+LABEL_SETS: tuple[str, ...] = tuple(v for v, f in VARIANT_LABELS.items() if f)
+#: the FP rates of every evaluation and report (the paper's 0.5, 1, 2, 4, 8 per image)
+FPS: tuple[float, ...] = DEFAULT_FPS
 
 
 @dataclass
 class PipelineResult:
     run_dir: Path
-    official: dict[str, Any] = field(default_factory=dict)   # variant -> FrocResult
-    truth: dict[str, Any] = field(default_factory=dict)
-    lens: dict[str, Any] = field(default_factory=dict)        # variant -> 3D complete-label evaluation
+    official: dict[str, FrocResult] = field(default_factory=dict)   # variant -> result on the key-slice labels
+    truth: dict[str, FrocResult] = field(default_factory=dict)      # variant -> result on complete truth
+    lens: dict[str, Any] = field(default_factory=dict)              # variant -> 3D complete-label evaluation
     report_dir: Path | None = None
-    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def retrain_config(cfg: Config) -> Config:
@@ -66,8 +70,9 @@ def retrain_config(cfg: Config) -> Config:
 
 
 def _training_fingerprint(cfg: Config) -> str:
-    """What a trained model depends on besides its data: the data, model and train settings."""
-    return hash_object([cfg.data.__dict__, cfg.model.__dict__, cfg.train.__dict__])
+    """What a trained model depends on besides its data: its training signature (the same one
+    ``train --resume`` checks) and its length."""
+    return hash_object([training_signature(cfg), cfg.train.iterations])
 
 
 def _data_paths(cfg: Config, run_dir: Path) -> tuple[Path, Path, Path | None]:
@@ -82,7 +87,7 @@ def _data_paths(cfg: Config, run_dir: Path) -> tuple[Path, Path, Path | None]:
 
 
 def _synth_stage(cfg: Config, root: Path) -> dict[str, Any]:
-    from lesionprop.data.synth import generate_dataset
+    from lesionprop.synth.dataset import generate_dataset
 
     partial = root.with_name(root.name + ".partial")
     if partial.exists():
@@ -93,150 +98,6 @@ def _synth_stage(cfg: Config, root: Path) -> dict[str, Any]:
         shutil.rmtree(root)
     os.replace(partial, root)
     return {"summary": str(summary)}
-
-
-def _train_stage(cfg: Config, root: Path, annotations: Path, run: Path, fp: str,
-                 init_checkpoint: Path | None, progress: bool = True, threads: int | None = None
-                 ) -> dict[str, Any]:
-    """Train one model into ``run``; continue it when an earlier run of the same inputs was killed."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    with _run_lock(run):
-        return _train_locked(cfg, root, annotations, run, fp, init_checkpoint, progress)
-
-
-def _run_lock(run: Path, timeout_s: float = 120.0) -> contextlib.AbstractContextManager[None]:
-    """An exclusive lock on one training folder (a file beside it, as the folder may be removed).
-
-    Two writers in one run folder would corrupt it: e.g. a training left running by a pipeline
-    killed a moment ago, while the rerun resumes the same folder.  The rerun waits for it to end.
-    """
-    return _exclusive(run.parent / f".{run.name}.lock", timeout_s,
-                      f"another process is still training into {run} (held for {timeout_s:.0f} s): "
-                      "stop it, or wait and run again")
-
-
-def _exclusive(lock_file: Path, timeout_s: float, busy: str) -> contextlib.AbstractContextManager[None]:
-    """Hold the file lock ``lock_file``; :class:`fileio.LockHeldError` (``busy``, naming the holder's
-    pid and host) when it stays taken for ``timeout_s``."""
-    from lesionprop.fileio import exclusive_lock
-
-    return exclusive_lock(lock_file, timeout_s, busy)
-
-
-def _train_locked(cfg: Config, root: Path, annotations: Path, run: Path, fp: str,
-                  init_checkpoint: Path | None, progress: bool) -> dict[str, Any]:
-    from lesionprop.engine.checkpoint import load_checkpoint
-    from lesionprop.engine.train import train
-
-    stamp = run / "pipeline_fingerprint.txt"
-    resume = stamp.is_file() and stamp.read_text().strip() == fp and (run / "last.pt").is_file()
-    if resume and (run / "best.pt").is_file() and \
-            load_checkpoint(run / "last.pt")["iteration"] >= cfg.train.iterations:
-        return {"best_checkpoint": str(run / "best.pt"), "resumed": True}    # finished before a kill
-    if run.exists() and not resume:
-        shutil.rmtree(run)       # a stale run of other inputs, made by this pipeline: restart it
-    run.mkdir(parents=True, exist_ok=True)
-    with atomic_write(stamp) as fh:
-        fh.write(fp)
-    kwargs = {"init_checkpoint": init_checkpoint} if init_checkpoint else {}
-    result = train(cfg, root, annotations, run, resume=resume, progress=progress, **kwargs)
-    return {"best_checkpoint": str(result.best_checkpoint), "resumed": resume}
-
-
-def _train_many(cfg: Config, root: Path, runner: StageRunner, jobs: list[tuple[str, str, Path, Path]],
-                init: Path | None) -> None:
-    """Train several label sets, ``cfg.pipeline.parallel_trainings`` at a time.
-
-    ``jobs``: (stage name, fingerprint, annotation file, run folder).  Parallel
-    trainings run in separate processes with the CPU threads split between them
-    (on a 2-core CPU two single-thread trainings get more done than one
-    two-thread training), in rounds of that many; one progress bar per round.
-    """
-    todo = [j for j in jobs if not runner.is_done(j[0], j[1], [j[3] / "best.pt"])]
-    for name, fp, _, run in jobs:
-        if (name, fp, _, run) not in todo:
-            runner.run(name, fp, [run / "best.pt"], lambda: None)       # logs "skipped"
-    n = max(1, cfg.pipeline.parallel_trainings)
-    # rounds of n trainings; a last, smaller round gets the spare cores as threads
-    for start in range(0, len(todo), n):
-        _train_round(cfg, root, runner, todo[start:start + n], init)
-
-
-def _train_round(cfg: Config, root: Path, runner: StageRunner, jobs: list[tuple[str, str, Path, Path]],
-                 init: Path | None) -> None:
-    """Train ``jobs`` side by side, one process each, the CPU threads split between them."""
-    import multiprocessing as mp
-    import time
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm import tqdm
-
-    if len(jobs) == 1:
-        name, fp, ann, run = jobs[0]
-        runner.run(name, fp, [run / "best.pt"], lambda: _train_stage(cfg, root, ann, run, fp, init))
-        return
-    threads = max(1, (os.cpu_count() or 1) // len(jobs))
-    runner.log(f"[train] {len(jobs)} trainings side by side ({threads} thread(s) each): "
-               + ", ".join(j[0] for j in jobs))
-    t0 = time.time()
-    with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
-                             initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(_train_stage, cfg, root, ann, run, fp, init, False, threads): (name, fp, run)
-                   for name, fp, ann, run in jobs}
-        bar = tqdm(total=len(jobs) * cfg.train.iterations, desc="train (parallel)", dynamic_ncols=True)
-        while any(not f.done() for f in futures):
-            bar.n = sum(_iterations_done(run) for _, _, run in futures.values())
-            bar.refresh()
-            time.sleep(2)
-        bar.n = bar.total
-        bar.close()
-        for fut, (name, fp, run) in futures.items():
-            info = fut.result()          # re-raises a training error here
-            runner.mark(name, fp, [run / "best.pt"], time.time() - t0, info)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Worker initializer: end the worker when the pipeline process dies, so a killed pipeline
-    never leaves trainings writing into run folders that a rerun resumes.
-
-    Linux: the kernel kills the worker (PR_SET_PDEATHSIG); elsewhere a watchdog thread polls.
-    Either way a pipeline killed before this ran (while the worker was starting) is caught by
-    comparing the parent pid.
-    """
-    import ctypes
-    import signal
-    import sys
-    import threading
-    import time
-
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
-    else:
-        def watch() -> None:
-            while os.getppid() == parent_pid:
-                time.sleep(0.5)
-            os._exit(1)
-        threading.Thread(target=watch, daemon=True).start()
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-def _iterations_done(run: Path) -> int:
-    """Last iteration logged in ``run/metrics.jsonl`` (0 when none yet)."""
-    path = run / "metrics.jsonl"
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return 0
-    for line in reversed(lines):
-        try:
-            return int(json.loads(line).get("iteration", 0))
-        except (json.JSONDecodeError, ValueError):
-            continue
-    return 0
 
 
 def _label_stage(cfg: Config, annotations: Path, preds_csv: Path, out_dir: Path) -> dict[str, Any]:
@@ -250,12 +111,12 @@ def _label_stage(cfg: Config, annotations: Path, preds_csv: Path, out_dir: Path)
     preds = read_predictions(preds_csv)
     mined = mine(rows, preds, score=lc.score, iou=lc.iou, split="train")
     lp = propagate(rows, preds, iou=lc.iou, offsets=lc.offsets, keep=lc.keep, split="train")
-    mm_lp = propagate(rows + mined, preds, iou=lc.iou, offsets=lc.offsets, keep=lc.keep, split="train")
+    mm_lp = propagate(concat([rows, mined]), preds, iou=lc.iou, offsets=lc.offsets, keep=lc.keep, split="train")
     dd = distill(rows, preds, score=lc.distill_score, offsets=lc.offsets, split="train")
-    sets = {"mm": mined, "lp": lp, "mm_lp": mined + mm_lp, "dd": dd}
+    sets = {"mm": mined, "lp": lp, "mm_lp": concat([mined, mm_lp]), "dd": dd}
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, new in sets.items():
-        write_annotations(out_dir / f"labels_{name}.csv", rows + new, with_source=True)
+    for name in LABEL_SETS:
+        write_annotations(out_dir / str(VARIANT_LABELS[name]), concat([rows, sets[name]]), with_source=True)
     return {f"new_rows_{k}": len(v) for k, v in sets.items()}
 
 
@@ -270,18 +131,23 @@ def _eval_stage(cfg: Config, checkpoint: Path, root: Path, annotations: Path, tr
     preds = predict(checkpoint, root, annotations, slices="range" if n3d else "key", split="test", tta="none",
                     out_csv=preds_csv, window=n3d or None)
     rows = read_annotations(annotations)
-    fps = (0.5, 1, 2, 4, 8)
-    res = {"official": _froc_dict(evaluate(rows, preds, split="test", fps=fps))}
+    res = {"official": evaluate(rows, preds, split="test", fps=FPS)}
     if truth is not None and truth.is_file():
-        res["truth"] = _froc_dict(evaluate(rows, preds, split="test", fps=fps, truth=read_annotations(truth)))
-        if n3d:
-            res["lens"] = _lens_dict(rows, preds, truth, n3d)
+        res["truth"] = evaluate(rows, preds, split="test", fps=FPS, truth=read_annotations(truth))
+    out = {k: r.to_dict(curve=True) for k, r in res.items()}
+    if truth is not None and truth.is_file() and n3d:
+        out["lens"] = _lens_dict(rows, preds, truth, n3d)
     with atomic_write(out_json) as fh:
-        json.dump(res, fh, indent=2)
-    return {k: v["sensitivity"] for k, v in res.items()}
+        json.dump(out, fh, indent=2)
+    return {k: r["sensitivity"] for k, r in out.items()}
 
 
-def _lens_dict(rows: list, preds: Any, truth: Path, window: int) -> dict[str, Any]:
+def read_eval(path: Path) -> dict[str, Any]:
+    """``eval/<variant>.json`` -> ``{"official": FrocResult[, "truth": FrocResult][, "lens": dict]}``."""
+    return {k: v if k == "lens" else FrocResult.from_dict(v) for k, v in json.loads(path.read_text()).items()}
+
+
+def _lens_dict(rows: Annotations, preds: Any, truth: Path, window: int) -> dict[str, Any]:
     """``lens`` against truth.csv on the test key slices' sub-volumes K +/- window (overlapping
     ones merged), the predictions linked across slices with ``link``'s defaults."""
     from lesionprop.complete_labels import detections_from_boxes, read_complete_labels, units_from_key_slices
@@ -297,16 +163,10 @@ def _lens_dict(rows: list, preds: Any, truth: Path, window: int) -> dict[str, An
             "fp_curve": [float(x) for x in r.fp_curve], "sens_curve": [float(x) for x in r.sens_curve]}
 
 
-def _froc_dict(r: Any) -> dict[str, Any]:
-    return {"fps": [float(x) for x in r.fps], "sensitivity": [float(x) for x in r.sensitivity],
-            "images": int(r.images), "lesions": int(r.lesions),
-            "fp_curve": [float(x) for x in r.fp_curve], "sens_curve": [float(x) for x in r.sens_curve]}
-
-
 def run_pipeline(cfg: Config, run_dir: str | os.PathLike, log: Callable[[str], None] = print) -> PipelineResult:
     """Run (or finish) the whole pipeline under ``run_dir``; finished stages are skipped."""
     run_dir = Path(run_dir)
-    with _exclusive(run_dir / ".pipeline.lock", 1.0,
+    with exclusive(run_dir / ".pipeline.lock", 1.0,
                     f"another lesionprop pipeline is running in {run_dir}: let it finish, or choose another --out"):
         return _run_pipeline(cfg, run_dir, log)
 
@@ -330,14 +190,14 @@ def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Pip
                    [annotations], lambda: _synth_stage(cfg, root))
     elif not annotations.is_file():
         raise FileNotFoundError(f"annotation file not found: {annotations}")
-    data_fp = hash_object([hash_file(annotations), hash_tree_listing(root / "Images_png")])
+    data_fp = dataset_fingerprint(root, annotations)
     train_cfg_fp = _training_fingerprint(cfg)
 
     # 2. baseline
     base_run = run_dir / "models" / "baseline"
     fp_base = hash_object(["train", data_fp, train_cfg_fp])
     runner.run("train_baseline", fp_base, [base_run / "best.pt"],
-               lambda: _train_stage(cfg, root, annotations, base_run, fp_base, None))
+               lambda: train_stage(cfg, root, annotations, base_run, fp_base, None))
     base_ckpt = base_run / "best.pt"
 
     # 3. predictions with TTA on train key slices and their neighbours
@@ -355,9 +215,10 @@ def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Pip
 
     # 4-5. pseudo-labels
     label_dir = run_dir / "labels"
-    label_files = [label_dir / f"labels_{v}.csv" for v in ("mm", "lp", "mm_lp", "dd")]
+    label_files = {v: label_dir / str(VARIANT_LABELS[v]) for v in LABEL_SETS}
     fp_labels = hash_object(["labels", hash_file(preds_train), hash_file(annotations), cfg.labels.__dict__])
-    runner.run("labels", fp_labels, label_files, lambda: _label_stage(cfg, annotations, preds_train, label_dir))
+    runner.run("labels", fp_labels, list(label_files.values()),
+               lambda: _label_stage(cfg, annotations, preds_train, label_dir))
 
     # 6. retrain per label set
     checkpoints = {"baseline": base_ckpt}
@@ -369,13 +230,13 @@ def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Pip
             continue        # from scratch, the baseline's retrain on the human labels is the baseline itself
         # fine-tuning: the baseline row is the baseline fine-tuned on the human labels alone, for as
         # many iterations as the other variants, so that extra training is not credited to pseudo-labels
-        ann_v = annotations if v == "baseline" else label_dir / VARIANT_LABELS[v]
+        ann_v = annotations if v == "baseline" else label_files[v]
         run_v = run_dir / "models" / ("baseline_finetuned" if v == "baseline" else v)
         fp_v = hash_object(["train", hash_file(ann_v), data_fp, retrain_fp,
                             hash_file(init) if init else "scratch"])
         jobs.append((f"train_{run_v.name}", fp_v, ann_v, run_v))
         checkpoints[v] = run_v / "best.pt"
-    _train_many(retrain_cfg, root, runner, jobs, init)
+    train_many(retrain_cfg, root, runner, jobs, init)
 
     # 7. evaluation on the test split
     result = PipelineResult(run_dir)
@@ -388,7 +249,7 @@ def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Pip
         runner.run(f"eval_{v}", fp_e, [out_json, preds_csv],
                    lambda v=v, out_json=out_json, preds_csv=preds_csv: _eval_stage(
                        cfg, checkpoints[v], root, annotations, truth, preds_csv, out_json))
-        res = json.loads(out_json.read_text())
+        res = read_eval(out_json)
         result.official[v] = res["official"]
         if "truth" in res:
             result.truth[v] = res["truth"]
@@ -401,12 +262,10 @@ def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Pip
     report_dir = run_dir / "report"
     pred_files = {v: run_dir / "preds" / f"test_{v}.csv" for v in variants}
     fp_rep = hash_object(["report", [hash_file(run_dir / "eval" / f"{v}.json") for v in variants],
-                          [hash_file(f) for f in label_files], [hash_file(f) for f in pred_files.values()],
+                          [hash_file(f) for f in label_files.values()], [hash_file(f) for f in pred_files.values()],
                           [BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL]])
     runner.run("report", fp_rep, [report_dir / "table.json", report_dir / "table.md"],
                lambda: write_report(result, report_dir, root=root, annotations=annotations, truth=truth,
-                                    label_files=dict(zip(("mm", "lp", "mm_lp", "dd"), label_files)),
-                                    fps=(0.5, 1, 2, 4, 8), pred_files=pred_files))
+                                    label_files=label_files, fps=FPS, pred_files=pred_files))
     result.report_dir = report_dir
-    result.stage_seconds = {k: r.seconds for k, r in runner.records.items()}
     return result

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from lesionprop.data.layout import IMAGES_DIR
 from lesionprop.fileio import atomic_write
 
 
@@ -34,14 +35,26 @@ def hash_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def hash_tree_listing(root: str | os.PathLike) -> str:
-    """Cheap fingerprint of a folder of many files: names, sizes and mtimes (not contents)."""
-    entries = []
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            st = os.stat(os.path.join(dirpath, f))
-            entries.append((os.path.relpath(os.path.join(dirpath, f), root), st.st_size, int(st.st_mtime)))
-    return hash_object(sorted(entries))
+def dataset_fingerprint(root: str | os.PathLike, annotations: str | os.PathLike) -> str:
+    """What the pipeline's stages depend on in a dataset, cheaply (a rerun on DeepLesion's
+    ~900,000 PNGs must not stat every file).
+
+    Hashes the annotation file and ``ROOT/series_info.csv`` (contents), and the name and
+    modification time of every series folder under ``ROOT/Images_png`` (one stat per series,
+    ~10,000 for DeepLesion).  A folder's modification time changes when a slice file is
+    added, removed or renamed in it, and so also when a slice is rewritten atomically (a
+    temporary file renamed over it, as every lesionprop writer does).  Not seen: a PNG
+    rewritten in place under the same name by another tool; touch its series folder then.
+    """
+    root = Path(root)
+    folders = []
+    try:
+        with os.scandir(root / IMAGES_DIR) as it:
+            folders = sorted((e.name, e.stat().st_mtime_ns) for e in it if e.is_dir())
+    except FileNotFoundError:
+        pass
+    info = root / "series_info.csv"
+    return hash_object(["dataset", hash_file(annotations), hash_file(info) if info.is_file() else None, folders])
 
 
 @dataclass

@@ -40,11 +40,11 @@ class DetectResult:
 
 def load_layout_series(folder: Path) -> tuple[CTVolume, Path, str, np.ndarray]:
     """``ROOT/Images_png/SERIES`` -> (volume, ROOT, SERIES, slice numbers); spacing from series_info / DL_info."""
-    from lesionprop.data.deeplesion import read_annotations, series_geometry
-    from lesionprop.data.slices import decode_png
+    from lesionprop.annotations import read_annotations, series_geometry
+    from lesionprop.data.layout import decode_png, list_slices
 
     root, series = folder.parent.parent, folder.name
-    numbers = np.array(sorted(int(p.stem) for p in folder.glob("*.png") if p.stem.isdigit()), dtype=np.int64)
+    numbers = np.array(sorted(list_slices(folder)), dtype=np.int64)
     if numbers.size == 0:
         raise VolumeError(f"{folder}: no slice PNGs (III.png)")
     gaps = np.flatnonzero(np.diff(numbers) != 1)
@@ -52,7 +52,7 @@ def load_layout_series(folder: Path) -> tuple[CTVolume, Path, str, np.ndarray]:
         i = int(gaps[0])
         raise VolumeError(f"{folder}: missing slices between {numbers[i]:03d}.png and {numbers[i + 1]:03d}.png")
     ann = root / "DL_info.csv"
-    geometry = series_geometry(root, read_annotations(ann) if ann.is_file() else [])
+    geometry = series_geometry(root, read_annotations(ann) if ann.is_file() else None)
     if series not in geometry:
         raise VolumeError(f"{folder}: no spacing for series {series} in {root / 'series_info.csv'} or {ann}")
     hu = np.stack([decode_png(folder / f"{k:03d}.png") for k in numbers])

@@ -10,7 +10,7 @@ Writes into ``OUT``::
     preview.png                       (with --preview) slices with truth boxes
 
 Boxes are in the file frame (1-based, see :mod:`lesionprop.boxes`), drawn by one
-function (:func:`lesionprop.data.synth_series.mask_box`) for labels and truth, so a
+function (:func:`lesionprop.synth.series.mask_box`) for labels and truth, so a
 label row equals the truth row of its lesion on the key slice (all 18 fields).
 The truth rows follow the label rules too (type -1 on train, same Possibly_noisy);
 the true type of every lesion is in ``lesions.csv``.  ``docs/synthetic.md``
@@ -30,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from lesionprop.data import phantom as ph
-from lesionprop.data.deeplesion import Lesion, SeriesInfo, read_series_info, series_name, slice_file_name, \
-    write_annotations, write_series_info
-from lesionprop.data.synth_policy import PolicyLesion, choose_unlabeled
-from lesionprop.data.synth_series import SeriesResult, SeriesTask, make_series
+from lesionprop.annotations import Lesion, write_annotations
+from lesionprop.data.deeplesion import SeriesInfo, read_series_info, write_series_info
+from lesionprop.data.layout import IMAGES_DIR, series_name, slice_file_name
 from lesionprop.fileio import atomic_write
+from lesionprop.synth import phantom as ph
+from lesionprop.synth.policy import PolicyLesion, choose_unlabeled
+from lesionprop.synth.series import SeriesResult, SeriesTask, make_series
 
 # DeepLesion: 48.3% of series at 1 mm, 48.9% at 5 mm; the rest (0.25-22.5 mm) is represented by 2 mm
 DEFAULT_INTERVALS: tuple[tuple[float, float], ...] = ((1.0, 0.48), (2.0, 0.03), (5.0, 0.49))
@@ -222,10 +223,10 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         info = out / "series_info.csv"
         synthetic = (out / "lesions.csv").is_file() and info.is_file() and \
             all(r.source == "synth" for r in read_series_info(info).values())
-        if (out / "Images_png").exists() and not synthetic:
+        if (out / IMAGES_DIR).exists() and not synthetic:
             raise ValueError(f"refusing to replace {out}: it is not a dataset written by lesionprop synth "
                              "(no lesions.csv, or series_info.csv lists non-synthetic series)")
-        shutil.rmtree(out / "Images_png", ignore_errors=True)
+        shutil.rmtree(out / IMAGES_DIR, ignore_errors=True)
         for name in _OUTPUTS:
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -268,7 +269,7 @@ def generate_dataset(out: str | os.PathLike, series: int = 100, seed: int = 0, b
     results = _run_all(tasks, bg, opt)
     summary = _write_tables(out, results, names, split_of, demo, opt, np.random.default_rng([seed, 3]))
     if opt.preview:
-        from lesionprop.data.synth_preview import write_preview
+        from lesionprop.synth.preview import write_preview
 
         write_preview(out, out / "preview.png")
     summary.seconds = time.perf_counter() - t0
@@ -348,7 +349,7 @@ def _write_tables(out: Path, results: list[SeriesResult], names, split_of, demo,
                             les.areas[les.key_slice], min(les.boxes), max(les.boxes), int(g in noisy)])
     labels.sort(key=lambda r: (r.file_name, int(r.extras["Lesion_id"])))
     truth.sort(key=lambda r: (r.file_name, int(r.extras["Lesion_id"])))
-    write_annotations(out / "DL_info.csv", labels, with_source=False)
+    write_annotations(out / "DL_info.csv", labels, with_source=False, extra_columns=())
     write_annotations(out / "truth.csv", truth, with_source=False, extra_columns=["Lesion_id"])
     write_series_info(out / "series_info.csv", [SeriesInfo(r.name, r.spacing, r.image_size, r.slice_range, "synth")
                                                 for r in results])

@@ -1,4 +1,4 @@
-"""Vectorised grouping of boxes by slice, shared by the label tools and the evaluation.
+"""Vectorised grouping of boxes by slice, shared by the label tools (labels/) and the evaluation (eval/).
 
 Boxes are xyxy in the file frame (see :mod:`lesionprop.boxes`); IoU is continuous
 (area = (x2 - x1) * (y2 - y1), no +1), so the frame does not matter.
@@ -14,17 +14,13 @@ operation (:func:`pair_iou`): no Python loop per box or per slice.
 
 from __future__ import annotations
 
-import itertools
-import re
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from lesionprop.data.deeplesion import Lesion, parse_file_name
-from lesionprop.predictions import _NAME_RE, Predictions
-
-_NAME_MATCH = re.compile(_NAME_RE).match
+from lesionprop.annotations import Annotations
+from lesionprop.predictions import Predictions
 
 _SHIFT = np.int64(1 << 32)
 #: pairs per chunk in :func:`segment_pairs` (bounds the memory of a batch of IoUs)
@@ -53,18 +49,6 @@ def pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def pair_iou_plus1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU with 3DCE's +1 pixel widths (``--convention 3dce``)."""
-    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + 1.0
-    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + 1.0
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area_a = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
-    area_b = (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)
-    union = area_a + area_b - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
 class BoxCols:
     """Boxes stored column-wise (contiguous x1, y1, x2, y2) with their areas, for fast gathers."""
 
@@ -74,7 +58,7 @@ class BoxCols:
             self.x1, self.y1, self.x2, self.y2 = (np.ascontiguousarray(b[:, j]) for j in range(4))
         else:
             self.x1, self.y1, self.x2, self.y2 = (b[:, j][rows] for j in range(4))
-        self.area = np.clip(self.x2 - self.x1, 0, None) * np.clip(self.y2 - self.y1, 0, None)
+        self.area = np.maximum(self.x2 - self.x1, 0.0) * np.maximum(self.y2 - self.y1, 0.0)  # not np.clip: slow
 
     def boxes(self) -> np.ndarray:
         """``(N, 4)`` xyxy array."""
@@ -255,7 +239,7 @@ class SubIndex:
 class KeySlices:
     """Annotation rows grouped by key slice (``File_name``), in order of first appearance.
 
-    ``rows`` (R,) index into the lesion list of the selected rows grouped by key slice
+    ``rows`` (R,) index into the annotation rows grouped by key slice
     (file order inside a key slice); ``start``/``count`` (K,) segments of ``rows``;
     ``keys`` (K,) slice keys; ``series`` (K,) codes; ``slices`` (K,) ints;
     ``boxes`` (R, 4) of ``rows``.
@@ -277,43 +261,16 @@ class KeySlices:
 
     @property
     def first_row(self) -> np.ndarray:
-        """Index (into the lesion list) of the first row of each key slice."""
+        """Index (into the annotation rows) of the first row of each key slice."""
         return self.rows[self.start]
 
 
-def key_slices(lesions: Sequence[Lesion], selected: np.ndarray, vocab: Vocab) -> KeySlices:
-    """Group ``lesions[i]`` for ``i`` in ``selected`` (file order) by File_name."""
-    selected = np.asarray(selected, dtype=np.int64)
-    if selected.size == 0:
-        z = np.zeros(0, dtype=np.int64)
-        return KeySlices(z, z, z, z, z, z, np.zeros((0, 4)))
-    uniq: dict[str, int] = {}
-    group = np.fromiter((uniq.setdefault(lesions[i].file_name, len(uniq)) for i in selected.tolist()),
-                        dtype=np.int64, count=selected.size)
-    order = np.argsort(group, kind="stable")
-    rows = selected[order]
-    count = np.bincount(group, minlength=len(uniq)).astype(np.int64)
-    start = np.cumsum(count) - count
-    match = _NAME_MATCH
-    parsed = [match(n) for n in uniq]
-    if not all(parsed):
-        parse_file_name(next(n for n, m in zip(uniq, parsed) if m is None))  # raises, naming it
-    series = vocab.codes([m.group(1) for m in parsed])
-    slices = np.asarray([int(m.group(2)) for m in parsed], dtype=np.int64)
-    boxes = np.fromiter(itertools.chain.from_iterable(lesions[i].box for i in rows.tolist()),
-                        dtype=np.float64, count=4 * rows.size).reshape(-1, 4)
-    return KeySlices(rows, start, count, slice_keys(series, slices), series, slices, boxes)
-
-
-def split_rows(lesions: Sequence[Lesion], split: str, sources: Sequence[str]) -> np.ndarray:
-    """Indices of the rows of ``split`` (``train|val|test|all``) whose Source is in ``sources``."""
-    from lesionprop.data.deeplesion import SPLITS
-
-    if split != "all" and split not in SPLITS:
-        raise ValueError(f"split must be one of train, val, test, all; got {split!r}")
-    code = SPLITS.get(split)
-    return np.asarray([i for i, les in enumerate(lesions)
-                       if (code is None or les.split == code) and les.source in sources], dtype=np.int64)
+def key_slices(ann: Annotations, vocab: Vocab) -> KeySlices:
+    """Group the rows of ``ann`` (e.g. ``Annotations.select(...)``) by key slice (File_name)."""
+    g = ann.by_key_slice()
+    codes = vocab.codes(g.series)
+    slices = g.slices.astype(np.int64)
+    return KeySlices(g.rows, g.start, g.count, slice_keys(codes, slices), codes, slices, ann.boxes[g.rows])
 
 
 def check_threshold(name: str, value: float) -> float:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from lesionprop.data import phantom as ph
+from lesionprop.synth import phantom as ph
 from lesionprop.data.volumes import write_slices
 
 # lesion type (DeepLesion's Coarse_lesion_type) of the tissue at the lesion centre

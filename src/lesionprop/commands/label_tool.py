@@ -1,13 +1,17 @@
-"""Shared parts of the `evaluate`, `propagate`, `mine` and `distill` commands (argument parsing, I/O)."""
+"""Shared parts of the `evaluate`, `propagate`, `mine` and `distill` commands (argument parsing, I/O).
+
+Boxes are not touched here (file frame throughout, see :mod:`lesionprop.boxes`)."""
 
 from __future__ import annotations
 
 import argparse
 import re
 import sys
-from typing import Callable, Sequence
+from typing import Callable
 
-from lesionprop.data.deeplesion import Lesion, write_annotations
+import numpy as np
+
+from lesionprop.annotations import Annotations, concat, read_annotations, write_annotations
 from lesionprop.predictions import Predictions, read_predictions
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
@@ -41,31 +45,44 @@ def add_io_arguments(parser: argparse.ArgumentParser, *, out: bool) -> None:
                         help="skip malformed prediction rows (and report how many) instead of failing")
 
 
-def load_predictions(path: str, lesions: Sequence[Lesion], skip_bad_rows: bool) -> Predictions:
+def load_predictions(path: str, ann: Annotations, skip_bad_rows: bool) -> Predictions:
     """Read predictions; series must be in the annotations; report skipped rows on stderr."""
-    preds = read_predictions(path, skip_bad_rows=skip_bad_rows, known_series={les.series for les in lesions})
+    preds = read_predictions(path, skip_bad_rows=skip_bad_rows, known_series=set(ann.series.tolist()))
     if preds.skipped:
         print(f"skipped {preds.skipped} bad prediction row(s) in {path}; first: "
               + "; ".join(preds.skipped_examples[:3]), file=sys.stderr)
     return preds
 
 
-def write_with_new_rows(out: str, rows: Sequence[Lesion], new: Sequence[Lesion]) -> None:
+def write_with_new_rows(out: str, rows: Annotations, new: Annotations) -> None:
     """Every input row unchanged (in order), then the new rows, with Source and Score."""
-    extra = list(rows[0].extras) if rows else []
-    write_annotations(out, list(rows) + list(new), with_source=True, extra_columns=extra)
+    write_annotations(out, concat([rows, new]), with_source=True)
+
+
+def no_huge_pages() -> None:
+    """Stop numpy asking for transparent huge pages for the rest of this process.
+
+    A label command allocates its DeepLesion-scale arrays (3.4 M prediction rows) once
+    and reads them once; numpy's huge-page hint made the kernel spend ~1 s of system
+    time per command on the CI-type machine (1.5 -> 0.5 s, user time +0.2 s; see
+    benchmarks/results/io.md), more than the fewer TLB misses save.
+    """
+    core = getattr(np, "_core", None) or np.core
+    setter = getattr(core.multiarray, "_set_madvise_hugepage", None)
+    if setter is not None:
+        setter(False)
 
 
 def run_label_tool(args: argparse.Namespace, name: str, algorithm: Callable, where: str = "slice(s)") -> int:
     """The shared body of ``mine`` / ``propagate`` / ``distill``: read, run ``algorithm(rows, preds)``
     (returning the new rows), write inputs + new rows to ``args.out``, report."""
-    from lesionprop.data.deeplesion import read_annotations
     from lesionprop.fileio import refuse_overwrite_of_inputs
 
     refuse_overwrite_of_inputs(args.out, args.annotations, args.predictions)
+    no_huge_pages()
     rows = read_annotations(args.annotations)
     preds = load_predictions(args.predictions, rows, args.skip_bad_rows)
     new = algorithm(rows, preds)
     write_with_new_rows(args.out, rows, new)
-    print(f"{name}: {len(new)} new row(s) on {len({r.file_name for r in new})} {where} -> {args.out}")
+    print(f"{name}: {len(new)} new row(s) on {len(set(new.file_name.tolist()))} {where} -> {args.out}")
     return 0

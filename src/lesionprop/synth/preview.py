@@ -8,10 +8,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from lesionprop.data.deeplesion import group_by_slice, parse_file_name, read_annotations, slice_path
+from lesionprop.annotations import read_annotations
+from lesionprop.data.layout import decode_png, parse_file_name, slice_path
 
 
 def write_preview(root: Path, path: Path, n: int = 8) -> Path:
@@ -26,7 +26,7 @@ def write_preview(root: Path, path: Path, n: int = 8) -> Path:
     truth = read_annotations(root / "truth.csv")
     with open(root / "lesions.csv", newline="", encoding="utf-8") as fh:
         info = {r["Lesion_id"]: r for r in csv.DictReader(fh)}
-    by_slice = group_by_slice(truth)
+    by_slice = {name: [truth.row(i) for i in rows.tolist()] for name, rows in truth.groups().items()}
     keys = {f"{r['Series']}_{int(r['Key_slice_index']):03d}.png": r for r in info.values() if r["Labeled"] == "1"}
     # key slices that also show an unlabeled lesion first (what missing-annotation mining looks for)
     ranked = sorted(keys, key=lambda f: (-sum(info[x.extras["Lesion_id"]]["Labeled"] == "0" for x in by_slice[f]), f))
@@ -38,7 +38,7 @@ def write_preview(root: Path, path: Path, n: int = 8) -> Path:
         ax.axis("off")
     for ax, name in zip(axes.ravel(), chosen):
         series, idx = parse_file_name(name)
-        img = cv2.imread(str(slice_path(root, series, idx)), cv2.IMREAD_UNCHANGED).astype(np.float32) - 32768
+        img = decode_png(slice_path(root, series, idx)).astype(np.float32)
         lung = any(x.windows[0] < -1000 for x in by_slice[name])
         lo, hi = (-1350.0, 150.0) if lung else (-175.0, 275.0)
         ax.imshow(np.clip((img - lo) / (hi - lo), 0, 1), cmap="gray", vmin=0, vmax=1)

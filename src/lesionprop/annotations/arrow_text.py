@@ -1,0 +1,111 @@
+"""Text columns on pyarrow without pandas: arrays from and to numpy, vectorised number text.
+
+``pa.array``, ``pa.scalar`` and ``Array.to_numpy`` import pandas (about a second of every
+command's start), so arrays are built from and read through their buffers and literals
+passed to compute functions are arrow scalars.  No boxes are handled here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lesionprop.data.deeplesion import floats_text, join_text, num_text
+
+def arrow_ints(values: Any) -> pa.Array:
+    a = np.ascontiguousarray(np.asarray(values, dtype=np.int64).reshape(-1))
+    return pa.Array.from_buffers(pa.int64(), a.size, [None, pa.py_buffer(a)])
+
+
+def arrow_bools(mask: Any) -> pa.Array:
+    m = np.asarray(mask, dtype=bool).reshape(-1)
+    return pa.Array.from_buffers(pa.bool_(), m.size, [None, pa.py_buffer(np.packbits(m, bitorder="little"))])
+
+
+def arrow_strings(values: Any) -> pa.Array:
+    """A string array of ``values`` (str, or anything ``str()`` gives the text of)."""
+    enc = [v.encode("utf-8") if isinstance(v, str) else str(v).encode("utf-8") for v in values]
+    offsets = np.zeros(len(enc) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in enc], out=offsets[1:])
+    return pa.Array.from_buffers(pa.large_string(), len(enc), [None, pa.py_buffer(offsets),
+                                                               pa.py_buffer(b"".join(enc))]).cast(pa.string())
+
+
+_SCALARS: dict[str, pa.Scalar] = {}
+
+
+def lit(value: str) -> pa.Scalar:
+    """``value`` as an arrow string scalar (for compute functions)."""
+    if value not in _SCALARS:
+        _SCALARS[value] = arrow_strings([value])[0]
+    return _SCALARS[value]
+
+
+def repeat_text(value: str, n: int) -> pa.Array:
+    return pc.take(arrow_strings([value]), arrow_ints(np.zeros(n, np.int64)))
+
+
+def numpy_of(arr: pa.Array | pa.ChunkedArray, dtype: Any) -> np.ndarray:
+    """The values of a null-free fixed-width arrow array (a copy when it had several chunks)."""
+    if len(arr) == 0:
+        return np.zeros(0, dtype)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    if arr.type == pa.bool_():
+        bits = np.unpackbits(np.frombuffer(arr.buffers()[1], np.uint8), bitorder="little")
+        return bits[arr.offset:arr.offset + len(arr)].astype(bool)
+    return np.frombuffer(arr.buffers()[1], dtype, len(arr), arr.offset * np.dtype(dtype).itemsize)
+
+
+def objects_of(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A string array as a numpy object array of str."""
+    out = np.empty(len(arr), dtype=object)
+    out[:] = arr.to_pylist()
+    return out
+
+
+# ---------------------------------------------------------------- number text
+
+def num_texts(x: np.ndarray, decimals: int = 4) -> pa.Array:
+    """Vectorised :func:`num_text`: the same text for every value.
+
+    ``round(x * 10**decimals)`` in float64 is the correctly rounded decimal except within
+    float error of a rounding tie; those values (and NaN, inf, huge ones) are formatted
+    by :func:`num_text` itself.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    unit = 10 ** decimals
+    y = x * unit
+    with np.errstate(invalid="ignore"):
+        frac = np.abs(y - np.trunc(y))
+        slow = ~np.isfinite(y) | (np.abs(y) >= 2.0 ** 50) | (np.abs(frac - 0.5) <= np.abs(y) * 2.0 ** -50 + 1e-9)
+    m = np.abs(np.rint(np.where(slow, 0.0, y))).astype(np.int64)
+    whole = pc.cast(arrow_ints(m // unit), pa.string())
+    part = pc.utf8_rtrim(pc.utf8_lpad(pc.cast(arrow_ints(m % unit), pa.string()), decimals, "0"), "0")
+    part = pc.if_else(arrow_bools(m % unit == 0), lit(""), pc.binary_join_element_wise(lit("."), part, lit("")))
+    sign = pc.if_else(arrow_bools(x < 0), lit("-"), lit(""))
+    out = pc.binary_join_element_wise(sign, whole, part, lit(""))
+    if slow.any():
+        fixed = arrow_strings([num_text(v, decimals) for v in x[slow].tolist()])
+        out = pc.replace_with_mask(out, arrow_bools(slow), fixed)
+    return out
+
+
+def join_texts(cols: Sequence[pa.Array]) -> pa.Array:
+    """Fields joined as DL_info writes number lists: ``'a, b, c'``."""
+    return pc.binary_join_element_wise(*cols, lit(", "))
+
+
+def int_texts(values: np.ndarray) -> pa.Array:
+    return pc.cast(arrow_ints(values), pa.string())
+
+
+def reformat_texts(texts: pa.Array, rows: np.ndarray, decimals: int) -> pa.Array:
+    """Number lists of ``texts[rows]`` re-written in :func:`join_text` form (through their few
+    distinct values)."""
+    enc = pc.dictionary_encode(texts)
+    values = [join_text(floats_text(u, None, ""), decimals) for u in enc.dictionary.to_pylist()]
+    return pc.take(arrow_strings(values), pc.take(enc.indices, arrow_ints(rows)))

@@ -1,0 +1,44 @@
+"""Export the backbone (ResNet body + FPN) of a training run as an fp16 state dict, the file
+``model.init_backbone`` starts a training from (:mod:`lesionprop.model.pretrain`)::
+
+    python -m lesionprop.engine.export_backbone RUN/last.pt OUT.pt
+
+No boxes are handled here.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from lesionprop.engine.checkpoint import load_checkpoint
+from lesionprop.fileio import atomic_write
+from lesionprop.model.pretrain import backbone_state
+
+
+def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write the backbone of a training checkpoint as an fp16 state dict (atomically)."""
+    state = backbone_state(load_checkpoint(checkpoint)["model"])
+    out = Path(out)
+    if out.resolve() == Path(checkpoint).resolve():
+        raise ValueError(f"{out}: refusing to overwrite the input checkpoint")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out, "wb") as fh:
+        torch.save(state, fh)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="export a training run's backbone (ResNet + FPN) as an fp16 state dict")
+    ap.add_argument("checkpoint", help="a checkpoint file or a run directory (its best.pt)")
+    ap.add_argument("out", help="output .pt file")
+    args = ap.parse_args(argv)
+    path = export_backbone(args.checkpoint, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
