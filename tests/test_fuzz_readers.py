@@ -28,21 +28,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-try:                                                    # the columnar reader (issue 9) once merged
-    from lesionprop.annotations import read_annotations
-    NEW_READERS = True
-except ImportError:
-    from lesionprop.annotations import read_annotations
-    NEW_READERS = False
+from lesionprop.annotations import read_annotations
 from lesionprop.cli import main as cli_main
 from lesionprop.predictions import read_predictions
 
 SCALE = float(os.environ.get("LESIONPROP_FUZZ_SCALE", "1"))
 COUNTS: Counter = Counter()
-OLD = pytest.mark.xfail(not NEW_READERS, reason="known gap of the pre-issue-9 reader (fixed on branch arch)",
-                        strict=False)
-GAP = pytest.mark.xfail(reason="open (issue 11): the DL_info reader on main and on branch arch accepts it "
-                               "or raises a non-ValueError; see benchmarks/results/reliability.md", strict=False)
 
 
 def fuzz(n: int):
@@ -148,7 +139,6 @@ def test_annotations_well_formed_variants_read_exactly(tmp_path, rows, crlf, dup
     expect_rows(read_ann(path, "variants"), rows)
 
 
-@OLD
 @fuzz(100)
 @given(rows=rows_st)
 def test_annotations_excel_byte_order_mark_is_accepted(tmp_path, rows):
@@ -209,7 +199,6 @@ def test_annotations_non_finite_integer_is_an_error(tmp_path, rows, data):
                    lambda c: NON_FINITE[:-1], "non-finite-int")
 
 
-@GAP
 @fuzz(300)
 @given(rows=rows_st, data=st.data())
 def test_annotations_non_finite_type_split_or_spacing_is_an_error(tmp_path, rows, data):
@@ -221,7 +210,6 @@ def test_annotations_non_finite_type_split_or_spacing_is_an_error(tmp_path, rows
                               for v in NON_FINITE], "non-finite")
 
 
-@GAP
 @fuzz(300)
 @given(rows=rows_st, data=st.data())
 def test_annotations_ids_or_key_slice_disagreeing_with_file_name_is_an_error(tmp_path, rows, data):
@@ -236,7 +224,6 @@ def test_annotations_ids_or_key_slice_disagreeing_with_file_name_is_an_error(tmp
     assert read_ann(path, "key-slice") is None
 
 
-@GAP
 @fuzz(100)
 @given(rows=rows_st, data=st.data())
 def test_annotations_slice_index_zero_is_an_error(tmp_path, rows, data):
@@ -277,7 +264,6 @@ def test_annotations_wrong_header_or_field_count_is_an_error(tmp_path, rows, dat
     assert read_ann(path, "header/fields") is None, how
 
 
-@OLD
 @fuzz(300)
 @given(rows=rows_st, pos=st.floats(0, 1), byte=st.sampled_from([b"\xff", b"\xfe", b"\xc3", b"\x80", b"\xe9"]))
 def test_annotations_not_utf8_is_an_error_naming_the_file(tmp_path, rows, pos, byte):
@@ -328,7 +314,6 @@ def test_predictions_well_formed_variants_read_exactly(tmp_path, rows, crlf, bla
     expect_preds(read_pred(path, "variants"), rows)
 
 
-@OLD
 @fuzz(100)
 @given(rows=pred_rows_st)
 def test_predictions_byte_order_mark_is_accepted(tmp_path, rows):
@@ -360,7 +345,6 @@ def test_predictions_bad_rows_are_an_error_or_a_counted_skip(tmp_path, rows, dat
     expect_preds(res, [r for i, r in enumerate(rows) if i not in bad])
 
 
-@OLD
 @fuzz(100)
 @given(rows=pred_rows_st, data=st.data(), skip=st.booleans())
 def test_predictions_huge_integer_is_an_error_or_a_counted_skip(tmp_path, rows, data, skip):
@@ -374,7 +358,6 @@ def test_predictions_huge_integer_is_an_error_or_a_counted_skip(tmp_path, rows, 
     assert (res is None) if not skip else (res is not None and res.skipped == 1)
 
 
-@OLD
 @fuzz(200)
 @given(rows=pred_rows_st, bad=st.sampled_from(["abc.png", "000001_01_01.png", "", "1_1_1_1.png"]),
        skip=st.booleans())
@@ -411,7 +394,6 @@ def test_predictions_truncated_or_misshapen_file(tmp_path, rows, how, cut):
     assert read_pred(path, how) is None, how
 
 
-@OLD
 @fuzz(300)
 @given(rows=pred_rows_st, pos=st.floats(0, 1), byte=st.sampled_from([b"\xff", b"\xfe", b"\xc3", b"\x80"]))
 def test_predictions_not_utf8_is_an_error_naming_the_file(tmp_path, rows, pos, byte):
@@ -445,8 +427,8 @@ def _bad_files(tmp_path) -> dict[str, tuple[str, str]]:
 
 @pytest.mark.parametrize("command", ["evaluate", "mine", "propagate", "distill"])
 @pytest.mark.parametrize("case", ["bad-annotations", "bad-predictions",
-                                  pytest.param("non-utf8-predictions", marks=OLD),
-                                  pytest.param("malformed-names", marks=OLD)])
+                                  "non-utf8-predictions",
+                                  "malformed-names"])
 def test_label_commands_exit_2_with_one_line_naming_the_file(tmp_path, capsys, command, case):
     ann, preds = _bad_files(tmp_path)[case]
     out = tmp_path / "out.csv"
