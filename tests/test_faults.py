@@ -41,9 +41,7 @@ def test_killed_command_rerun_gives_the_uninterrupted_outputs(work, name, kills)
     folder, scenarios = work
     rng = random.Random(f"faults-{name}")
     records = bench_faults.kill_points(scenarios[name], folder, kills, rng, log=lambda s: None)
-    # open (engine/train.py): killed between the final last.pt and best.pt / the metrics note, the
-    # rerun exits 2 "nothing to train" and never finishes them; such points carry a "note"
-    failures = [r for r in records if r["problems"] and not r.get("note")]
+    failures = [r for r in records if r["problems"] or r.get("note")]
     assert failures == []
     assert len([r for r in records if r["kill"] != "inputs"]) == kills
 

@@ -91,6 +91,12 @@ def test_images_without_boxes_train(tmp_path):
     # no val lesions: best.pt is the last checkpoint and the log says so
     notes = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("no lesions" in r.get("note", "") for r in notes)
+    # the same run resumed once finished (e.g. killed after its final checkpoint): nothing is redone,
+    # the note stays single, best.pt is there
+    again = train(cfg, root, ann, tmp_path / "run", progress=False, resume=True)
+    assert again.iterations == 3 and again.best_checkpoint == tmp_path / "run" / "best.pt"
+    after = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert after == notes
 
 
 def test_resume_continues_exactly(blobs, tmp_path):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,20 +197,28 @@ def train(cfg: Config, data_root: str | Path, annotations_path: str | Path, run_
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                      "best_sensitivity": best, "rng": distributed.all_gather_objects(rng_state())}
             if dist.main:
-                save_checkpoint(state, last_path)
-                if improved:
+                # best.pt before last.pt: a killed run whose last.pt is final never lacks its best.pt
+                if improved or (final and it == tc.iterations and not validator.has_lesions):
                     save_checkpoint(state, best_path)
+                save_checkpoint(state, last_path)
         if final:
             break
     bar.close()
     if dist.main and it == tc.iterations and not validator.has_lesions:
-        shutil.copyfile(last_path, best_path)
         msg = ("the val split has no lesions: best.pt is the LAST checkpoint "
                f"(iteration {it}), not chosen by validation")
-        log.write({"iteration": it, "note": msg})
+        if not any(r.get("note") == msg for r in log.records):     # a resumed finished run has it once
+            log.write({"iteration": it, "note": msg})
         print(f"lesionprop train: {msg}")
     distributed.barrier()
-    if math.isnan(loss_value) and it == start:
+    if it == start and start >= tc.iterations:
+        if not best_path.is_file():
+            raise ValueError(f"{run_dir}: finished at iteration {it} but best.pt is missing "
+                             "(validation never improved on the stored best?)")
+        if dist.main:
+            print(f"lesionprop train: {run_dir} is already finished (iteration {it} of {tc.iterations}); "
+                  "raise train.iterations to train on")
+    elif math.isnan(loss_value) and it == start:
         raise ValueError(f"nothing to train: the run is already at iteration {it} of {tc.iterations}")
     return TrainResult(run_dir, last_path, best_path if best_path.exists() else last_path, it, loss_value,
                        best, log.records)
