@@ -289,6 +289,28 @@ def to_source_grid(vol: CTVolume, data_zyx: np.ndarray) -> tuple[np.ndarray, np.
 
 # ---------------------------------------------------------------- NIfTI
 
+def _usable_affine(affine: np.ndarray | None) -> bool:
+    return (affine is not None and bool(np.all(np.isfinite(affine)))
+            and abs(float(np.linalg.det(affine[:3, :3]))) > 1e-9)
+
+
+def _check_nifti_affines(path: Path, img) -> None:
+    """A coded sform / qform that is not finite or singular is an error: nibabel would quietly
+    fall back to another affine and every position in mm would be wrong."""
+    header = img.header
+    for name in ("sform", "qform"):
+        getter = getattr(header, f"get_{name}", None)
+        if getter is None:
+            continue
+        with np.errstate(all="ignore"):
+            affine, code = getter(coded=True)
+        if code and not _usable_affine(affine):
+            raise VolumeError(f"{path}: the NIfTI {name} (code {int(code)}) is not a usable affine "
+                              "(non-finite or singular): fix the file's geometry")
+    if not _usable_affine(np.asarray(img.affine, dtype=float)):
+        raise VolumeError(f"{path}: the NIfTI affine is not usable (non-finite or singular)")
+
+
 def _nifti_display(path: Path, integer_labels: bool, info: dict | None = None
                    ) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
     import nibabel as nib
@@ -302,6 +324,7 @@ def _nifti_display(path: Path, integer_labels: bool, info: dict | None = None
         data = data[..., 0]
     if data.ndim != 3:
         raise VolumeError(f"{path}: expected a 3D volume, got shape {data.shape}")
+    _check_nifti_affines(path, img)
     ornt = nib.orientations.io_orientation(img.affine)
     # target: axis i -> patient Left, j -> Posterior, k -> Inferior (display orientation)
     xform = nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt(("L", "P", "I")))
