@@ -9,10 +9,11 @@ benchmark's baseline: one file, loaded here by its path.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 from lesionprop.annotations import Annotations, Lesion, write_annotations
@@ -190,3 +191,13 @@ def write_world(tmp_path, lesions, rows, name="preds.csv"):
     p = to_preds(rows)
     write_predictions(pred, p.file_names, p.boxes, p.scores)
     return ann, pred
+
+
+def fuzz(n: int):
+    """Hypothesis settings of the fuzz tests: ``n`` cases (times ``LESIONPROP_FUZZ_SCALE``),
+    deterministic, no shrinking (keeps the suite's time)."""
+    scale = float(os.environ.get("LESIONPROP_FUZZ_SCALE", "1"))
+    return settings(max_examples=max(1, int(n * scale)), deadline=None, derandomize=True, database=None,
+                    phases=(Phase.explicit, Phase.generate),
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                           HealthCheck.data_too_large])

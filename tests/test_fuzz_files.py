@@ -12,26 +12,20 @@ at the end of the module (``-s``).
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from collections import Counter
 
 import cv2
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-SCALE = float(os.environ.get("LESIONPROP_FUZZ_SCALE", "1"))
+from helpers import fuzz
+
 COUNTS: Counter = Counter()
 RAN: list = []
 
-
-def fuzz(n: int):
-    return settings(max_examples=max(1, int(n * SCALE)), deadline=None, derandomize=True, database=None,
-                    phases=(Phase.explicit, Phase.generate),          # no shrinking: keep the suite's time
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                           HealthCheck.data_too_large])
 
 
 @pytest.fixture(scope="module", autouse=True)

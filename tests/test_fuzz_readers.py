@@ -25,22 +25,17 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from helpers import fuzz
 
 from lesionprop.annotations import read_annotations
 from lesionprop.cli import main as cli_main
 from lesionprop.predictions import read_predictions
 
-SCALE = float(os.environ.get("LESIONPROP_FUZZ_SCALE", "1"))
 COUNTS: Counter = Counter()
 
-
-def fuzz(n: int):
-    return settings(max_examples=max(1, int(n * SCALE)), deadline=None, derandomize=True, database=None,
-                    phases=(Phase.explicit, Phase.generate),          # no shrinking: keep the suite's time
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                           HealthCheck.data_too_large])
 
 
 @pytest.fixture(scope="module", autouse=True)
