@@ -87,6 +87,17 @@ def _table(result, ci=None) -> str:
     return "\n".join(lines)
 
 
+def _print_result(args: argparse.Namespace, result, ci, table) -> None:
+    """``--json``: the result's dict (plus the CI fields); otherwise the readable ``table()``."""
+    if args.json:
+        out = result.to_dict(breakdown=args.breakdown)
+        if ci is not None:
+            out.update(ci.to_dict())
+        print(json.dumps(out))
+    else:
+        print(table())
+
+
 def run_complete(args: argparse.Namespace) -> int:
     """``--protocol lens|harvester``."""
     from lesionprop.eval import complete
@@ -107,14 +118,8 @@ def run_complete(args: argparse.Namespace) -> int:
         from lesionprop.eval.lens import bootstrap_protocol
 
         ci = bootstrap_protocol(result, level=args.ci, n_boot=args.bootstrap, seed=args.seed)
-    if args.json:
-        out = result.to_dict(breakdown=args.breakdown)
-        if ci is not None:
-            out.update(ci.to_dict())
-        print(json.dumps(out))
-    else:
-        threshold = f"IoBB {args.iobb:g}" if args.protocol == "lens" else f"IoU(+1) {args.iou:g}"
-        print(complete.table(result, labels, dets, threshold, ci))
+    threshold = f"IoBB {args.iobb:g}" if args.protocol == "lens" else f"IoU(+1) {args.iou:g}"
+    _print_result(args, result, ci, lambda: complete.table(result, labels, dets, threshold, ci))
     if args.plot:
         from lesionprop.eval.plot import plot_froc
 
@@ -141,13 +146,7 @@ def run(args: argparse.Namespace) -> int:
         from lesionprop.eval.bootstrap import bootstrap_ci
 
         ci = bootstrap_ci(result.outcomes, result.fps, level=args.ci, n_boot=args.bootstrap, seed=args.seed)
-    if args.json:
-        out = result.to_dict(breakdown=args.breakdown)
-        if ci is not None:
-            out.update(ci.to_dict())
-        print(json.dumps(out))
-    else:
-        print(_table(result, ci))
+    _print_result(args, result, ci, lambda: _table(result, ci))
     if args.plot:
         from lesionprop.eval.plot import plot_froc
 
