@@ -155,3 +155,27 @@ def test_predict_cli_on_an_imported_series_without_annotations(blobs, tmp_path, 
     assert main(["predict", "--checkpoint", str(run), "--data", str(data), "--series", "000009_01_01",
                  "--out", str(tmp_path / "x.csv")]) == 2
     assert "not in" in capsys.readouterr().err
+
+
+def test_an_images_boxes_do_not_depend_on_the_other_shapes_in_its_batch():
+    """Padding a batch to its largest slice changed GroupNorm's statistics: predict by shape."""
+    from lesionprop.engine.predict import run_by_shape
+    from lesionprop.model.detector import build_detector
+
+    cfg = load_config(preset="tiny")
+    torch.manual_seed(0)
+    model = build_detector(cfg.model, cfg.data.num_slices, load_pretrained=False).eval()
+    model.roi_heads.score_thresh = 0.0          # random weights: keep every box to compare
+    g = torch.Generator().manual_seed(1)
+    small = torch.rand(cfg.data.num_slices, 64, 64, generator=g) * 255
+    large = torch.rand(cfg.data.num_slices, 96, 128, generator=g) * 255
+    with torch.no_grad():
+        alone = model([small])[0]
+        mixed = model([small, large])[0]
+        split = run_by_shape(model, [small, large, small.flip(-1)])
+    assert len(alone["boxes"]) > 0
+    # one padded call changes the small slice's boxes: the reason for run_by_shape
+    assert len(mixed["boxes"]) != len(alone["boxes"]) or not torch.allclose(mixed["boxes"], alone["boxes"])
+    torch.testing.assert_close(split[0]["boxes"], alone["boxes"])
+    torch.testing.assert_close(split[0]["scores"], alone["scores"])
+    assert split[1]["boxes"].shape[1] == 4 and split[2]["boxes"].shape[1] == 4

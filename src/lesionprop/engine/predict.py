@@ -102,7 +102,7 @@ def infer(model: torch.nn.Module, cfg: Config, data_root: str | Path, file_names
             batch = [im.to(dist.device) for im in images for f in flips
                      for im in ([im.flip(-1)] if f else [im])]
             geoms = [m["geometry"].flip() if f else m["geometry"] for m in metas for f in flips]
-            outputs = model(batch)
+            outputs = run_by_shape(model, batch)
             for j, (out, geom) in enumerate(zip(outputs, geoms)):
                 meta = metas[j // len(flips)]
                 b = geom.to_stored(out["boxes"].float().cpu().numpy())
@@ -119,6 +119,23 @@ def infer(model: torch.nn.Module, cfg: Config, data_root: str | Path, file_names
         merged.update(part)
     names = [items[i].file_name for i in range(len(items))]
     return names, [merged[i][0] for i in range(len(items))], [merged[i][1] for i in range(len(items))]
+
+
+def run_by_shape(model: torch.nn.Module, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """``model(images)`` with one call per image shape, outputs in input order.
+
+    The detector pads a batch to its largest image and GroupNorm's statistics then
+    include the padding, so mixing shapes in one call would make an image's boxes
+    depend on which other slices share its batch (up to 2 points of sensitivity).
+    """
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, im in enumerate(images):
+        by_shape.setdefault(tuple(im.shape), []).append(i)
+    outputs: list[dict[str, torch.Tensor] | None] = [None] * len(images)
+    for idx in by_shape.values():
+        for i, out in zip(idx, model([images[i] for i in idx])):
+            outputs[i] = out
+    return outputs  # type: ignore[return-value]
 
 
 def flatten(names: list[str], boxes: list[np.ndarray], scores: list[np.ndarray]
