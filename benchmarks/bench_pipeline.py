@@ -167,11 +167,10 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = []
-    for bg, extra in backgrounds(Path(args.realct)).items():
-        if args.only and bg != args.only:
-            continue
-        for seed in args.seeds:
-            jobs.append((bg, seed, out / f"{bg}_seed{seed}", extra + args.overrides))
+    for seed in args.seeds:           # backgrounds interleaved: a failing one shows up in the first round
+        for bg, extra in backgrounds(Path(args.realct)).items():
+            if not args.only or bg == args.only:
+                jobs.append((bg, seed, out / f"{bg}_seed{seed}", extra + args.overrides))
     done: dict[str, dict[int, Path]] = {}
     seconds: dict[str, list[float]] = {}
     if args.summarize_only:
