@@ -52,6 +52,9 @@ def test_hand_computed_curve_and_sensitivities():
     assert {k: (v.images, v.lesions) for k, v in res.by_size.items()} == {"< 10 mm": (2, 3), "10-30 mm": (1, 1)}
     assert res.by_size["< 10 mm"].sensitivity[-1] == pytest.approx(1 / 3)
     assert res.by_size["10-30 mm"].sensitivity == [0.0, 1.0, 1.0, 1.0, 1.0]
+    # per lesion: the FP rate at which it is found (a1 by the first detection, b1 after one FP)
+    assert [tuple(b) for b in res.lesion_rows.boxes.tolist()] == [a1, a2, b1, d1]
+    np.testing.assert_allclose(res.lesion_fp, [0.0, np.inf, 1 / 3, np.inf])
 
 
 def spaced(lesion, sx):
@@ -89,6 +92,7 @@ def test_mulan_iou_pad_is_0p8_mm_over_the_images_pixel_spacing():
 def test_no_detections_and_errors():
     res = evaluate(lesions_abcd(), preds())
     assert res.sensitivity.tolist() == [0.0] * 5 and res.images == 3
+    assert res.lesion_fp.tolist() == [np.inf] * 4
     with pytest.raises(ValueError, match="no lesions"):
         evaluate(lesions_abcd(), preds(), split="val")
     with pytest.raises(ValueError, match="convention"):

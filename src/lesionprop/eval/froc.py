@@ -202,6 +202,11 @@ class FrocResult:
     by_type: dict[str, SubResult] = field(default_factory=dict)
     by_size: dict[str, SubResult] = field(default_factory=dict)
     outcomes: Outcomes | None = field(default=None, repr=False)
+    # per evaluated lesion (the rows of ``lesion_rows``, in that order): the FP-per-image rate
+    # of the curve when the detection that found it is reached (inf: never found), i.e. the
+    # lesion counts as found at any rate >= this one; for per-lesion analyses
+    lesion_fp: np.ndarray | None = field(default=None, repr=False)
+    lesion_rows: Annotations | None = field(default=None, repr=False)
 
     def to_dict(self, breakdown: bool = False, curve: bool = False) -> dict:
         out = {"fps": [float(f) for f in self.fps], "sensitivity": [float(s) for s in self.sensitivity],
@@ -291,6 +296,9 @@ def evaluate(lesions: Annotations | Iterable[Lesion], predictions: Predictions, 
     sens = sensitivity_at(fp_curve, sens_curve, fps, convention)
     result = FrocResult(fps, sens, len(images), len(gts), fp_curve, sens_curve, split, float(iou), convention)
     units, image_unit = np.unique(keyrows.patient[first], return_inverse=True)
+    result.lesion_fp = np.where(found_at < n_det, fp_curve[np.minimum(found_at, max(n_det - 1, 0))]
+                                if n_det else np.inf, np.inf)
+    result.lesion_rows = gts
     result.outcomes = Outcomes(det_img[order], is_fp[order], found, image_unit.reshape(-1),
                                np.bincount(gt_img, minlength=len(names)), units)
 
