@@ -1,0 +1,217 @@
+"""Per-lesion analysis of the pipeline's variants: what each one gains or loses, and why.
+
+For finished run folders of ``lesionprop pipeline`` / ``demo`` (or ``bench_pipeline.py``'s),
+all on their own synthetic data with complete truth:
+
+1. **Test lesions** (official labels and truth): whether the baseline and each variant find a
+   lesion at ``--fps`` FPs per image (it is found by a detection ranked before the curve passes
+   that rate: :attr:`FrocResult.lesion_fp`).  Gains and losses against the baseline by long
+   diameter and by contrast, and the *churn* (gains + losses) beside the net change: when
+   the churn is many times the net, the variants mostly reshuffle which lesions clear the
+   threshold.  ``mm`` adds a handful of boxes to the same training images as the
+   baseline's fine-tune, so its churn is close to the noise floor of fine-tuning.
+2. **Training pseudo-labels**: per label set, the truth lesions its pseudo-labels recovered
+   (missing key-slice lesions; lesions on unlabeled K +/- 1 slices) by the same size groups,
+   and its wrong boxes.
+3. **Mining's score rule** (Algorithm 2's alpha): on the run's train predictions, how many
+   boxes mining yields at alpha 0.5 ... 0.95 and how many are right, and the best score the
+   baseline gave each missing training lesion on its key slice.
+
+    python benchmarks/analyze_variants.py /work/bench/pipeline/phantom_seed0 ... --out analysis.md
+
+Contrast: mean HU inside the box's inscribed ellipse minus a ring around the box, on the key
+slice (``diagnose_detector.ellipse_ring_contrast``).  Boxes: file frame (DL_info numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from diagnose_detector import CONTRAST_EDGES_HU, CONTRAST_NAMES, ellipse_ring_contrast
+from lesionprop.annotations import Annotations, Source, concat, read_annotations
+from lesionprop.boxes import box_iou
+from lesionprop.data.layout import decode_png, slice_path
+from lesionprop.eval.froc import SIZE_GROUPS, evaluate, size_group
+from lesionprop.labels.mine import mine
+from lesionprop.pipeline.quality import label_quality, target_truth
+from lesionprop.predictions import read_predictions
+
+VARIANTS = ("lp", "mm", "mm_lp", "dd")
+ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def lesion_contrast(rows: Annotations, data_root: Path) -> np.ndarray:
+    """Absolute contrast (HU) of each row's box on its own slice."""
+    out = np.full(len(rows), np.nan)
+    cache: dict[str, np.ndarray] = {}
+    for i, (name, series, k) in enumerate(zip(rows.file_name, rows.series, rows.slice_index)):
+        if name not in cache:
+            cache[name] = decode_png(slice_path(data_root, str(series), int(k))).astype(np.float64)
+        out[i] = abs(ellipse_ring_contrast(cache[name], rows.boxes[i] - 1.0))
+    return out
+
+
+def groups_of(rows: Annotations, data_root: Path) -> dict[str, tuple[np.ndarray, tuple[str, ...]]]:
+    long_mm = np.nanmax(rows.diameters_px, axis=1) * rows.spacing[:, 0]
+    contrast = np.digitize(lesion_contrast(rows, data_root), CONTRAST_EDGES_HU)
+    return {"long diameter": (size_group(long_mm), SIZE_GROUPS), "abs. contrast": (contrast, CONTRAST_NAMES)}
+
+
+def test_outcomes(run: Path, truth: Annotations | None, fps: float) -> tuple[Annotations, dict[str, np.ndarray]]:
+    """Evaluated lesions and, per variant, whether each is found at ``fps`` FPs per image."""
+    ann = read_annotations(run / "data" / "DL_info.csv")
+    found, rows = {}, None
+    for v in ("baseline", *VARIANTS):
+        res = evaluate(ann, read_predictions(run / "preds" / f"test_{v}.csv"), split="test", truth=truth)
+        found[v] = res.lesion_fp <= fps
+        rows = res.lesion_rows
+    return rows, found
+
+
+def hidden_lesions_among_fps(run: Path, truth: Annotations, fps: float) -> dict[str, tuple[int, int]]:
+    """Per variant: of the false positives the official labels count up to ``fps`` per image,
+    how many hit (IoU >= 0.5) a real lesion the annotators left unlabeled, and how many FPs
+    that is.  Both evaluations rank the same detections on the same key slices in the same
+    order, so their per-detection outcomes line up."""
+    ann = read_annotations(run / "data" / "DL_info.csv")
+    out = {}
+    for v in ("baseline", *VARIANTS):
+        preds = read_predictions(run / "preds" / f"test_{v}.csv")
+        official = evaluate(ann, preds, split="test")
+        complete = evaluate(ann, preds, split="test", truth=truth)
+        fp_off, fp_truth = official.outcomes.det_fp, complete.outcomes.det_fp
+        allowed = int(np.floor(fps * official.images))
+        counted = np.cumsum(fp_off) <= allowed
+        fps_counted = fp_off & counted
+        out[v] = (int((fps_counted & ~fp_truth).sum()), int(fps_counted.sum()))
+    return out
+
+
+def gain_loss_rows(found: dict[str, np.ndarray], groups: dict) -> list[tuple]:
+    """(variant, grouping, group, lesions, baseline found, gained, lost) for every group and in all."""
+    base = found["baseline"]
+    out = []
+    for v in VARIANTS:
+        gained, lost = found[v] & ~base, base & ~found[v]
+        out.append((v, "all", "all", base.size, int(base.sum()), int(gained.sum()), int(lost.sum())))
+        for gname, (idx, names) in groups.items():
+            for k, label in enumerate(names):
+                m = idx == k
+                if m.any():
+                    out.append((v, gname, label, int(m.sum()), int(base[m].sum()), int(gained[m].sum()),
+                                int(lost[m].sum())))
+    return out
+
+
+def pseudo_label_rows(run: Path, truth: Annotations) -> list[tuple]:
+    """(labels, size group, missing recovered/targets, neighbour recovered/targets, correct boxes)."""
+    long_mm = np.nanmax(truth.diameters_px, axis=1) * truth.spacing[:, 0]
+    sizes = size_group(long_mm)
+    out = []
+    for v in VARIANTS:
+        path = run / "labels" / f"labels_{v}.csv"
+        if not path.is_file():
+            continue
+        rows = read_annotations(path)
+        q_all = label_quality(rows, truth)
+        out.append((v, "all", q_all.missing_recovered, q_all.missing_targets, q_all.neighbour_recovered,
+                    q_all.neighbour_targets, q_all.correct, q_all.boxes))
+        for k, label in enumerate(SIZE_GROUPS):
+            q = label_quality(rows, truth.take(sizes == k))
+            out.append((v, label, q.missing_recovered, q.missing_targets, q.neighbour_recovered,
+                        q.neighbour_targets, q.correct, None))
+    return out
+
+
+def train_predictions(run: Path) -> Path:
+    hits = sorted((run / "preds").glob("train_tta.*"))
+    if not hits:
+        raise FileNotFoundError(f"no train predictions under {run / 'preds'}")
+    return hits[0]
+
+
+def mining_rows(run: Path, truth: Annotations) -> tuple[list[tuple], np.ndarray]:
+    """Mining at each alpha (boxes, right, missing lesions recovered) and the baseline's best
+    score (IoU >= 0.5) on each missing training lesion's key slice."""
+    ann = read_annotations(run / "data" / "DL_info.csv")
+    preds = read_predictions(train_predictions(run))
+    human = ann.select("train", sources=(Source.HUMAN,), drop_noisy=False)
+    rows = []
+    for alpha in ALPHAS:
+        mined = mine(ann, preds, score=alpha, split="train")
+        q = label_quality(concat([human, mined]), truth)
+        rows.append((alpha, q.boxes, q.correct, q.missing_recovered, q.missing_targets))
+    missing, _ = target_truth(ann, truth)
+    names = preds.file_names.astype(str)
+    best = []
+    for name, boxes in missing.items():
+        on = names == name
+        ious = box_iou(boxes, preds.boxes[on]) if on.any() else np.zeros((len(boxes), 0))
+        sc = np.where(ious >= 0.5, preds.scores[on][None, :], 0.0)
+        best += list(sc.max(axis=1) if sc.shape[1] else np.zeros(len(boxes)))
+    return rows, np.asarray(best)
+
+
+def markdown(run: Path, fps: float) -> str:
+    truth_path = run / "data" / "truth.csv"
+    if not truth_path.is_file():
+        raise SystemExit(f"{run}: no data/truth.csv (the analysis needs complete truth)")
+    truth = read_annotations(truth_path)
+    lines = [f"## {run.name}", ""]
+    for kind, t in (("official labels", None), ("truth", truth)):
+        rows, found = test_outcomes(run, t, fps)
+        groups = groups_of(rows, run / "data")
+        lines += [f"**Test lesions found at {fps:g} FPs per image, {kind}** ({rows.__len__()} lesions; "
+                  "gained / lost against the baseline; churn = gained + lost)", "",
+                  "| variant | group | lesions | baseline found | gained | lost | net | churn |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for v, gname, label, n, b, g, lo in gain_loss_rows(found, groups):
+            group = "all" if gname == "all" else f"{gname} {label}"
+            lines.append(f"| {v} | {group} | {n} | {b} | {g} | {lo} | {g - lo:+d} | {g + lo} |")
+        lines.append("")
+    hidden = hidden_lesions_among_fps(run, truth, fps)
+    lines += [f"Official false positives up to {fps:g} per image that are real, unlabeled lesions (IoU >= 0.5 "
+              "with a truth box): " + ", ".join(f"{v} {h}/{n}" for v, (h, n) in hidden.items()) + ".", ""]
+    lines += ["**Training pseudo-labels against truth by long diameter** (recovered / targets; "
+              "IoU >= 0.5)", "",
+              "| labels | long diameter | missing key-slice lesions | lesions on unlabeled K+/-1 | right boxes |",
+              "| --- | --- | --- | --- | --- |"]
+    for v, label, mr, mt, nr, nt, c, boxes in pseudo_label_rows(run, truth):
+        right = f"{c}/{boxes}" if boxes is not None else str(c)
+        lines.append(f"| {v} | {label} | {mr}/{mt} | {nr}/{nt} | {right} |")
+    mrows, best = mining_rows(run, truth)
+    lines += ["", "**Mining (Algorithm 2) at other score thresholds alpha** (tau = 0.5; train predictions "
+              "of the baseline with TTA)", "",
+              "| alpha | mined boxes | right | missing lesions recovered |", "| --- | --- | --- | --- |"]
+    for a, boxes, c, mr, mt in mrows:
+        lines.append(f"| {a:g} | {boxes} | {c} | {mr}/{mt} |")
+    if best.size:
+        q = [(f"> {t:g}", int((best > t).sum())) for t in (0.05, 0.5, 0.7, 0.9)]
+        lines += ["", f"Best baseline score (IoU >= 0.5) on the key slice of each of the {best.size} missing "
+                  "training lesions: " + ", ".join(f"{lab}: {n}" for lab, n in q)
+                  + f"; median {np.median(best):.2f}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path, help="finished pipeline run folders")
+    ap.add_argument("--fps", type=float, default=4.0, help="FPs per image at which a lesion counts as found")
+    ap.add_argument("--out", type=Path, help="write the markdown here (default: print)")
+    args = ap.parse_args()
+    text = "\n".join(markdown(r, args.fps) for r in args.runs)
+    if args.out:
+        from lesionprop.fileio import atomic_write
+
+        with atomic_write(args.out) as fh:
+            fh.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
