@@ -1,4 +1,4 @@
-"""Prediction CSV files: ``File_name,x1,y1,x2,y2,score`` (extra columns allowed).
+"""Prediction files: ``File_name,x1,y1,x2,y2,score`` (extra columns allowed), as CSV or binary.
 
 One row per box.  ``File_name`` names the slice the box is on, in DeepLesion
 form ``PPPPPP_SS_SS_III.png``.  Boxes are xyxy in the **file frame** (the
@@ -16,6 +16,11 @@ every float64 as the shortest text that reads back to the same value.  Files as
 users have them are accepted: a UTF-8 byte-order mark, CRLF line ends, blank
 lines, extra columns in any order; a file that is not UTF-8 is an error naming
 the file and line.
+
+The same table can be an Arrow IPC (``.arrow``, ``.feather``, ``.ipc``) or Parquet
+(``.parquet``, ``.pq``) file, chosen by the suffix wherever predictions are read or
+written (:mod:`lesionprop.predictions_binary`): Arrow IPC reads in a few hundredths
+of a second at DeepLesion scale, with the same checks and messages naming the row.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +49,16 @@ _NAME_MATCH = re.compile(SLICE_NAME_PATTERN).match
 _BOM = b"\xef\xbb\xbf"
 _SCAN = 1 << 22          # bytes per step of the whole-file scans (newlines, non-ASCII)
 _EXAMPLES = 5
+
+
+#: file suffixes (lower case) read and written as binary tables instead of CSV
+#: (:mod:`lesionprop.predictions_binary`): Arrow IPC / Feather v2, Parquet
+BINARY_SUFFIXES: dict[str, str] = {".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow",
+                                   ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _binary_format(path: str | os.PathLike) -> str | None:
+    return BINARY_SUFFIXES.get(Path(path).suffix.lower())
 
 
 class PredictionError(ValueError):
@@ -339,7 +354,7 @@ def _row_lines(f: _File, breaks: int, rows: int) -> np.ndarray:
 
 def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
                      known_series: Collection[str] | None = None) -> Predictions:
-    """Read a prediction CSV.
+    """Read a prediction file: CSV, or Arrow IPC / Parquet by its suffix (:data:`BINARY_SUFFIXES`).
 
     Bad rows (wrong column count, NaN or non-numeric value, x2 < x1, y2 < y1, a
     name that is not a DeepLesion slice name, or a series outside
@@ -351,6 +366,11 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prediction file not found: {path}")
+    fmt = _binary_format(path)
+    if fmt is not None:
+        from lesionprop.predictions_binary import read_binary
+
+        return read_binary(path, fmt, skip_bad_rows=skip_bad_rows, known_series=known_series)
     f = _File(path)
     header = _header(f)
     ncol = len(header)
@@ -371,7 +391,7 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
     record_line = _row_lines(f, breaks, table.num_rows + len(invalid))
 
     codes, uniques = _names(table)
-    boxes = np.empty((table.num_rows, 4), np.float64)
+    boxes = np.empty((4, table.num_rows), np.float64).T    # column-major: no copy in grouping.BoxCols
     for j, c in enumerate(COLUMNS[1:5]):
         boxes[:, j] = _column(table, c)
     scores = _column(table, "score")
@@ -403,30 +423,56 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
         codes, boxes, scores, rec = codes[order], boxes[order], scores[order], rec[order]
     lines = record_line[1:] if rec is None else record_line[rec]
 
+    def problem(i: int, value_bad: bool, name_bad: bool) -> str:
+        return _row_problem(f, header, int(lines[i]), boxes[i], scores[i], value_bad, name_bad,
+                            uniques[int(codes[i])].as_py())
+
+    return check_rows(codes, uniques, boxes, scores, lines, skip_bad_rows=skip_bad_rows, known_series=known_series,
+                      path=path, where=lambda line: f"line {line}", problem=problem, problems=problems,
+                      n_problems=n_problems)
+
+
+def check_rows(codes: np.ndarray, uniques: pa.Array, boxes: np.ndarray, scores: np.ndarray, lines: np.ndarray, *,
+               skip_bad_rows: bool, known_series: Collection[str] | None, path: Path, where: Callable[[int], str],
+               problem: Callable[[int, bool, bool], str], name_missing: np.ndarray | None = None,
+               problems: dict[int, str] | None = None, n_problems: int = 0) -> Predictions:
+    """The checks shared by the CSV and binary readers, on the rows read from a file.
+
+    ``codes``/``uniques``: the File_name of each row; ``lines``: its CSV line (row + 1
+    for a binary file); ``where(line)`` says ``line L`` or ``row R`` in a message about ``path``;
+    ``problem(i, value_bad, name_bad)`` says what is wrong with row ``i``; ``problems``
+    (line -> message) and ``n_problems``: bad rows found before (wrong field count).
+    Raises on the first bad row unless ``skip_bad_rows``; returns the good rows.
+    """
+    problems = {} if problems is None else problems
     series_names, series_index, slices = _parse_names(uniques, codes)
     value_bad = _bad_values(boxes, scores)
     name_bad = series_index < 0
+    if name_missing is not None and name_missing.any():
+        name_bad |= name_missing
+        series_index = np.where(name_missing, -1, series_index)
     name_unknown = np.zeros(len(codes), dtype=bool)
     if known_series is not None:
         wanted = set(known_series)
         known = np.fromiter((name in wanted for name in series_names.tolist()), bool, series_names.size)
-        name_unknown[~name_bad] = ~known[series_index[~name_bad]]
+        if name_bad.any():
+            name_unknown[~name_bad] = ~known[series_index[~name_bad]]
+        else:
+            name_unknown = ~known[series_index]
     bad_rows = np.flatnonzero(value_bad | name_bad | name_unknown)
     n_problems += bad_rows.size
-    if bad_rows.size:
-        for i in bad_rows[:_EXAMPLES].tolist():
-            problems[int(lines[i])] = _row_problem(f, header, int(lines[i]), boxes[i], scores[i],
-                                                   value_bad[i], name_bad[i], uniques[int(codes[i])].as_py())
+    for i in bad_rows[:_EXAMPLES].tolist():
+        problems[int(lines[i])] = problem(i, bool(value_bad[i]), bool(name_bad[i]))
     if problems and not skip_bad_rows:
         ln = min(problems)
-        raise PredictionError(f"{path}, line {ln}: {problems[ln]} (use --skip-bad-rows to skip bad rows)")
+        raise PredictionError(f"{path}, {where(ln)}: {problems[ln]} (use --skip-bad-rows to skip bad rows)")
     if bad_rows.size:
         keep = np.ones(len(codes), dtype=bool)
         keep[bad_rows] = False
         codes, boxes, scores, series_index, slices, lines = (
             a[keep] for a in (codes, boxes, scores, series_index, slices, lines))
     names = np.array(uniques.to_pylist(), dtype=object)[codes]
-    examples = [f"line {ln}: {problems[ln]}" for ln in sorted(problems)[:_EXAMPLES]]
+    examples = [f"{where(ln)}: {problems[ln]}" for ln in sorted(problems)[:_EXAMPLES]]
     return Predictions(names, boxes, scores, series_names, series_index, slices, lines, n_problems, examples)
 
 
@@ -454,13 +500,21 @@ def _row_problem(f: _File, header: list[str], line: int, box: np.ndarray, score:
 
 def write_predictions(path: str | os.PathLike, file_names: Sequence[str], boxes: np.ndarray,
                       scores: np.ndarray) -> None:
-    """Write a prediction CSV atomically.  Numbers are written with the shortest text that
-    reads back to the same float64 (exact round trip; see :mod:`lesionprop.numtext`)."""
+    """Write predictions atomically: a CSV, or Arrow IPC / Parquet by the suffix of ``path``
+    (see :data:`BINARY_SUFFIXES`).  CSV numbers are written with the shortest text that
+    reads back to the same float64 (exact round trip; see :mod:`lesionprop.numtext`);
+    binary files hold the float64 values themselves."""
     names = _object_array(file_names)
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if not (len(names) == len(b) == len(s)):
         raise ValueError(f"write_predictions: {len(names)} names, {len(b)} boxes, {len(s)} scores")
+    fmt = _binary_format(path)
+    if fmt is not None:
+        from lesionprop.predictions_binary import write_binary
+
+        write_binary(path, fmt, names, b, s)
+        return
     codes, heads = run_codes(names)
     columns = [b[:, 0], b[:, 1], b[:, 2], b[:, 3], s]
     text = [FloatText() for _ in columns]

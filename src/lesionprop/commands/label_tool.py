@@ -38,7 +38,8 @@ def float_list(text: str) -> tuple[float, ...]:
 
 def add_io_arguments(parser: argparse.ArgumentParser, *, out: bool) -> None:
     parser.add_argument("--annotations", required=True, help="DL_info.csv-schema file")
-    parser.add_argument("--predictions", required=True, help="CSV File_name,x1,y1,x2,y2,score (file frame)")
+    parser.add_argument("--predictions", required=True,
+                        help="File_name,x1,y1,x2,y2,score (file frame): CSV, or .arrow/.feather/.parquet (faster)")
     if out:
         parser.add_argument("--out", required=True, help="output annotation file (input rows, then new rows)")
     parser.add_argument("--skip-bad-rows", action="store_true",

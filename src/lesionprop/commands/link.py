@@ -14,12 +14,14 @@ import pandas as pd
 from lesionprop.fileio import atomic_write, refuse_overwrite_of_inputs
 from lesionprop.labels.link import drop_short, link_boxes, summarize_lesions
 from lesionprop.predictions import read_predictions
+from lesionprop.predictions_binary import binary_format, read_frame
 
 LESION_COLUMNS = ("Lesion_id", "Series", "z1", "z2", "x1", "y1", "x2", "y2", "score", "n_slices")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--predictions", required=True, help="CSV File_name,x1,y1,x2,y2,score (file frame)")
+    parser.add_argument("--predictions", required=True,
+                        help="File_name,x1,y1,x2,y2,score (file frame): CSV, or .arrow/.feather/.parquet")
     parser.add_argument("--out", required=True,
                         help="per-box CSV: the input rows unchanged plus a Lesion_id column "
                              "(an existing Lesion_id column is replaced)")
@@ -49,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
     if args.min_slices < 1:
         raise ValueError(f"--min-slices must be >= 1, got {args.min_slices}")
     preds = read_predictions(args.predictions)
-    raw = pd.read_csv(args.predictions, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    if binary_format(args.predictions):
+        raw = read_frame(args.predictions)
+    else:
+        raw = pd.read_csv(args.predictions, dtype=str, keep_default_na=False, skip_blank_lines=False)
     raw = raw.iloc[preds.lines - 2].drop(columns=["Lesion_id"], errors="ignore")
     ids = link_boxes(preds.series_index, preds.slices, preds.boxes, preds.scores,
                      iou=args.iou, max_gap=args.max_gap)
