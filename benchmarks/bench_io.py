@@ -17,6 +17,9 @@ with this checkout's ``src``:
 * ``lesionprop propagate / mine / distill`` on those files: the whole command
   (interpreter start, imports, reading, algorithm, writing), wall and CPU time; the
   outputs of today's and this code are compared;
+* the same predictions as an Arrow IPC file (``predictions.arrow``, written by this
+  checkout; today's code has no binary form): ``read_predictions`` and the three
+  commands on it, their outputs checked byte-identical to the CSV-input outputs;
 * the per-box loops of ``reference_loops.py`` on the first ``--loop-subset`` key
   slices (checked equal to the vectorised functions there), extrapolated linearly;
 * TTA weighted box fusion on ``--tta-slices`` random slices (4 views x 50 boxes):
@@ -121,9 +124,11 @@ def make_inputs(tmp: Path, n_keys: int, dlinfo_rows: int) -> dict[str, Path]:
     n = les["key"].size
     zeros = np.zeros(n, np.int64)
     lines = dl_info_rows(les["series"], les["key"], les["boxes"], zeros + 1, les["lesion_type"], zeros)
-    paths = {"ann": tmp / "DL_info.csv", "preds": tmp / "predictions.csv", "big": tmp / "DL_info_big.csv"}
+    paths = {"ann": tmp / "DL_info.csv", "preds": tmp / "predictions.csv", "big": tmp / "DL_info_big.csv",
+             "arrow": tmp / "predictions.arrow"}
     paths["ann"].write_text(HEADER + "\n" + "\n".join(lines) + "\n")
     write_predictions(paths["preds"], names, boxes, scores)
+    write_predictions(paths["arrow"], names, boxes, scores)      # this checkout's binary form (Arrow IPC)
     np.save(tmp / "names.npy", names)
     np.save(tmp / "boxes.npy", boxes)
     np.save(tmp / "scores.npy", scores)
@@ -330,6 +335,7 @@ def main() -> None:
 
         r = {k: run.step(src, "read_preds", path=str(paths["preds"])) for k, src in codes.items()}
         same = "same values" if r["today"]["digest"] == r["now"]["digest"] else "VALUES DIFFER"
+        digest_csv = r["now"]["digest"]
         rows.append((f"read predictions, {r['now']['rows']:,} rows", fmt(r["today"]), fmt(r["now"]), "<= 1.5 s", same))
         print(rows[-1], flush=True)
 
@@ -339,7 +345,13 @@ def main() -> None:
                      f"read back {exact}"))
         print(rows[-1], flush=True)
 
-        totals = {"today": [0.0, 0.0], "now": [0.0, 0.0]}
+        r = run.step(new_src, "read_preds", path=str(paths["arrow"]))
+        same = "same values as the CSV" if r["digest"] == digest_csv else "VALUES DIFFER FROM THE CSV"
+        rows.append((f"read predictions, Arrow IPC file ({paths['arrow'].stat().st_size / 1e6:.0f} MB)", "",
+                     fmt(r), "", same))
+        print(rows[-1], flush=True)
+
+        totals = {"today": [0.0, 0.0], "now": [0.0, 0.0], "arrow": [0.0, 0.0]}
         for cmd in ("propagate", "mine", "distill"):
             r = {k: run.cli(src, cmd, paths["ann"], paths["preds"], tmp / f"{cmd}_{k}.csv") for k, src in codes.items()}
             for k in r:
@@ -347,6 +359,13 @@ def main() -> None:
                 totals[k][1] += r[k]["cpu"]
             rows.append((f"`lesionprop {cmd}` end to end", fmt(r["today"]), fmt(r["now"]), "<= 4 s",
                          f"{r['now']['said'].split(' -> ')[0]}; output {_same_rows(tmp / f'{cmd}_today.csv', tmp / f'{cmd}_now.csv')}"))
+            print(rows[-1], flush=True)
+        for cmd in ("propagate", "mine", "distill"):
+            r = run.cli(new_src, cmd, paths["ann"], paths["arrow"], tmp / f"{cmd}_arrow.csv")
+            totals["arrow"][0] += r["wall"]
+            totals["arrow"][1] += r["cpu"]
+            rows.append((f"`lesionprop {cmd}` end to end, `--predictions predictions.arrow`", "", fmt(r), "<= 4 s",
+                         f"output vs the CSV input's: {_same_rows(tmp / f'{cmd}_now.csv', tmp / f'{cmd}_arrow.csv')}"))
             print(rows[-1], flush=True)
 
         lp = run.step(new_src, "loops", ann=str(paths["ann"]), preds=str(paths["preds"]), subset=args.loop_subset,
@@ -356,10 +375,15 @@ def main() -> None:
         loops_cpu = (lp["mine_cpu"] + lp["propagate_cpu"] + lp["distill_cpu"]) * scale
         rows.append((f"per-box loops (reference_loops.py), {lp['keys']} key slices x {scale:.1f}", "",
                      f"{loops:.1f} s (cpu {loops_cpu:.1f})", "", f"vectorised output equal on the subset: {lp['same']}"))
-        rows.append(("the three commands together vs the loops alone",
-                     *(f"{loops / totals[k][0]:.1f}x ({totals[k][0]:.1f} s); cpu {loops_cpu / totals[k][1]:.1f}x "
-                       f"({totals[k][1]:.1f} s)" for k in ("today", "now")), ">= 5x", "wall (cpu) times"))
-        print(rows[-2:], flush=True)
+        def speedup(k: str) -> str:
+            return (f"{loops / totals[k][0]:.1f}x ({totals[k][0]:.1f} s); cpu {loops_cpu / totals[k][1]:.1f}x "
+                    f"({totals[k][1]:.1f} s)")
+
+        rows.append(("the three commands together vs the loops alone, CSV predictions", speedup("today"),
+                     speedup("now"), ">= 5x", "wall (cpu) times"))
+        rows.append(("the three commands together vs the loops alone, Arrow IPC predictions", "", speedup("arrow"),
+                     ">= 5x", "wall (cpu) times"))
+        print(rows[-3:], flush=True)
 
         r = {k: run.step(src, "tta", slices=args.tta_slices, seed=3) for k, src in codes.items()}
         ens = run.step(new_src, "tta_ensemble", slices=args.tta_slices, seed=3)
