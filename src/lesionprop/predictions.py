@@ -37,11 +37,9 @@ from typing import Callable, Collection, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 from lesionprop.data.layout import SLICE_NAME_PATTERN
 from lesionprop.fileio import atomic_write
-from lesionprop.numtext import CHUNK_ROWS, FloatText, csv_lines, run_codes, text_field
 
 COLUMNS: tuple[str, ...] = ("File_name", "x1", "y1", "x2", "y2", "score")
 _MAX_SLICE = 2**31 - 1
@@ -127,6 +125,8 @@ def _object_array(values: Sequence[str]) -> np.ndarray:
 
 def _factorize(names: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """``(codes, uniques)`` with ``names == uniques[codes]`` (cheap when equal names are adjacent)."""
+    from lesionprop.numtext import run_codes     # not imported by readers: its tables cost ~10 ms
+
     run, heads = run_codes(names)
     index: dict[str, int] = {}
     head_code = np.fromiter((index.setdefault(h, len(index)) for h in heads.tolist()), np.int64, heads.size)
@@ -286,6 +286,8 @@ def _header(f: _File) -> list[str]:
 
 
 def _arrow_read(f: _File, numbers: pa.DataType, threads: bool) -> tuple[pa.Table, list[tuple]]:
+    import pyarrow.csv as pacsv                  # not needed for binary files
+
     invalid: list[tuple] = []
 
     def on_invalid(row) -> str:
@@ -515,6 +517,8 @@ def write_predictions(path: str | os.PathLike, file_names: Sequence[str], boxes:
 
         write_binary(path, fmt, names, b, s)
         return
+    from lesionprop.numtext import CHUNK_ROWS, FloatText, csv_lines, run_codes, text_field
+
     codes, heads = run_codes(names)
     columns = [b[:, 0], b[:, 1], b[:, 2], b[:, 3], s]
     text = [FloatText() for _ in columns]
