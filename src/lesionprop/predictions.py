@@ -30,7 +30,6 @@ import io
 import mmap
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Sequence
 
@@ -63,7 +62,6 @@ class PredictionError(ValueError):
     """A malformed prediction file: the message names the file, line and value."""
 
 
-@dataclass
 class Predictions:
     """Boxes predicted on slices, as parallel arrays (file order).
 
@@ -74,17 +72,34 @@ class Predictions:
       in-memory predictions
     * ``skipped``: number of bad rows left out; ``skipped_examples``: the first few
       ``"line L: reason"`` strings
+
+    The readers pass ``file_names=None`` with ``name_codes`` / ``name_uniques`` (each row's
+    code into an arrow string array): ``file_names`` is then made on first use (the label
+    tools never use it; 3.4 million Python strings cost ~0.05 s).
     """
 
-    file_names: np.ndarray
-    boxes: np.ndarray
-    scores: np.ndarray
-    series_names: np.ndarray
-    series_index: np.ndarray
-    slices: np.ndarray
-    lines: np.ndarray
-    skipped: int = 0
-    skipped_examples: list[str] = field(default_factory=list)
+    def __init__(self, file_names: np.ndarray | None, boxes: np.ndarray, scores: np.ndarray,
+                 series_names: np.ndarray, series_index: np.ndarray, slices: np.ndarray, lines: np.ndarray,
+                 skipped: int = 0, skipped_examples: list[str] | None = None, *,
+                 name_codes: np.ndarray | None = None, name_uniques: pa.Array | None = None) -> None:
+        if file_names is None and (name_codes is None or name_uniques is None):
+            raise ValueError("Predictions: file_names, or name_codes and name_uniques, are needed")
+        self._file_names = file_names
+        self._name_codes, self._name_uniques = name_codes, name_uniques
+        self.boxes, self.scores = boxes, scores
+        self.series_names, self.series_index, self.slices, self.lines = series_names, series_index, slices, lines
+        self.skipped = skipped
+        self.skipped_examples = [] if skipped_examples is None else skipped_examples
+
+    @property
+    def file_names(self) -> np.ndarray:
+        if self._file_names is None:
+            self._file_names = np.array(self._name_uniques.to_pylist(), dtype=object)[self._name_codes]
+            self._name_codes = self._name_uniques = None
+        return self._file_names
+
+    def __repr__(self) -> str:
+        return f"Predictions({len(self)} boxes on {len(self.series_names)} series, {self.skipped} skipped)"
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -112,9 +127,11 @@ class Predictions:
         idx = np.asarray(mask_or_index)
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
-        return Predictions(self.file_names[idx], self.boxes[idx], self.scores[idx], self.series_names,
-                           self.series_index[idx], self.slices[idx], self.lines[idx], self.skipped,
-                           list(self.skipped_examples))
+        lazy = self._file_names is None
+        return Predictions(None if lazy else self._file_names[idx], self.boxes[idx], self.scores[idx],
+                           self.series_names, self.series_index[idx], self.slices[idx], self.lines[idx],
+                           self.skipped, list(self.skipped_examples),
+                           name_codes=self._name_codes[idx] if lazy else None, name_uniques=self._name_uniques)
 
 
 def _object_array(values: Sequence[str]) -> np.ndarray:
@@ -473,9 +490,9 @@ def check_rows(codes: np.ndarray, uniques: pa.Array, boxes: np.ndarray, scores: 
         keep[bad_rows] = False
         codes, boxes, scores, series_index, slices, lines = (
             a[keep] for a in (codes, boxes, scores, series_index, slices, lines))
-    names = np.array(uniques.to_pylist(), dtype=object)[codes]
     examples = [f"{where(ln)}: {problems[ln]}" for ln in sorted(problems)[:_EXAMPLES]]
-    return Predictions(names, boxes, scores, series_names, series_index, slices, lines, n_problems, examples)
+    return Predictions(None, boxes, scores, series_names, series_index, slices, lines, n_problems, examples,
+                       name_codes=codes, name_uniques=uniques)
 
 
 def _to_float(text: str) -> float:

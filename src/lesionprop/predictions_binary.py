@@ -118,14 +118,17 @@ def _name_codes(path: Path, table: pa.Table) -> tuple[np.ndarray, pa.Array, np.n
             dicts.append((at, d))
         idx = ch.indices
         kind = ("i" if pa.types.is_signed_integer(idx.type) else "u") + str(idx.type.bit_width // 8)
-        codes.append(_numpy(idx, np.dtype(kind)).astype(np.int64) + dicts[-1][0])
+        code = _numpy(idx, np.dtype(kind))         # a view of the memory map when there are no nulls
+        codes.append(code if dicts[-1][0] == 0 and kind == "i4" else code.astype(np.int64) + dicts[-1][0])
         nulls.append(_null_mask(idx))
     if not dicts:
         from lesionprop.annotations.arrow_text import arrow_strings
 
         return np.zeros(0, np.int64), arrow_strings([]), np.zeros(0, bool)
     uniques = pa.concat_arrays([d for _, d in dicts]) if len(dicts) > 1 else dicts[0][1]
-    return np.concatenate(codes), uniques, np.concatenate(nulls)
+    if len(codes) == 1:
+        return codes[0], uniques, nulls[0]
+    return np.concatenate([c.astype(np.int64) for c in codes]), uniques, np.concatenate(nulls)
 
 
 def _null_mask(arr: pa.Array) -> np.ndarray:
