@@ -80,7 +80,7 @@ def mine_arrays(ks: KeySlices, index: PredIndex, *, score: float, iou: float
     step1 = np.zeros(hi.sel.size, dtype=bool)
     for start, count in ((p_start, p_count), (q_start, q_count)):
         for _, ia, ib in segment_pairs(hb_start, hb_count, start, count):
-            k, v = overlap_iou(hi.cols, ia, index.cols, ib)
+            k, v = overlap_iou(hi.cols, ia, index.file_cols, index.file_rows(ib))
             step1[ia[k[v > iou]]] = True
     k1, pos1 = expand_segments(hb_start, hb_count)
     keep1 = step1[pos1]
@@ -106,7 +106,7 @@ def mine_arrays(ks: KeySlices, index: PredIndex, *, score: float, iou: float
         gp_g, gp_p = gp // (hi.sel.size + 1), gp % (hi.sel.size + 1)
         touches = np.zeros(gp.size, dtype=bool)
         for j, ia, ib in segment_pairs(gp_p, np.ones(gp.size, np.int64), b_start[gp_g], b_count[gp_g]):
-            touches[j[overlap_iou(hi.cols, ia, index.cols, ib)[0]]] = True
+            touches[j[overlap_iou(hi.cols, ia, index.file_cols, index.file_rows(ib))[0]]] = True
         ok = ~touches[inv.reshape(-1)]
         g2, ip2, iq2, v2 = g2[ok], ip2[ok], iq2[ok], v2[ok]
     acc = greedy_match(g2, ip2, iq2, v2, hi.rows[ip2], hi.rows[iq2]) if g2.size else np.zeros(0, np.int64)

@@ -51,7 +51,7 @@ def propagate_arrays(ks: KeySlices, index: PredIndex, *, iou: float, offsets: Se
         # one group per reference row: its box against every prediction on S
         for _, ia, ib in segment_pairs(np.arange(ref_key.size), np.ones(ref_key.size, np.int64),
                                        start[ref_key], count[ref_key]):
-            k, v = overlap_iou(ks.cols, ia, index.cols, ib)
+            k, v = overlap_iou(ks.cols, ia, index.file_cols, index.file_rows(ib))
             hit = k[v > iou]
             ia, ib = ia[hit], ib[hit]
             parts.append((ref_key[ia], np.full(ia.size, o_pos, np.int64), ia, index.rows[ib], index.scores[ib]))
