@@ -178,34 +178,37 @@ class Vocab:
 class PredIndex:
     """Predictions sorted by (slice key, file order), with per-slice segments.
 
-    Attributes on the sorted order: ``rows`` (index into the Predictions), ``scores``,
-    ``keys``; per distinct slice: ``ukeys``, ``starts``, ``counts``.  The boxes stay in file
-    order (``file_cols``, :class:`BoxCols` of views of the Predictions' columns when they are
-    column-major, as the readers give them): sorted position ``i`` has box
-    ``file_cols[file_rows(i)]``.  Not gathering the boxes into sorted order saves copying
-    DeepLesion's 3.4 million boxes (~0.1 s with its page faults) in every label command.
+    ``rows`` (N,): the row of the Predictions at each sorted position; per distinct slice:
+    ``ukeys``, ``starts``, ``counts`` (segments of the sorted order).  Boxes and scores stay
+    in file order (``file_cols``: :class:`BoxCols` of views of the Predictions' columns when
+    they are column-major, as the readers give them; ``file_scores``): sorted position ``i``
+    has box ``file_cols[file_rows(i)]``.  The order is built from the runs of equal slices in
+    the file (a predictions file lists a slice's boxes together), and nothing of DeepLesion's
+    3.4 million boxes is gathered into sorted order (~0.1 s per label command with its page
+    faults).
     """
 
     def __init__(self, preds: Predictions) -> None:
         keys = slice_keys(preds.series_index, preds.slices)
         self.file_cols = BoxCols(preds.boxes)
-        self.identity = keys.size < 2 or bool(np.all(keys[1:] >= keys[:-1]))   # file already grouped by slice
+        self.file_scores = np.asarray(preds.scores, dtype=np.float64)
+        n = keys.size
+        head = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1]))) if n else np.zeros(0, np.int64)
+        run_keys, run_len = keys[head], np.diff(np.append(head, n))
+        self.identity = bool(np.all(run_keys[1:] > run_keys[:-1]))     # file already grouped by slice
         if self.identity:
-            self.rows = np.arange(keys.size, dtype=np.int64)
-            self.keys = keys
-            self.scores = preds.scores
-        else:
-            self.rows = np.argsort(keys, kind="stable").astype(np.int64)
-            self.keys = keys[self.rows]
-            self.scores = preds.scores[self.rows]
-        n = self.keys.size
-        self.starts = np.flatnonzero(np.concatenate(([True], self.keys[1:] != self.keys[:-1]))) if n \
-            else np.zeros(0, np.int64)
-        self.ukeys = self.keys[self.starts]
-        self.counts = np.diff(np.append(self.starts, n))
+            self.rows = np.arange(n, dtype=np.int64)
+            self.ukeys, self.starts, self.counts = run_keys, head, run_len
+        else:                                   # runs in (key, file order): a stable sort of the runs
+            order = np.argsort(run_keys, kind="stable")
+            k, length, first = run_keys[order], run_len[order], head[order]
+            at = np.cumsum(length) - length     # sorted position of each run
+            self.rows = np.repeat(first - at, length) + np.arange(n, dtype=np.int64)
+            new = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
+            self.ukeys, self.starts, self.counts = k[new], at[new], np.add.reduceat(length, new)
 
     def file_rows(self, pos: np.ndarray) -> np.ndarray:
-        """Sorted positions -> rows of the Predictions (indices into ``file_cols``)."""
+        """Sorted positions -> rows of the Predictions (indices into ``file_cols``, ``file_scores``)."""
         return pos if self.identity else self.rows[pos]
 
     @classmethod
@@ -227,19 +230,21 @@ class PredIndex:
         hit = self.ukeys[pos] == keys
         return np.where(hit, self.starts[pos], 0), np.where(hit, self.counts[pos], 0)
 
-    def subset(self, mask: np.ndarray) -> "SubIndex":
-        """The sorted predictions where ``mask`` (on the sorted order) holds, same segments."""
-        return SubIndex(self, mask)
+    def above(self, score: float) -> "SubIndex":
+        """The sorted predictions scoring above ``score``, with the same segments."""
+        keep = self.file_scores > score
+        return SubIndex(self, keep if self.identity else keep[self.rows])
 
 
 class SubIndex:
-    """A filtered :class:`PredIndex` (e.g. score > alpha) that maps segments of the parent."""
+    """A filtered :class:`PredIndex` (e.g. score > alpha) that maps segments of the parent;
+    ``rows``, ``scores`` and ``cols`` in its (sorted, filtered) order."""
 
     def __init__(self, parent: PredIndex, mask: np.ndarray) -> None:
         self.sel = np.flatnonzero(mask)
         self.cum = np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
         self.rows = parent.rows[self.sel]
-        self.scores = parent.scores[self.sel]
+        self.scores = parent.file_scores[self.rows]
         self.cols = parent.file_cols.take(self.rows)       # in the filtered sorted order
         self.boxes = self.cols.boxes()
 

@@ -29,7 +29,7 @@ def distill_arrays(ks: KeySlices, index: PredIndex, *, score: float, offsets: Se
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised core.  Returns ``(pred_rows, key)``: prediction rows and the position of
     the key slice in ``ks`` each is attributed to, in output order, each row once."""
-    hi = index.subset(index.scores > score)
+    hi = index.above(score)
     key_set = np.sort(ks.keys)
     keys, opos, rows = [], [], []
     for o_pos, o in enumerate(offsets):

@@ -73,7 +73,7 @@ def mine_arrays(ks: KeySlices, index: PredIndex, *, score: float, iou: float
     b_start, b_count = index.find(ks.keys)
     p_start, p_count = index.find(slice_keys(ks.series, ks.slices + 1))
     q_start, q_count = index.find(slice_keys(ks.series, ks.slices - 1))
-    hi = index.subset(index.scores > score)
+    hi = index.above(score)
 
     # step 1: confident boxes on K that overlap a box on K+1 or K-1
     hb_start, hb_count = hi.segments(b_start, b_count)

@@ -51,10 +51,11 @@ def propagate_arrays(ks: KeySlices, index: PredIndex, *, iou: float, offsets: Se
         # one group per reference row: its box against every prediction on S
         for _, ia, ib in segment_pairs(np.arange(ref_key.size), np.ones(ref_key.size, np.int64),
                                        start[ref_key], count[ref_key]):
-            k, v = overlap_iou(ks.cols, ia, index.file_cols, index.file_rows(ib))
+            rows = index.file_rows(ib)
+            k, v = overlap_iou(ks.cols, ia, index.file_cols, rows)
             hit = k[v > iou]
-            ia, ib = ia[hit], ib[hit]
-            parts.append((ref_key[ia], np.full(ia.size, o_pos, np.int64), ia, index.rows[ib], index.scores[ib]))
+            ia, rows = ia[hit], rows[hit]
+            parts.append((ref_key[ia], np.full(ia.size, o_pos, np.int64), ia, rows, index.file_scores[rows]))
     if not parts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     key, opos, ref, row, score = (np.concatenate(x) for x in zip(*parts))
