@@ -46,6 +46,7 @@ _NAME_MATCH = re.compile(SLICE_NAME_PATTERN).match
 _BOM = b"\xef\xbb\xbf"
 _SCAN = 1 << 22          # bytes per step of the whole-file scans (newlines, non-ASCII)
 _EXAMPLES = 5
+_CHECK_ROWS = 1 << 16    # rows per step of the value check
 
 
 #: file suffixes (lower case) read and written as binary tables instead of CSV
@@ -75,11 +76,12 @@ class Predictions:
 
     The readers pass ``file_names=None`` with ``name_codes`` / ``name_uniques`` (each row's
     code into an arrow string array): ``file_names`` is then made on first use (the label
-    tools never use it; 3.4 million Python strings cost ~0.05 s).
+    tools never use it; 3.4 million Python strings cost ~0.05 s); ``lines=None`` stands for
+    ``2 .. N + 1`` (a binary file's rows), also made on first use.
     """
 
     def __init__(self, file_names: np.ndarray | None, boxes: np.ndarray, scores: np.ndarray,
-                 series_names: np.ndarray, series_index: np.ndarray, slices: np.ndarray, lines: np.ndarray,
+                 series_names: np.ndarray, series_index: np.ndarray, slices: np.ndarray, lines: np.ndarray | None,
                  skipped: int = 0, skipped_examples: list[str] | None = None, *,
                  name_codes: np.ndarray | None = None, name_uniques: pa.Array | None = None) -> None:
         if file_names is None and (name_codes is None or name_uniques is None):
@@ -87,9 +89,16 @@ class Predictions:
         self._file_names = file_names
         self._name_codes, self._name_uniques = name_codes, name_uniques
         self.boxes, self.scores = boxes, scores
-        self.series_names, self.series_index, self.slices, self.lines = series_names, series_index, slices, lines
+        self.series_names, self.series_index, self.slices = series_names, series_index, slices
+        self._lines = lines
         self.skipped = skipped
         self.skipped_examples = [] if skipped_examples is None else skipped_examples
+
+    @property
+    def lines(self) -> np.ndarray:
+        if self._lines is None:                  # a binary file's rows, none left out: row + 1
+            self._lines = np.arange(2, len(self) + 2, dtype=np.int64)
+        return self._lines
 
     @property
     def file_names(self) -> np.ndarray:
@@ -152,7 +161,22 @@ def _factorize(names: np.ndarray) -> tuple[np.ndarray, list[str]]:
 
 def _bad_values(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Rows with a NaN / non-numeric value or x2 < x1 or y2 < y1 (vectorised)."""
-    with np.errstate(invalid="ignore"):
+    n = len(scores)
+    ok = np.empty(n, dtype=bool)
+    total = np.empty(min(n, _CHECK_ROWS))
+    less = np.empty(min(n, _CHECK_ROWS), dtype=bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for lo in range(0, n, _CHECK_ROWS):      # in cache-sized steps: no DeepLesion-size temporaries
+            b, t, c, part = boxes[lo:lo + _CHECK_ROWS], total[:n - lo], less[:n - lo], ok[lo:lo + _CHECK_ROWS]
+            np.add(b[:, 0], b[:, 1], out=t)      # finite when all five are (or it overflowed: see below)
+            t += b[:, 2]
+            t += b[:, 3]
+            t += scores[lo:lo + _CHECK_ROWS]
+            np.isfinite(t, out=part)
+            part &= np.greater_equal(b[:, 2], b[:, 0], out=c)
+            part &= np.greater_equal(b[:, 3], b[:, 1], out=c)
+        if ok.all():
+            return ~ok
         ok = np.isfinite(scores)
         for j in range(4):
             ok &= np.isfinite(boxes[:, j])
@@ -451,14 +475,14 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
                       n_problems=n_problems)
 
 
-def check_rows(codes: np.ndarray, uniques: pa.Array, boxes: np.ndarray, scores: np.ndarray, lines: np.ndarray, *,
+def check_rows(codes: np.ndarray, uniques: pa.Array, boxes: np.ndarray, scores: np.ndarray, lines: np.ndarray | None, *,
                skip_bad_rows: bool, known_series: Collection[str] | None, path: Path, where: Callable[[int], str],
                problem: Callable[[int, bool, bool], str], name_missing: np.ndarray | None = None,
                problems: dict[int, str] | None = None, n_problems: int = 0) -> Predictions:
     """The checks shared by the CSV and binary readers, on the rows read from a file.
 
-    ``codes``/``uniques``: the File_name of each row; ``lines``: its CSV line (row + 1
-    for a binary file); ``where(line)`` says ``line L`` or ``row R`` in a message about ``path``;
+    ``codes``/``uniques``: the File_name of each row; ``lines``: its CSV line (``None``:
+    row + 1, a binary file); ``where(line)`` says ``line L`` or ``row R`` in a message about ``path``;
     ``problem(i, value_bad, name_bad)`` says what is wrong with row ``i``; ``problems``
     (line -> message) and ``n_problems``: bad rows found before (wrong field count).
     Raises on the first bad row unless ``skip_bad_rows``; returns the good rows.
@@ -481,13 +505,14 @@ def check_rows(codes: np.ndarray, uniques: pa.Array, boxes: np.ndarray, scores: 
     bad_rows = np.flatnonzero(value_bad | name_bad | name_unknown)
     n_problems += bad_rows.size
     for i in bad_rows[:_EXAMPLES].tolist():
-        problems[int(lines[i])] = problem(i, bool(value_bad[i]), bool(name_bad[i]))
+        problems[i + 2 if lines is None else int(lines[i])] = problem(i, bool(value_bad[i]), bool(name_bad[i]))
     if problems and not skip_bad_rows:
         ln = min(problems)
         raise PredictionError(f"{path}, {where(ln)}: {problems[ln]} (use --skip-bad-rows to skip bad rows)")
     if bad_rows.size:
         keep = np.ones(len(codes), dtype=bool)
         keep[bad_rows] = False
+        lines = np.arange(2, len(codes) + 2, dtype=np.int64) if lines is None else lines
         codes, boxes, scores, series_index, slices, lines = (
             a[keep] for a in (codes, boxes, scores, series_index, slices, lines))
     examples = [f"{where(ln)}: {problems[ln]}" for ln in sorted(problems)[:_EXAMPLES]]

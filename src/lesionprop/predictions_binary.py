@@ -184,7 +184,6 @@ def read_binary(path: Path, fmt: str, *, skip_bad_rows: bool = False,
         for j, c in enumerate(COLUMNS[1:5]):
             _numbers(path, table, c, boxes[:, j])
     scores = _numbers(path, table, "score")
-    lines = np.arange(2, table.num_rows + 2, dtype=np.int64)
 
     def where(line: int) -> str:
         return f"row {line - 1}"
@@ -198,7 +197,7 @@ def read_binary(path: Path, fmt: str, *, skip_bad_rows: bool = False,
                     f"{'missing (null)' if name is None else _shown(name)}")
         return f"column File_name: series of {_shown(name)} is not in the annotations"
 
-    return check_rows(codes, uniques, boxes, scores, lines, name_missing=null_name, skip_bad_rows=skip_bad_rows,
+    return check_rows(codes, uniques, boxes, scores, None, name_missing=null_name, skip_bad_rows=skip_bad_rows,
                       known_series=known_series, path=path, where=where, problem=problem)
 
 
