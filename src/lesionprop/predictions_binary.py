@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Collection, Sequence
+from typing import TYPE_CHECKING, Collection, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +33,9 @@ from lesionprop.fileio import atomic_write
 from lesionprop.predictions import (
     BINARY_SUFFIXES, COLUMNS, PredictionError, Predictions, _factorize, _numpy, _object_array, _shown, check_rows,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _FORMAT_NAMES = {"arrow": "Arrow IPC (Feather v2)", "parquet": "Parquet"}
 
@@ -68,7 +71,7 @@ def read_table(path: Path, fmt: str, *, all_columns: bool = False) -> pa.Table:
     return table if all_columns else table.select(list(COLUMNS))
 
 
-def read_frame(path: str | os.PathLike) -> "pandas.DataFrame":  # noqa: F821
+def read_frame(path: str | os.PathLike) -> pd.DataFrame:
     """Every column of a binary prediction file as a pandas DataFrame, one row per table row
     (``Predictions.lines - 2`` indexes it); dictionary-encoded text as str."""
     path = Path(path)
