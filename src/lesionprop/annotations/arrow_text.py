@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lesionprop.data.deeplesion import floats_text, join_text, num_text
+from lesionprop.data.deeplesion import floats_text, join_text
 
 def arrow_ints(values: Any) -> pa.Array:
     a = np.ascontiguousarray(np.asarray(values, dtype=np.int64).reshape(-1))
@@ -74,7 +74,7 @@ def num_texts(x: np.ndarray, decimals: int = 4) -> pa.Array:
 
     ``round(x * 10**decimals)`` in float64 is the correctly rounded decimal except within
     float error of a rounding tie; those values (and NaN, inf, huge ones) are formatted
-    by :func:`num_text` itself.
+    by Python's ``format`` (what :func:`num_text` does), trimmed the same way.
     """
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     unit = 10 ** decimals
@@ -89,7 +89,8 @@ def num_texts(x: np.ndarray, decimals: int = 4) -> pa.Array:
     sign = pc.if_else(arrow_bools(x < 0), lit("-"), lit(""))
     out = pc.binary_join_element_wise(sign, whole, part, lit(""))
     if slow.any():
-        fixed = arrow_strings([num_text(v, decimals) for v in x[slow].tolist()])
+        spec = f".{decimals}f"              # num_text(v) == format(v, spec) without trailing zeros / point
+        fixed = pc.utf8_rtrim(pc.utf8_rtrim(arrow_strings([format(v, spec) for v in x[slow].tolist()]), "0"), ".")
         out = pc.replace_with_mask(out, arrow_bools(slow), fixed)
     return out
 

@@ -14,7 +14,7 @@ import pandas as pd
 from lesionprop.fileio import atomic_write, refuse_overwrite_of_inputs
 from lesionprop.labels.link import drop_short, link_boxes, summarize_lesions
 from lesionprop.predictions import read_predictions
-from lesionprop.predictions_binary import binary_format, read_frame
+from lesionprop.predictions.binary import binary_format, read_frame
 
 LESION_COLUMNS = ("Lesion_id", "Series", "z1", "z2", "x1", "y1", "x2", "y2", "score", "n_slices")
 

@@ -1,21 +1,5 @@
-"""Prediction files: ``File_name,x1,y1,x2,y2,score`` (extra columns allowed), as CSV or binary.
-
-One row per box.  ``File_name`` names the slice the box is on, in DeepLesion
-form ``PPPPPP_SS_SS_III.png``.  Boxes are xyxy in the **file frame** (the
-convention of ``DL_info.csv`` ``Bounding_boxes``, see :mod:`lesionprop.boxes`).
-
-:class:`Predictions` holds numpy arrays, one entry per box, in file order
-(bad rows skipped with ``skip_bad_rows`` are left out): the parsed series and
-slice of each box and the CSV line it came from are kept alongside, so the
-label tools and the evaluation never re-parse names.
-
-The format is chosen by the suffix wherever predictions are read or written: CSV
-(:mod:`lesionprop.predictions_csv`, any suffix but the binary ones), Arrow IPC /
-Feather (``.arrow``, ``.feather``, ``.ipc``) or Parquet (``.parquet``, ``.pq``)
-(:mod:`lesionprop.predictions_binary`; Arrow IPC reads in a few hundredths of a second
-at DeepLesion scale).  Both readers end in :func:`check_rows`: the same checks, a
-message naming the file, the line or row, the column and the value.
-"""
+"""The :class:`Predictions` table, its checks and helpers shared by the CSV and binary forms
+(:mod:`lesionprop.predictions` reads and writes files; boxes in the file frame)."""
 
 from __future__ import annotations
 
@@ -240,32 +224,6 @@ def _shown(value: str, limit: int = 80) -> str:
     return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value):,} characters)"
 
 
-# ---------------------------------------------------------------- reading
-
-def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
-                     known_series: Collection[str] | None = None) -> Predictions:
-    """Read a prediction file: CSV, or Arrow IPC / Parquet by its suffix (:data:`BINARY_SUFFIXES`).
-
-    Bad rows (wrong column count, NaN or non-numeric value, x2 < x1, y2 < y1, a
-    name that is not a DeepLesion slice name, or a series outside
-    ``known_series`` when given) raise :class:`PredictionError` naming the file,
-    line and value; with ``skip_bad_rows`` they are left out and counted in
-    ``Predictions.skipped``.  Blank lines are ignored.  Extra columns are not read: a
-    row that only lacks trailing extra fields is accepted.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prediction file not found: {path}")
-    fmt = _binary_format(path)
-    if fmt is not None:
-        from lesionprop.predictions_binary import read_binary
-
-        return read_binary(path, fmt, skip_bad_rows=skip_bad_rows, known_series=known_series)
-    from lesionprop.predictions_csv import read_csv
-
-    return read_csv(path, skip_bad_rows=skip_bad_rows, known_series=known_series)
-
-
 def check_rows(codes: np.ndarray, uniques: pa.Array, boxes: np.ndarray, scores: np.ndarray, lines: np.ndarray | None, *,
                skip_bad_rows: bool, known_series: Collection[str] | None, path: Path, where: Callable[[int], str],
                problem: Callable[[int, bool, bool], str], name_missing: np.ndarray | None = None,
@@ -309,27 +267,3 @@ def check_rows(codes: np.ndarray, uniques: pa.Array, boxes: np.ndarray, scores: 
     examples = [f"{where(ln)}: {problems[ln]}" for ln in sorted(problems)[:_EXAMPLES]]
     return Predictions(None, boxes, scores, series_names, series_index, slices, lines, n_problems, examples,
                        name_codes=codes, name_uniques=uniques)
-
-
-# ---------------------------------------------------------------- writing
-
-def write_predictions(path: str | os.PathLike, file_names: Sequence[str], boxes: np.ndarray,
-                      scores: np.ndarray) -> None:
-    """Write predictions atomically: a CSV, or Arrow IPC / Parquet by the suffix of ``path``
-    (see :data:`BINARY_SUFFIXES`).  CSV numbers are written with the shortest text that
-    reads back to the same float64 (exact round trip; see :mod:`lesionprop.numtext`);
-    binary files hold the float64 values themselves."""
-    names = _object_array(file_names)
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if not (len(names) == len(b) == len(s)):
-        raise ValueError(f"write_predictions: {len(names)} names, {len(b)} boxes, {len(s)} scores")
-    fmt = _binary_format(path)
-    if fmt is not None:
-        from lesionprop.predictions_binary import write_binary
-
-        write_binary(path, fmt, names, b, s)
-        return
-    from lesionprop.predictions_csv import write_csv
-
-    write_csv(path, names, b, s)

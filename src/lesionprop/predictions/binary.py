@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lesionprop.fileio import atomic_write
-from lesionprop.predictions import (
+from lesionprop.predictions.table import (
     BINARY_SUFFIXES, COLUMNS, PredictionError, Predictions, _factorize, _numpy, _object_array, _shown, check_rows,
 )
 

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from lesionprop.fileio import atomic_write
-from lesionprop.predictions import (
+from lesionprop.predictions.table import (
     COLUMNS, PredictionError, Predictions, _numpy, _shown, _value_problem, check_rows,
 )
 
