@@ -21,7 +21,7 @@ from lesionprop.commands.label_tool import SPLIT_CHOICES, float_list, load_predi
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotations", required=True, help="DL_info.csv-schema file")
     parser.add_argument("--predictions", required=True, nargs="+", metavar="CSV",
-                        help="two or more prediction CSVs; the first is the reference")
+                        help="two or more prediction files (CSV, .arrow or .parquet); the first is the reference")
     parser.add_argument("--names", help="comma-separated names, one per predictions file (default: file names)")
     parser.add_argument("--truth", help="complete labels (truth.csv): an image's lesions = all truth rows on it")
     parser.add_argument("--split", default="test", choices=SPLIT_CHOICES)
