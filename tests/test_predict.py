@@ -124,6 +124,14 @@ def test_predict_writes_exactly_the_stub_detectors_boxes(blobs, tmp_path, monkey
     np.testing.assert_array_equal(back.boxes, expect)
     np.testing.assert_array_equal(preds.boxes, expect)
     np.testing.assert_allclose(back.scores, [0.9, 0.25] * 6, atol=5e-7)
+    # the same predictions as Arrow IPC and Parquet, chosen by the suffix: exact values
+    for suffix in (".arrow", ".parquet"):
+        binary = predict(ckpt, root, ann, slices="both", split="test", tta="none",
+                         out_csv=tmp_path / f"preds{suffix}", progress=False)
+        again = read_predictions(tmp_path / f"preds{suffix}")
+        assert list(again.file_names) == list(binary.file_names) == list(preds.file_names)
+        np.testing.assert_array_equal(again.boxes, preds.boxes)
+        np.testing.assert_array_equal(again.scores, preds.scores)
     # flip: the second box is symmetric about the sample's centre (22 + 42 = 64), so both views
     # agree on it and fusion keeps it with its score; the first box and its mirror do not overlap
     flip = predict(ckpt, root, ann, slices="key", split="test", tta="flip", progress=False)
