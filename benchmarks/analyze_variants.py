@@ -107,6 +107,17 @@ def gain_loss_rows(found: dict[str, np.ndarray], groups: dict) -> list[tuple]:
     return out
 
 
+def box_fit(pseudo: Annotations, truth: Annotations) -> np.ndarray:
+    """Each pseudo-label's best IoU with a truth box on its slice (0 when the slice has none)."""
+    t_names = truth.file_name.astype(str)
+    best = np.zeros(len(pseudo))
+    for i, (name, box) in enumerate(zip(pseudo.file_name.astype(str), pseudo.boxes)):
+        t = truth.boxes[t_names == name]
+        if len(t):
+            best[i] = box_iou(box[None], t).max()
+    return best
+
+
 def pseudo_label_rows(run: Path, truth: Annotations) -> list[tuple]:
     """(labels, size group, missing recovered/targets, neighbour recovered/targets, correct boxes)."""
     long_mm = np.nanmax(truth.diameters_px, axis=1) * truth.spacing[:, 0]
@@ -118,12 +129,48 @@ def pseudo_label_rows(run: Path, truth: Annotations) -> list[tuple]:
             continue
         rows = read_annotations(path)
         q_all = label_quality(rows, truth)
+        fit = box_fit(rows.take(rows.source != Source.HUMAN.value), truth.select("train", sources=None,
+                                                                                   drop_noisy=False))
+        fit_text = (f"{q_all.correct}/{q_all.boxes}; IoU to truth median {np.median(fit):.2f}, "
+                    f">= 0.7 for {100 * (fit >= 0.7).mean():.0f}%" if fit.size else "0/0")
         out.append((v, "all", q_all.missing_recovered, q_all.missing_targets, q_all.neighbour_recovered,
-                    q_all.neighbour_targets, q_all.correct, q_all.boxes))
+                    q_all.neighbour_targets, fit_text, None))
         for k, label in enumerate(SIZE_GROUPS):
             q = label_quality(rows, truth.take(sizes == k))
             out.append((v, label, q.missing_recovered, q.missing_targets, q.neighbour_recovered,
                         q.neighbour_targets, q.correct, None))
+    return out
+
+
+def training_image_rows(run: Path, truth: Annotations) -> list[tuple]:
+    """Per label set (``human`` = the official rows): its training slices, the truth lesions on
+    them, and how many of those no label of the set covers (IoU >= 0.5): they are trained as
+    background.  Pseudo-labels on a slice no human row is on make that slice a new training
+    image, with every lesion the labeller did not find on it as a negative."""
+    t_train = truth.select("train", sources=None, drop_noisy=False)
+    t_names = t_train.file_name.astype(str)
+    sets = {"human": read_annotations(run / "data" / "DL_info.csv")}
+    sets.update({v: read_annotations(run / "labels" / f"labels_{v}.csv") for v in VARIANTS
+                 if (run / "labels" / f"labels_{v}.csv").is_file()})
+    human_slices = set(sets["human"].select("train", sources=(Source.HUMAN,), drop_noisy=False)
+                       .file_name.astype(str))
+    out = []
+    for name, rows in sets.items():
+        train = rows.select("train", sources=None, drop_noisy=False)
+        names = train.file_name.astype(str)
+        for part, slices in (("key slices", sorted(human_slices)),
+                             ("added slices", sorted(set(names) - human_slices))):
+            if name == "human" and part == "added slices":
+                continue
+            lesions = unlabeled = 0
+            for sl in slices:
+                t = t_train.boxes[t_names == sl]
+                lab = train.boxes[names == sl]
+                lesions += len(t)
+                if len(t):
+                    covered = (box_iou(t, lab) >= 0.5).any(axis=1) if len(lab) else np.zeros(len(t), bool)
+                    unlabeled += int((~covered).sum())
+            out.append((name, part, len(slices), lesions, unlabeled))
     return out
 
 
@@ -178,11 +225,17 @@ def markdown(run: Path, fps: float) -> str:
               "with a truth box): " + ", ".join(f"{v} {h}/{n}" for v, (h, n) in hidden.items()) + ".", ""]
     lines += ["**Training pseudo-labels against truth by long diameter** (recovered / targets; "
               "IoU >= 0.5)", "",
-              "| labels | long diameter | missing key-slice lesions | lesions on unlabeled K+/-1 | right boxes |",
+              "| labels | long diameter | missing key-slice lesions | lesions on unlabeled K+/-1 | right boxes (IoU >= 0.5) |",
               "| --- | --- | --- | --- | --- |"]
     for v, label, mr, mt, nr, nt, c, boxes in pseudo_label_rows(run, truth):
-        right = f"{c}/{boxes}" if boxes is not None else str(c)
+        right = str(c)
         lines.append(f"| {v} | {label} | {mr}/{mt} | {nr}/{nt} | {right} |")
+    lines += ["", "**Training images and their unlabeled lesions** (truth lesions on the training slices of "
+              "each label set that no label of the set covers: trained as background)", "",
+              "| labels | slices | count | truth lesions on them | unlabeled | share |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for name, part, n, les, unl in training_image_rows(run, truth):
+        lines.append(f"| {name} | {part} | {n} | {les} | {unl} | {100 * unl / les if les else 0:.0f}% |")
     mrows, best = mining_rows(run, truth)
     lines += ["", "**Mining (Algorithm 2) at other score thresholds alpha** (tau = 0.5; train predictions "
               "of the baseline with TTA)", "",
