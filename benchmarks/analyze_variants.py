@@ -203,50 +203,91 @@ def mining_rows(run: Path, truth: Annotations) -> tuple[list[tuple], np.ndarray]
     return rows, np.asarray(best)
 
 
-def markdown(run: Path, fps: float) -> str:
+def analyze(run: Path, fps: float) -> dict:
+    """Every table of one finished run (see the module docstring)."""
     truth_path = run / "data" / "truth.csv"
     if not truth_path.is_file():
         raise SystemExit(f"{run}: no data/truth.csv (the analysis needs complete truth)")
     truth = read_annotations(truth_path)
-    lines = [f"## {run.name}", ""]
+    out: dict = {"name": run.name, "fps": fps, "tests": {}}
     for kind, t in (("official labels", None), ("truth", truth)):
         rows, found = test_outcomes(run, t, fps)
-        groups = groups_of(rows, run / "data")
-        lines += [f"**Test lesions found at {fps:g} FPs per image, {kind}** ({rows.__len__()} lesions; "
+        out["tests"][kind] = (len(rows), gain_loss_rows(found, groups_of(rows, run / "data")))
+    out["hidden"] = hidden_lesions_among_fps(run, truth, fps)
+    out["pseudo"] = pseudo_label_rows(run, truth)
+    out["images"] = training_image_rows(run, truth)
+    out["mining"], out["best"] = mining_rows(run, truth)
+    return out
+
+
+def markdown(res: dict) -> str:
+    fps = res["fps"]
+    lines = [f"## {res['name']}", ""]
+    for kind, (n_lesions, rows) in res["tests"].items():
+        lines += [f"**Test lesions found at {fps:g} FPs per image, {kind}** ({n_lesions} lesions; "
                   "gained / lost against the baseline; churn = gained + lost)", "",
                   "| variant | group | lesions | baseline found | gained | lost | net | churn |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for v, gname, label, n, b, g, lo in gain_loss_rows(found, groups):
+        for v, gname, label, n, b, g, lo in rows:
             group = "all" if gname == "all" else f"{gname} {label}"
             lines.append(f"| {v} | {group} | {n} | {b} | {g} | {lo} | {g - lo:+d} | {g + lo} |")
         lines.append("")
-    hidden = hidden_lesions_among_fps(run, truth, fps)
     lines += [f"Official false positives up to {fps:g} per image that are real, unlabeled lesions (IoU >= 0.5 "
-              "with a truth box): " + ", ".join(f"{v} {h}/{n}" for v, (h, n) in hidden.items()) + ".", ""]
+              "with a truth box): " + ", ".join(f"{v} {h}/{n}" for v, (h, n) in res["hidden"].items()) + ".", ""]
     lines += ["**Training pseudo-labels against truth by long diameter** (recovered / targets; "
               "IoU >= 0.5)", "",
               "| labels | long diameter | missing key-slice lesions | lesions on unlabeled K+/-1 | right boxes (IoU >= 0.5) |",
               "| --- | --- | --- | --- | --- |"]
-    for v, label, mr, mt, nr, nt, c, boxes in pseudo_label_rows(run, truth):
-        right = str(c)
-        lines.append(f"| {v} | {label} | {mr}/{mt} | {nr}/{nt} | {right} |")
+    for v, label, mr, mt, nr, nt, c, _ in res["pseudo"]:
+        lines.append(f"| {v} | {label} | {mr}/{mt} | {nr}/{nt} | {c} |")
     lines += ["", "**Training images and their unlabeled lesions** (truth lesions on the training slices of "
               "each label set that no label of the set covers: trained as background)", "",
               "| labels | slices | count | truth lesions on them | unlabeled | share |",
               "| --- | --- | --- | --- | --- | --- |"]
-    for name, part, n, les, unl in training_image_rows(run, truth):
+    for name, part, n, les, unl in res["images"]:
         lines.append(f"| {name} | {part} | {n} | {les} | {unl} | {100 * unl / les if les else 0:.0f}% |")
-    mrows, best = mining_rows(run, truth)
     lines += ["", "**Mining (Algorithm 2) at other score thresholds alpha** (tau = 0.5; train predictions "
               "of the baseline with TTA)", "",
               "| alpha | mined boxes | right | missing lesions recovered |", "| --- | --- | --- | --- |"]
-    for a, boxes, c, mr, mt in mrows:
+    for a, boxes, c, mr, mt in res["mining"]:
         lines.append(f"| {a:g} | {boxes} | {c} | {mr}/{mt} |")
+    best = res["best"]
     if best.size:
         q = [(f"> {t:g}", int((best > t).sum())) for t in (0.05, 0.5, 0.7, 0.9)]
         lines += ["", f"Best baseline score (IoU >= 0.5) on the key slice of each of the {best.size} missing "
                   "training lesions: " + ", ".join(f"{lab}: {n}" for lab, n in q)
                   + f"; median {np.median(best):.2f}."]
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(results: list[dict]) -> str:
+    """One line per run and variant: the test lesions it gains and loses, the real lesions among
+    its official FPs, and what its pseudo-labels were; then mining per run."""
+    fps = results[0]["fps"]
+    lines = [f"**Per-lesion summary at {fps:g} FPs per image** (gained / lost test lesions against the "
+             "baseline, net in brackets; hidden = official FPs that are real unlabeled lesions, variant vs "
+             "baseline; pseudo-labels right / all with their median IoU to the truth box)", "",
+             "| run | variant | official: gained / lost (net) | truth: gained / lost (net) | hidden | pseudo-labels |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for res in results:
+        alls = {kind: {r[0]: r for r in rows if r[1] == "all"} for kind, (_, rows) in res["tests"].items()}
+        pseudo = {r[0]: r[6] for r in res["pseudo"] if r[1] == "all"}
+        hb = res["hidden"]["baseline"][0]
+        for v in VARIANTS:
+            cells = []
+            for kind in ("official labels", "truth"):
+                _, _, _, _, _, g, lo = alls[kind][v]
+                cells.append(f"{g} / {lo} ({g - lo:+d})")
+            lines.append(f"| {res['name']} | {v} | {cells[0]} | {cells[1]} | {res['hidden'][v][0]} vs {hb} | "
+                         f"{pseudo.get(v, '-')} |")
+    lines += ["", "Mining per run (boxes mined / right at alpha 0.9, the paper's, and at 0.5; best baseline "
+              "score on the missing training lesions):", ""]
+    for res in results:
+        m = {a: (b, c) for a, b, c, _, _ in res["mining"]}
+        best = res["best"]
+        lines.append(f"- {res['name']}: alpha 0.9 {m[0.9][0]} / {m[0.9][1]}, alpha 0.5 {m[0.5][0]} / {m[0.5][1]}; "
+                     f"{int((best > 0.9).sum())} of {best.size} missing lesions scored > 0.9 "
+                     f"(median {np.median(best) if best.size else float('nan'):.2f})")
     return "\n".join(lines) + "\n"
 
 
@@ -256,7 +297,8 @@ def main() -> int:
     ap.add_argument("--fps", type=float, default=4.0, help="FPs per image at which a lesion counts as found")
     ap.add_argument("--out", type=Path, help="write the markdown here (default: print)")
     args = ap.parse_args()
-    text = "\n".join(markdown(r, args.fps) for r in args.runs)
+    results = [analyze(r, args.fps) for r in args.runs]
+    text = summary_markdown(results) + "\n" + "\n".join(markdown(r) for r in results)
     if args.out:
         from lesionprop.fileio import atomic_write
 
