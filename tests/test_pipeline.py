@@ -120,7 +120,11 @@ def test_finetune_mode_gives_the_baseline_the_same_extra_training(tmp_path):
     assert result.lens["lp"]["protocol"] == "lens" and len(result.lens["lp"]["sensitivity"]) == 7
     table = json.loads((result.report_dir / "table.json").read_text())
     assert set(table["lens"]) == {"baseline", "lp"}
-    assert "In 3D against complete labels" in (result.report_dir / "table.md").read_text()
+    lens = table["lens"]["lp"]         # with bootstrap CIs over the test patients around each value
+    assert len(lens["ci_low"]) == len(lens["ci_high"]) == 7 and len(lens["mean_ci"]) == 2
+    assert all(lo <= s <= hi for s, lo, hi in zip(lens["sensitivity"], lens["ci_low"], lens["ci_high"]))
+    text = (result.report_dir / "table.md").read_text()
+    assert "In 3D against complete labels" in text and "bootstrap resamples of the test patients)" in text
 
 
 def test_retrain_settings_are_checked(tmp_path):

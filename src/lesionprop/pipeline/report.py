@@ -110,9 +110,17 @@ def lens_table(lens: dict[str, dict[str, Any]]) -> str:
              "sub-volume, 3D IoBB >= 0.3)", "",
              "| variant | " + " | ".join(f"{f:g}" for f in fps) + f" | mean {min(fps):g}-{max(fps):g} |",
              "|" + " --- |" * (len(fps) + 2)]
+    with_ci = all("ci_low" in r for r in lens.values())
+    if with_ci:
+        lines[0] = lines[0].replace("sub-volume, 3D IoBB >= 0.3)", "sub-volume, 3D IoBB >= 0.3; 95% CI from 1,000 "
+                                    "bootstrap resamples of the test patients)")
     for v, r in lens.items():
-        lines.append(f"| {VARIANT_NAMES.get(v, v)} | " + " | ".join(f"{100 * s:.1f}" for s in r["sensitivity"])
-                     + f" | {100 * r['mean']:.1f} |")
+        if with_ci:
+            cells = [_ci_cell(s, lo, hi) for s, lo, hi in zip(r["sensitivity"], r["ci_low"], r["ci_high"])]
+            mean = _ci_cell(r["mean"], *r["mean_ci"])
+        else:
+            cells, mean = [f"{100 * s:.1f}" for s in r["sensitivity"]], f"{100 * r['mean']:.1f}"
+        lines.append(f"| {VARIANT_NAMES.get(v, v)} | " + " | ".join(cells) + f" | {mean} |")
     lines += ["", f"{any_r['units']} sub-volumes (test key slices K +/- {any_r['window']}, overlapping ones "
                   f"merged), {any_r['lesions']} lesions; each model's predictions on those slices linked into "
                   "3D lesions (`lesionprop link`)."]
@@ -206,7 +214,8 @@ def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, t
         md += ["", markdown_table(with_truth, "Against complete labels (truth.csv)")]
     if getattr(result, "lens", None):
         table["lens"] = {v: {k: r[k] for k in ("fps", "sensitivity", "mean", "units", "lesions", "window",
-                                                "predicted_lesions")} for v, r in result.lens.items()}
+                                                "predicted_lesions", "ci_low", "ci_high", "mean_ci") if k in r}
+                         for v, r in result.lens.items()}
         md += ["", lens_table(result.lens)]
     md += ["", paper_table(fps)]
 

@@ -151,7 +151,7 @@ def _lens_dict(rows: Annotations, preds: Any, truth: Path, window: int) -> dict[
     """``lens`` against truth.csv on the test key slices' sub-volumes K +/- window (overlapping
     ones merged), the predictions linked across slices with ``link``'s defaults."""
     from lesionprop.complete_labels import detections_from_boxes, read_complete_labels, units_from_key_slices
-    from lesionprop.eval.lens import evaluate_lens
+    from lesionprop.eval.lens import bootstrap_protocol, evaluate_lens
     from lesionprop.labels.link import link_boxes
 
     labels = read_complete_labels(truth, "truth-csv", split="test", units=units_from_key_slices(rows, "test", window))
@@ -159,7 +159,9 @@ def _lens_dict(rows: Annotations, preds: Any, truth: Path, window: int) -> dict[
     dets = detections_from_boxes(labels, preds.series_names[preds.series_index], preds.slices, preds.boxes,
                                  preds.scores, ids)
     r = evaluate_lens(labels, dets)
-    return {**r.to_dict(breakdown=True), "window": int(window), "predicted_lesions": int(len(dets.scores)),
+    ci = bootstrap_protocol(r)          # 95%, 1,000 resamples of the test patients, seed 0
+    return {**r.to_dict(breakdown=True), **ci.to_dict(), "window": int(window),
+            "predicted_lesions": int(len(dets.scores)),
             "fp_curve": [float(x) for x in r.fp_curve], "sens_curve": [float(x) for x in r.sens_curve]}
 
 
