@@ -131,11 +131,13 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("bench_out/train_settings"))
     ap.add_argument("--one", nargs=2, metavar=("NAME", "RUN_DIR"), help=argparse.SUPPRESS)   # worker mode
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="one more override for every setting, e.g. model.init_backbone=PATH (repeatable)")
     args = ap.parse_args()
     unknown = [s for s in args.settings if s not in SETTINGS]
     if unknown:
         ap.error(f"unknown settings {unknown}; known: {', '.join(SETTINGS)}")
-    extra = [f"train.iterations={args.iterations}"] if args.iterations else []
+    extra = ([f"train.iterations={args.iterations}"] if args.iterations else []) + args.overrides
     if args.one:
         name, run_dir = args.one
         res = run_one(args.preset, SETTINGS[name] + extra, args.data, args.annotations, Path(run_dir))
@@ -160,7 +162,8 @@ def main() -> None:
             raise SystemExit(f"{run_dir} exists: choose another --out or remove it")
         cmd = [sys.executable, __file__, "--preset", args.preset, "--data", str(data), "--annotations", str(ann),
                "--settings", name,
-               "--one", name, str(run_dir)] + (["--iterations", str(args.iterations)] if args.iterations else [])
+               "--one", name, str(run_dir)] + (["--iterations", str(args.iterations)] if args.iterations else []) \
+            + [a for o in args.overrides for a in ("--set", o)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(f"setting {name} failed:\n{proc.stderr[-2000:]}")
