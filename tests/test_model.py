@@ -137,3 +137,16 @@ def test_anchor_octaves_give_more_sizes_per_level():
     assert all(torch.isfinite(v) for v in losses.values())
     with pytest.raises(ValueError, match="anchor_octaves"):
         build_detector(tiny_model_cfg(anchor_octaves="1,0"), 3)
+
+
+@pytest.mark.parametrize("name", ["synthetic-cpu", "synthetic-cpu-v1"])
+def test_shipped_backbones_load_into_the_cpu_preset(name):
+    """Both shipped files exist in the package and fit the cpu preset's ResNet + FPN exactly."""
+    from lesionprop.config import load_config
+    from lesionprop.model.pretrain import resolve
+
+    cfg = load_config(preset="cpu", overrides=[f"model.init_backbone={name}"])
+    state = torch.load(resolve(name), weights_only=True)
+    model = build_detector(cfg.model, cfg.data.num_slices)
+    for k, v in model.backbone.body.state_dict().items():
+        assert torch.equal(v, state[k].to(v.dtype)), k

@@ -6,6 +6,8 @@ module: ResNet body + FPN, keys ``body.*`` and ``fpn.*``) to start a training fr
 * ``synthetic-cpu``: the file shipped in the package (:data:`SHIPPED`), trained by
   lesionprop on synthetic series of seeds disjoint from the demo's and the
   benchmarks' (model card: ``docs/cpu_synth_backbone.md``);
+* ``synthetic-cpu-v1``: its first version (half the pre-training), kept so that results
+  recorded with it (the multi-seed benchmark of 2026-11-30) can be reproduced;
 * any other value: a local file written by :func:`lesionprop.engine.export_backbone.export_backbone`.
 
 The RPN and the box head stay randomly initialised; ``model.init_backbone: null``
@@ -26,7 +28,7 @@ import torch
 from torch import nn
 
 #: name -> file in the package (``lesionprop/model/weights/``)
-SHIPPED = {"synthetic-cpu": "cpu_synth_backbone.pt"}
+SHIPPED = {"synthetic-cpu": "cpu_synth_backbone.pt", "synthetic-cpu-v1": "cpu_synth_backbone_v1.pt"}
 
 
 def resolve(spec: str | Path) -> Path:
