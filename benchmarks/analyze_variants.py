@@ -61,33 +61,33 @@ def groups_of(rows: Annotations, data_root: Path) -> dict[str, tuple[np.ndarray,
     return {"long diameter": (size_group(long_mm), SIZE_GROUPS), "abs. contrast": (contrast, CONTRAST_NAMES)}
 
 
-def test_outcomes(run: Path, truth: Annotations | None, fps: float) -> tuple[Annotations, dict[str, np.ndarray]]:
-    """Evaluated lesions and, per variant, whether each is found at ``fps`` FPs per image."""
-    ann = read_annotations(run / "data" / "DL_info.csv")
-    found, rows = {}, None
-    for v in ("baseline", *VARIANTS):
-        res = evaluate(ann, read_predictions(run / "preds" / f"test_{v}.csv"), split="test", truth=truth)
-        found[v] = res.lesion_fp <= fps
-        rows = res.lesion_rows
-    return rows, found
-
-
-def hidden_lesions_among_fps(run: Path, truth: Annotations, fps: float) -> dict[str, tuple[int, int]]:
-    """Per variant: of the false positives the official labels count up to ``fps`` per image,
-    how many hit (IoU >= 0.5) a real lesion the annotators left unlabeled, and how many FPs
-    that is.  Both evaluations rank the same detections on the same key slices in the same
-    order, so their per-detection outcomes line up."""
+def evaluations(run: Path, truth: Annotations) -> dict[str, dict]:
+    """Each model's test evaluation, once per label set: ``{variant: {"official": r, "truth": r}}``."""
     ann = read_annotations(run / "data" / "DL_info.csv")
     out = {}
     for v in ("baseline", *VARIANTS):
         preds = read_predictions(run / "preds" / f"test_{v}.csv")
-        official = evaluate(ann, preds, split="test")
-        complete = evaluate(ann, preds, split="test", truth=truth)
-        fp_off, fp_truth = official.outcomes.det_fp, complete.outcomes.det_fp
-        allowed = int(np.floor(fps * official.images))
-        counted = np.cumsum(fp_off) <= allowed
-        fps_counted = fp_off & counted
-        out[v] = (int((fps_counted & ~fp_truth).sum()), int(fps_counted.sum()))
+        out[v] = {"official": evaluate(ann, preds, split="test"),
+                  "truth": evaluate(ann, preds, split="test", truth=truth)}
+    return out
+
+
+def found_at(results: dict[str, dict], kind: str, fps: float) -> tuple[Annotations, dict[str, np.ndarray]]:
+    """Evaluated lesions and, per variant, whether each is found at ``fps`` FPs per image."""
+    found = {v: r[kind].lesion_fp <= fps for v, r in results.items()}
+    return results["baseline"][kind].lesion_rows, found
+
+
+def hidden_lesions_among_fps(results: dict[str, dict], fps: float) -> dict[str, tuple[int, int]]:
+    """Per variant: of the false positives the official labels count up to ``fps`` per image,
+    how many hit (IoU >= 0.5) a real lesion the annotators left unlabeled, and how many FPs
+    that is.  Both evaluations rank the same detections on the same key slices in the same
+    order, so their per-detection outcomes line up."""
+    out = {}
+    for v, r in results.items():
+        fp_off, fp_truth = r["official"].outcomes.det_fp, r["truth"].outcomes.det_fp
+        counted = fp_off & (np.cumsum(fp_off) <= int(np.floor(fps * r["official"].images)))
+        out[v] = (int((counted & ~fp_truth).sum()), int(counted.sum()))
     return out
 
 
@@ -107,21 +107,26 @@ def gain_loss_rows(found: dict[str, np.ndarray], groups: dict) -> list[tuple]:
     return out
 
 
-def box_fit(pseudo: Annotations, truth: Annotations) -> np.ndarray:
-    """Each pseudo-label's best IoU with a truth box on its slice (0 when the slice has none)."""
-    t_names = truth.file_name.astype(str)
-    best = np.zeros(len(pseudo))
-    for i, (name, box) in enumerate(zip(pseudo.file_name.astype(str), pseudo.boxes)):
-        t = truth.boxes[t_names == name]
-        if len(t):
-            best[i] = box_iou(box[None], t).max()
+def best_iou_on_slice(boxes: Annotations, truth_by: dict[str, np.ndarray]) -> np.ndarray:
+    """Each row's best IoU with a truth box on its slice (0 when the slice has none);
+    ``truth_by``: slice name -> truth boxes (``Annotations.groups``)."""
+    best = np.zeros(len(boxes))
+    for name, rows in boxes.groups().items():
+        t = truth_by.get(name)
+        if t is not None and len(t):
+            best[rows] = box_iou(boxes.boxes[rows], t).max(axis=1)
     return best
+
+
+def boxes_by_slice(ann: Annotations) -> dict[str, np.ndarray]:
+    return {name: ann.boxes[rows] for name, rows in ann.groups().items()}
 
 
 def pseudo_label_rows(run: Path, truth: Annotations) -> list[tuple]:
     """(labels, size group, missing recovered/targets, neighbour recovered/targets, correct boxes)."""
     long_mm = np.nanmax(truth.diameters_px, axis=1) * truth.spacing[:, 0]
     sizes = size_group(long_mm)
+    truth_by = boxes_by_slice(truth.select("train", sources=None, drop_noisy=False))
     out = []
     for v in VARIANTS:
         path = run / "labels" / f"labels_{v}.csv"
@@ -129,8 +134,7 @@ def pseudo_label_rows(run: Path, truth: Annotations) -> list[tuple]:
             continue
         rows = read_annotations(path)
         q_all = label_quality(rows, truth)
-        fit = box_fit(rows.take(rows.source != Source.HUMAN.value), truth.select("train", sources=None,
-                                                                                   drop_noisy=False))
+        fit = best_iou_on_slice(rows.take(rows.source != Source.HUMAN.value), truth_by)
         fit_text = (f"{q_all.correct}/{q_all.boxes}; IoU to truth median {np.median(fit):.2f}, "
                     f">= 0.7 for {100 * (fit >= 0.7).mean():.0f}%" if fit.size else "0/0")
         out.append((v, "all", q_all.missing_recovered, q_all.missing_targets, q_all.neighbour_recovered,
@@ -147,29 +151,25 @@ def training_image_rows(run: Path, truth: Annotations) -> list[tuple]:
     them, and how many of those no label of the set covers (IoU >= 0.5): they are trained as
     background.  Pseudo-labels on a slice no human row is on make that slice a new training
     image, with every lesion the labeller did not find on it as a negative."""
-    t_train = truth.select("train", sources=None, drop_noisy=False)
-    t_names = t_train.file_name.astype(str)
+    truth_by = boxes_by_slice(truth.select("train", sources=None, drop_noisy=False))
     sets = {"human": read_annotations(run / "data" / "DL_info.csv")}
     sets.update({v: read_annotations(run / "labels" / f"labels_{v}.csv") for v in VARIANTS
                  if (run / "labels" / f"labels_{v}.csv").is_file()})
-    human_slices = set(sets["human"].select("train", sources=(Source.HUMAN,), drop_noisy=False)
-                       .file_name.astype(str))
+    human_slices = set(sets["human"].select("train", sources=(Source.HUMAN,), drop_noisy=False).groups())
+    none = np.zeros((0, 4))
     out = []
     for name, rows in sets.items():
-        train = rows.select("train", sources=None, drop_noisy=False)
-        names = train.file_name.astype(str)
+        labels_by = boxes_by_slice(rows.select("train", sources=None, drop_noisy=False))
         for part, slices in (("key slices", sorted(human_slices)),
-                             ("added slices", sorted(set(names) - human_slices))):
+                             ("added slices", sorted(set(labels_by) - human_slices))):
             if name == "human" and part == "added slices":
                 continue
             lesions = unlabeled = 0
             for sl in slices:
-                t = t_train.boxes[t_names == sl]
-                lab = train.boxes[names == sl]
+                t, lab = truth_by.get(sl, none), labels_by.get(sl, none)
                 lesions += len(t)
                 if len(t):
-                    covered = (box_iou(t, lab) >= 0.5).any(axis=1) if len(lab) else np.zeros(len(t), bool)
-                    unlabeled += int((~covered).sum())
+                    unlabeled += int(len(t) - ((box_iou(t, lab) >= 0.5).any(axis=1).sum() if len(lab) else 0))
             out.append((name, part, len(slices), lesions, unlabeled))
     return out
 
@@ -194,12 +194,16 @@ def mining_rows(run: Path, truth: Annotations) -> tuple[list[tuple], np.ndarray]
         rows.append((alpha, q.boxes, q.correct, q.missing_recovered, q.missing_targets))
     missing, _ = target_truth(ann, truth)
     names = preds.file_names.astype(str)
+    on = np.flatnonzero(np.isin(names, list(missing)))
+    order = on[np.argsort(names[on], kind="stable")]
+    uniq, start = np.unique(names[order], return_index=True)
+    end = np.append(start[1:], order.size)
+    pos = {n: order[a:b] for n, a, b in zip(uniq.tolist(), start.tolist(), end.tolist())}
     best = []
     for name, boxes in missing.items():
-        on = names == name
-        ious = box_iou(boxes, preds.boxes[on]) if on.any() else np.zeros((len(boxes), 0))
-        sc = np.where(ious >= 0.5, preds.scores[on][None, :], 0.0)
-        best += list(sc.max(axis=1) if sc.shape[1] else np.zeros(len(boxes)))
+        idx = pos.get(name, np.zeros(0, np.int64))
+        sc = np.where(box_iou(boxes, preds.boxes[idx]) >= 0.5, preds.scores[idx][None, :], 0.0)
+        best += list(sc.max(axis=1) if idx.size else np.zeros(len(boxes)))
     return rows, np.asarray(best)
 
 
@@ -210,10 +214,11 @@ def analyze(run: Path, fps: float) -> dict:
         raise SystemExit(f"{run}: no data/truth.csv (the analysis needs complete truth)")
     truth = read_annotations(truth_path)
     out: dict = {"name": run.name, "fps": fps, "tests": {}}
-    for kind, t in (("official labels", None), ("truth", truth)):
-        rows, found = test_outcomes(run, t, fps)
+    results = evaluations(run, truth)
+    for kind, key in (("official labels", "official"), ("truth", "truth")):
+        rows, found = found_at(results, key, fps)
         out["tests"][kind] = (len(rows), gain_loss_rows(found, groups_of(rows, run / "data")))
-    out["hidden"] = hidden_lesions_among_fps(run, truth, fps)
+    out["hidden"] = hidden_lesions_among_fps(results, fps)
     out["pseudo"] = pseudo_label_rows(run, truth)
     out["images"] = training_image_rows(run, truth)
     out["mining"], out["best"] = mining_rows(run, truth)
