@@ -45,6 +45,7 @@ class ModelConfig:
     backbone: str = "resnet50"              # resnet50 | resnet18 | resnet10
     pretrained: str | None = None           # local ImageNet weights file; never downloaded
     init_backbone: str | None = None        # ResNet + FPN weights to start from: synthetic-cpu (shipped) or a file
+    init_detector: str | None = None        # whole-detector weights to start from: synthetic-cpu-detector or a file
     trainable_layers: int = 3               # 0..5 ResNet stages trained (5 = all, for random init)
     base_width: int = 64                    # basic-block ResNets: narrower than 64 for CPU presets
     norm: str = "auto"                      # auto (frozen_bn if pretrained else gn) | frozen_bn | bn | gn

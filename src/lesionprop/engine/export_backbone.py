@@ -1,7 +1,8 @@
 """Export the backbone (ResNet body + FPN) of a training run as an fp16 state dict, the file
-``model.init_backbone`` starts a training from (:mod:`lesionprop.model.pretrain`)::
+``model.init_backbone`` starts a training from, or with ``--whole`` every tensor of the
+detector, the file of ``model.init_detector`` (:mod:`lesionprop.model.pretrain`)::
 
-    python -m lesionprop.engine.export_backbone RUN/last.pt OUT.pt
+    python -m lesionprop.engine.export_backbone RUN/last.pt OUT.pt [--whole]
 
 No boxes are handled here.
 """
@@ -15,12 +16,14 @@ import torch
 
 from lesionprop.engine.checkpoint import load_checkpoint
 from lesionprop.fileio import atomic_write
-from lesionprop.model.pretrain import backbone_state
+from lesionprop.model.pretrain import backbone_state, detector_state
 
 
-def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write the backbone of a training checkpoint as an fp16 state dict (atomically)."""
-    state = backbone_state(load_checkpoint(checkpoint)["model"])
+def export_backbone(checkpoint: str | Path, out: str | Path, *, whole: bool = False) -> Path:
+    """Write the backbone (``whole``: the whole detector) of a training checkpoint as an fp16
+    state dict (atomically)."""
+    model_state = load_checkpoint(checkpoint)["model"]
+    state = detector_state(model_state) if whole else backbone_state(model_state)
     out = Path(out)
     if out.resolve() == Path(checkpoint).resolve():
         raise ValueError(f"{out}: refusing to overwrite the input checkpoint")
@@ -34,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="export a training run's backbone (ResNet + FPN) as an fp16 state dict")
     ap.add_argument("checkpoint", help="a checkpoint file or a run directory (its best.pt)")
     ap.add_argument("out", help="output .pt file")
+    ap.add_argument("--whole", action="store_true",
+                    help="every tensor of the detector (RPN and box head too): a model.init_detector file")
     args = ap.parse_args(argv)
-    path = export_backbone(args.checkpoint, args.out)
+    path = export_backbone(args.checkpoint, args.out, whole=args.whole)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

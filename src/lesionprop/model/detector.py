@@ -26,7 +26,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from lesionprop.config import ModelConfig
 from lesionprop.model.backbone import build_backbone
-from lesionprop.model.pretrain import load_backbone
+from lesionprop.model.pretrain import load_backbone, load_detector
 from lesionprop.model.context import ContextBackbone, ContextRoIPool, central_features
 
 #: 3DCE's pixel mean on the 0..255 window; ImageNet statistics when ImageNet weights are loaded.
@@ -81,13 +81,14 @@ def build_detector(cfg: ModelConfig, num_slices: int, *, load_pretrained: bool =
 
     ``load_pretrained=False`` builds the same architecture (norm layers, input
     statistics) as with ``cfg.pretrained`` without reading the file (a checkpoint follows);
-    the same holds for ``cfg.init_backbone`` (:mod:`lesionprop.model.pretrain`).
+    the same holds for ``cfg.init_backbone`` and ``cfg.init_detector`` (:mod:`lesionprop.model.pretrain`).
     """
     if num_slices < 3 or num_slices % 3 or (num_slices // 3) % 2 == 0:
         raise ValueError(f"num_slices must be 3 x M with M odd (a central group), got {num_slices}")
     m = num_slices // 3
-    if cfg.init_backbone and cfg.pretrained:
-        raise ValueError("model.init_backbone and model.pretrained exclude each other: choose one")
+    starts = [k for k in ("pretrained", "init_backbone", "init_detector") if getattr(cfg, k)]
+    if len(starts) > 1:
+        raise ValueError(f"model.{' and model.'.join(starts)} exclude each other: choose one")
     if len(cfg.anchor_sizes) != 5:
         raise ValueError(f"model.anchor_sizes needs one size per FPN level (5), got {list(cfg.anchor_sizes)}")
     body = build_backbone(cfg.backbone, fpn_channels=cfg.fpn_channels, base_width=cfg.base_width,
@@ -124,6 +125,8 @@ def build_detector(cfg: ModelConfig, num_slices: int, *, load_pretrained: bool =
     )
     # never resize (min/max size are unused by KeepSizeTransform); pad to the FPN's coarsest stride
     model.transform = KeepSizeTransform(1, 1, mean, std, size_divisible=32)
+    if cfg.init_detector and load_pretrained:
+        load_detector(model, cfg.init_detector)
     return model
 
 

@@ -10,13 +10,17 @@ module: ResNet body + FPN, keys ``body.*`` and ``fpn.*``) to start a training fr
   recorded with it (the multi-seed benchmark of 2026-11-30) can be reproduced;
 * any other value: a local file written by :func:`lesionprop.engine.export_backbone.export_backbone`.
 
-The RPN and the box head stay randomly initialised; ``model.init_backbone: null``
+With ``model.init_backbone`` the RPN and the box head stay randomly initialised.
+``model.init_detector`` names a WHOLE detector state dict instead (backbone, RPN and
+box head; every tensor of the model must match): ``synthetic-cpu-detector`` is the
+same pre-training run's complete detector, shipped beside the backbone.  Both ``null``
 (the default) trains everything from scratch.  The file holds fp16 tensors (half the
 size); they are cast to the model's dtype when loaded.  No boxes are handled here.
 
 Export the backbone of a finished training run::
 
-    python -m lesionprop.engine.export_backbone RUN/last.pt OUT.pt
+    python -m lesionprop.engine.export_backbone RUN/last.pt OUT.pt            # ResNet + FPN
+    python -m lesionprop.engine.export_backbone RUN/last.pt OUT.pt --whole    # the whole detector
 """
 
 from __future__ import annotations
@@ -29,16 +33,18 @@ from torch import nn
 
 #: name -> file in the package (``lesionprop/model/weights/``)
 SHIPPED = {"synthetic-cpu": "cpu_synth_backbone.pt", "synthetic-cpu-v1": "cpu_synth_backbone_v1.pt"}
+#: name -> whole-detector file in the package (``model.init_detector``)
+SHIPPED_DETECTORS = {"synthetic-cpu-detector": "cpu_synth_detector.pt"}
 
 
-def resolve(spec: str | Path) -> Path:
-    """The file of ``model.init_backbone``: a shipped name or a path; FileNotFoundError when missing."""
-    if str(spec) in SHIPPED:
-        path = Path(str(resources.files("lesionprop.model") / "weights" / SHIPPED[str(spec)]))
+def resolve(spec: str | Path, shipped: dict[str, str] = SHIPPED, key: str = "model.init_backbone") -> Path:
+    """The file of ``key``: a name of ``shipped`` or a path; FileNotFoundError when missing."""
+    if str(spec) in shipped:
+        path = Path(str(resources.files("lesionprop.model") / "weights" / shipped[str(spec)]))
     else:
         path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"model.init_backbone: no file {path} (shipped names: {', '.join(SHIPPED)})")
+        raise FileNotFoundError(f"{key}: no file {path} (shipped names: {', '.join(shipped)})")
     return path
 
 
@@ -53,6 +59,37 @@ def backbone_state(model_state: dict[str, torch.Tensor], dtype: torch.dtype = to
     return {k: v.to(dtype) if v.is_floating_point() else v for k, v in out.items()}
 
 
+def detector_state(model_state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float16
+                   ) -> dict[str, torch.Tensor]:
+    """Every tensor of a detector state dict, floats cast to ``dtype`` (the ``--whole`` export)."""
+    if not any(k.startswith("roi_heads.") for k in model_state):
+        raise ValueError("the state dict holds no roi_heads.* tensors (not a detector checkpoint?)")
+    return {k: (v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu())
+            for k, v in model_state.items()}
+
+
+def load_detector(model: nn.Module, spec: str | Path) -> Path:
+    """Load ``spec`` (a name of :data:`SHIPPED_DETECTORS` or a file) into a whole detector;
+    returns the file.  Every tensor must be there with the same shape (ValueError naming the first
+    that is not), so another width, depth, head size or number of slices never loads half-way."""
+    path = resolve(spec, SHIPPED_DETECTORS, "model.init_detector")
+    _load_exact(model, torch.load(path, map_location="cpu", weights_only=True), path,
+                "a detector state dict for this model (another preset or data.num_slices?)")
+    return path
+
+
+def _load_exact(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise ValueError(f"{path}: not {what}; missing {missing[:3]} ({len(missing)} of {len(own)} tensors)")
+    for k, v in own.items():
+        if state[k].shape != v.shape:
+            raise ValueError(f"{path}: tensor {k} has shape {tuple(state[k].shape)}, "
+                             f"the model needs {tuple(v.shape)} (another model.base_width / fpn_channels?)")
+    module.load_state_dict({k: state[k].to(v.dtype) for k, v in own.items()})
+
+
 def load_backbone(backbone: nn.Module, spec: str | Path) -> Path:
     """Load ``spec`` (see :func:`resolve`) into ``backbone`` (a ``BackboneWithFPN``); returns the file.
 
@@ -60,15 +97,6 @@ def load_backbone(backbone: nn.Module, spec: str | Path) -> Path:
     first that is not): a file of another width or depth never loads half-way.
     """
     path = resolve(spec)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    own = backbone.state_dict()
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise ValueError(f"{path}: not a backbone state dict for this model; missing {missing[:3]} "
-                         f"({len(missing)} of {len(own)} tensors)")
-    for k, v in own.items():
-        if state[k].shape != v.shape:
-            raise ValueError(f"{path}: tensor {k} has shape {tuple(state[k].shape)}, "
-                             f"the model needs {tuple(v.shape)} (another model.base_width / fpn_channels?)")
-    backbone.load_state_dict({k: state[k].to(v.dtype) for k, v in own.items()})
+    _load_exact(backbone, torch.load(path, map_location="cpu", weights_only=True), path,
+                "a backbone state dict for this model")
     return path
