@@ -123,6 +123,37 @@ def test_init_backbone_round_trip_and_refusals(tmp_path):
         resolve(tmp_path / "nothing.pt")
 
 
+def test_init_detector_loads_every_tensor_and_refuses_another_model(tmp_path):
+    """A whole detector exported as fp16 (the --whole export) loads into a fresh detector:
+    backbone, RPN and box head equal the file; another head size, a backbone-only file and
+    two initialisations together are errors."""
+    from lesionprop.engine.export_backbone import export_backbone
+    from lesionprop.model.pretrain import detector_state
+
+    torch.manual_seed(0)
+    src = build_detector(tiny_model_cfg(), 3)
+    torch.save({"model": src.state_dict(), "config": {}}, tmp_path / "run.pt")
+    path = export_backbone(tmp_path / "run.pt", tmp_path / "whole.pt", whole=True)
+    state = torch.load(path, weights_only=True)
+    assert set(state) == set(src.state_dict())
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    torch.manual_seed(1)
+    dst = build_detector(tiny_model_cfg(init_detector=str(path)), 3)
+    for k, v in dst.state_dict().items():
+        assert torch.equal(v, state[k].to(v.dtype)), k
+    assert not torch.equal(build_detector(tiny_model_cfg(), 3).roi_heads.box_predictor.cls_score.weight,
+                           dst.roi_heads.box_predictor.cls_score.weight)
+    with pytest.raises(ValueError, match="has shape"):
+        build_detector(tiny_model_cfg(init_detector=str(path), box_head_dim=16), 3)
+    export_backbone(tmp_path / "run.pt", tmp_path / "bb.pt")
+    with pytest.raises(ValueError, match="missing"):
+        build_detector(tiny_model_cfg(init_detector=str(tmp_path / "bb.pt")), 3)
+    with pytest.raises(ValueError, match="exclude each other"):
+        build_detector(tiny_model_cfg(init_detector=str(path), init_backbone=str(tmp_path / "bb.pt")), 3)
+    with pytest.raises(ValueError, match="roi_heads"):
+        detector_state(src.backbone.state_dict())
+
+
 def test_anchor_octaves_give_more_sizes_per_level():
     from lesionprop.model.detector import anchor_sizes
 
