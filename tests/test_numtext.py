@@ -45,3 +45,19 @@ def test_text_field_quotes_like_the_csv_module_and_joins_rows():
     assert lines_of(name, float_field(np.arange(5.0))) == ["a,0", "a,1", '"say ""hi""",2', '"x,y",3', "a,4"]
     with pytest.raises(ValueError, match="NUL"):
         text_field(np.array([0]), ["a\0b"])
+
+
+@pytest.mark.parametrize("decimals", [0, 2, 4, 6])
+def test_annotation_number_text_equals_the_row_formatter(decimals):
+    """``num_texts`` (DL_info fields, vectorised) writes what ``num_text`` writes, ties, signs,
+    huge and whole numbers included; with 0 decimals an integer keeps its zeros (was '1' for 1e15)."""
+    from lesionprop.annotations.arrow_text import num_texts
+    from lesionprop.data.deeplesion import num_text
+
+    rng = np.random.default_rng(decimals)
+    x = np.concatenate([[0.0, -0.0, -0.00001, 0.00005, 0.00015, 0.5, -0.5, 2.5, 9.99995, 1e15, -1e16, 1e20,
+                         123456789.12345, 99999.99995, 1e-300, 100.0, 1000000.0],
+                        rng.uniform(-600, 600, 3000), np.round(rng.uniform(0, 300, 3000) * 2) / 2,
+                        rng.normal(0, 1e6, 1000)])
+    assert num_texts(x, decimals).to_pylist() == [num_text(v, decimals) for v in x]
+    assert num_text(1e15 + 0.5, 0) == "1000000000000000"

@@ -90,7 +90,9 @@ def num_texts(x: np.ndarray, decimals: int = 4) -> pa.Array:
     out = pc.binary_join_element_wise(sign, whole, part, lit(""))
     if slow.any():
         spec = f".{decimals}f"              # num_text(v) == format(v, spec) without trailing zeros / point
-        fixed = pc.utf8_rtrim(pc.utf8_rtrim(arrow_strings([format(v, spec) for v in x[slow].tolist()]), "0"), ".")
+        fixed = arrow_strings([format(v, spec) for v in x[slow].tolist()])
+        if decimals:                        # '.0f' has no point: its zeros are the integer's
+            fixed = pc.utf8_rtrim(pc.utf8_rtrim(fixed, "0"), ".")
         out = pc.replace_with_mask(out, arrow_bools(slow), fixed)
     return out
 

@@ -28,7 +28,8 @@ def num_text(x: float, decimals: int = 4) -> str:
     """A number with at most ``decimals`` decimals, integers without a point."""
     if isinstance(x, (int, np.integer)) or float(x).is_integer():
         return str(int(x))
-    return f"{float(x):.{decimals}f}".rstrip("0").rstrip(".")
+    text = f"{float(x):.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if decimals else text     # '.0f' has no point to trim to
 
 
 def join_text(xs: Iterable[float], decimals: int = 4) -> str:
