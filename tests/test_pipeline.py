@@ -125,6 +125,24 @@ def test_finetune_mode_gives_the_baseline_the_same_extra_training(tmp_path):
     assert all(lo <= s <= hi for s, lo, hi in zip(lens["sensitivity"], lens["ci_low"], lens["ci_high"]))
     text = (result.report_dir / "table.md").read_text()
     assert "In 3D against complete labels" in text and "bootstrap resamples of the test patients)" in text
+    # the report says which initialisation and training lengths its numbers came from
+    assert table["setup"]["initialisation"] == "from scratch (every weight random)"
+    assert table["setup"]["baseline_iterations"] == 12
+    assert table["setup"]["retrains"] == "fine-tuned from the baseline, 4 iterations each"
+    assert "Initialisation: from scratch (every weight random). Baseline: 12 iterations" in text
+
+
+def test_report_names_each_initialisation():
+    from lesionprop.config import load_config
+    from lesionprop.pipeline.report import initialisation
+
+    def init(*overrides):
+        return initialisation(load_config(preset="cpu", overrides=list(overrides)).model)
+
+    assert init() == "from scratch (every weight random)"
+    assert init("model.init_backbone=synthetic-cpu").startswith("ResNet + FPN from `synthetic-cpu`")
+    assert init("model.init_detector=synthetic-cpu-detector").startswith("whole detector")
+    assert init("model.pretrained=w.pth").startswith("ImageNet ResNet from `w.pth`")
 
 
 def test_retrain_settings_are_checked(tmp_path):

@@ -186,12 +186,35 @@ def froc_plot(results: dict[str, FrocResult], truth: dict[str, FrocResult], path
     plt.close(fig)
 
 
+def initialisation(model: Any) -> str:
+    """Where the baseline's weights start (``cfg.model``), in words."""
+    if model.init_detector:
+        return f"whole detector (ResNet + FPN, RPN, box head) from `{model.init_detector}` (model.init_detector)"
+    if model.init_backbone:
+        return f"ResNet + FPN from `{model.init_backbone}` (model.init_backbone); RPN and box head random"
+    if model.pretrained:
+        return f"ImageNet ResNet from `{model.pretrained}` (model.pretrained); FPN, RPN and box head random"
+    return "from scratch (every weight random)"
+
+
+def describe_setup(cfg: Any) -> dict[str, Any]:
+    """What the report's numbers came from: detector, initialisation, training lengths."""
+    m, t, p = cfg.model, cfg.train, cfg.pipeline
+    retrain = (f"fine-tuned from the baseline, {p.retrain_iterations or t.iterations} iterations each"
+               if p.retrain_from == "baseline" else f"from the same start as the baseline, "
+               f"{p.retrain_iterations or t.iterations} iterations each")
+    return {"backbone": f"{m.backbone} (width {m.base_width}, FPN {m.fpn_channels}, norm {m.norm})",
+            "slices": cfg.data.num_slices, "pixel_mm": cfg.data.target_spacing_mm,
+            "initialisation": initialisation(m), "baseline_iterations": t.iterations, "retrains": retrain}
+
+
 def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, truth: Path | None,
-                 label_files: dict[str, Path], fps: Sequence[float], pred_files: dict[str, Path] | None = None
-                 ) -> dict[str, Any]:
+                 label_files: dict[str, Path], fps: Sequence[float], pred_files: dict[str, Path] | None = None,
+                 setup: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write every report artefact under ``out_dir``; return a summary dict.
 
-    ``pred_files``: each variant's test predictions (default ``RUN/preds/test_<variant>.csv``).
+    ``pred_files``: each variant's test predictions (default ``RUN/preds/test_<variant>.csv``);
+    ``setup``: :func:`describe_setup` of the run's config, shown under the title.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     fps = list(fps)
@@ -208,8 +231,14 @@ def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, t
                           "images": with_truth.images, "lesions": with_truth.lesions}
     table["images"], table["lesions"], table["patients"] = official.images, official.lesions, official.units
 
-    md = ["# lesionprop pipeline report", "",
-          markdown_table(official, "Table 1 / 2 with our numbers: official key-slice test labels")]
+    md = ["# lesionprop pipeline report", ""]
+    if setup:
+        table["setup"] = setup
+        md += [f"Detector: FPN-3DCE, {setup['backbone']}, {setup['slices']} slices, "
+               f"{setup['pixel_mm']} mm pixels. Initialisation: {setup['initialisation']}. Baseline: "
+               f"{setup['baseline_iterations']} iterations; the variants (and the baseline's row): "
+               f"{setup['retrains']}.", ""]
+    md += [markdown_table(official, "Table 1 / 2 with our numbers: official key-slice test labels")]
     if with_truth is not None:
         md += ["", markdown_table(with_truth, "Against complete labels (truth.csv)")]
     if getattr(result, "lens", None):

@@ -259,15 +259,16 @@ def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Pip
             result.lens[v] = res["lens"]
 
     # report
-    from lesionprop.pipeline.report import BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL, write_report
+    from lesionprop.pipeline.report import BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL, describe_setup, write_report
 
     report_dir = run_dir / "report"
     pred_files = {v: run_dir / "preds" / f"test_{v}.csv" for v in variants}
     fp_rep = hash_object(["report", [hash_file(run_dir / "eval" / f"{v}.json") for v in variants],
                           [hash_file(f) for f in label_files.values()], [hash_file(f) for f in pred_files.values()],
-                          [BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL]])
+                          [BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL], describe_setup(cfg)])
     runner.run("report", fp_rep, [report_dir / "table.json", report_dir / "table.md"],
                lambda: write_report(result, report_dir, root=root, annotations=annotations, truth=truth,
-                                    label_files=label_files, fps=FPS, pred_files=pred_files))
+                                    label_files=label_files, fps=FPS, pred_files=pred_files,
+                                    setup=describe_setup(cfg)))
     result.report_dir = report_dir
     return result
