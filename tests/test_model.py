@@ -170,6 +170,19 @@ def test_anchor_octaves_give_more_sizes_per_level():
         build_detector(tiny_model_cfg(anchor_octaves="1,0"), 3)
 
 
+def test_shipped_detector_loads_into_the_cpu_preset_and_the_demo_uses_it():
+    """The shipped whole-detector file fits the cpu preset exactly, and the demo config starts from it."""
+    from lesionprop.config import load_config
+    from lesionprop.model.pretrain import SHIPPED_DETECTORS, resolve
+
+    cfg = load_config(preset="demo")
+    assert cfg.model.init_detector == "synthetic-cpu-detector" and cfg.model.init_backbone is None
+    state = torch.load(resolve("synthetic-cpu-detector", SHIPPED_DETECTORS), weights_only=True)
+    model = build_detector(cfg.model, cfg.data.num_slices)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k].to(v.dtype)), k
+
+
 @pytest.mark.parametrize("name", ["synthetic-cpu", "synthetic-cpu-v1"])
 def test_shipped_backbones_load_into_the_cpu_preset(name):
     """Both shipped files exist in the package and fit the cpu preset's ResNet + FPN exactly."""
