@@ -68,6 +68,9 @@ SETTINGS = {
     # same 160 px crops, so a step costs the same and inference 1.7x
     "init_1000_10mm": ["data.aug_crop_px=160", "train.iterations=1000", "model.init_backbone=synthetic-cpu",
                        "data.target_spacing_mm=1.0", "data.max_size=416"],
+    # sixth session: the whole detector (RPN and box head too) from the shipped synthetic-cpu-detector
+    "init_det_1000": ["data.aug_crop_px=160", "train.iterations=1000", "model.init_detector=synthetic-cpu-detector"],
+    "init_det_500": ["data.aug_crop_px=160", "train.iterations=500", "model.init_detector=synthetic-cpu-detector"],
 }
 SPLITS = ("train", "val", "test")
 FPS = (1, 2, 4, 8)
