@@ -152,6 +152,12 @@ def test_init_detector_loads_every_tensor_and_refuses_another_model(tmp_path):
         build_detector(tiny_model_cfg(init_detector=str(path), init_backbone=str(tmp_path / "bb.pt")), 3)
     with pytest.raises(ValueError, match="roi_heads"):
         detector_state(src.backbone.state_dict())
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="junk.pt: not a readable weights file"):
+        build_detector(tiny_model_cfg(init_detector=str(tmp_path / "junk.pt")), 3)
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="list.pt: not a state dict"):
+        build_detector(tiny_model_cfg(init_detector=str(tmp_path / "list.pt")), 3)
 
 
 def test_anchor_octaves_give_more_sizes_per_level():

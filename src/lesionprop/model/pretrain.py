@@ -13,8 +13,8 @@ module: ResNet body + FPN, keys ``body.*`` and ``fpn.*``) to start a training fr
 With ``model.init_backbone`` the RPN and the box head stay randomly initialised.
 ``model.init_detector`` names a WHOLE detector state dict instead (backbone, RPN and
 box head; every tensor of the model must match): ``synthetic-cpu-detector`` is the
-same pre-training run's complete detector, shipped beside the backbone.  Both ``null``
-(the default) trains everything from scratch.  The file holds fp16 tensors (half the
+shipped one, a second pre-training stage on more synthetic data with complete labels
+(``docs/cpu_synth_backbone.md``).  Both ``null`` (the default) train everything from scratch.  The file holds fp16 tensors (half the
 size); they are cast to the model's dtype when loaded.  No boxes are handled here.
 
 Export the backbone of a finished training run::
@@ -25,6 +25,7 @@ Export the backbone of a finished training run::
 
 from __future__ import annotations
 
+import pickle
 from importlib import resources
 from pathlib import Path
 
@@ -73,9 +74,20 @@ def load_detector(model: nn.Module, spec: str | Path) -> Path:
     returns the file.  Every tensor must be there with the same shape (ValueError naming the first
     that is not), so another width, depth, head size or number of slices never loads half-way."""
     path = resolve(spec, SHIPPED_DETECTORS, "model.init_detector")
-    _load_exact(model, torch.load(path, map_location="cpu", weights_only=True), path,
-                "a detector state dict for this model (another preset or data.num_slices?)")
+    _load_exact(model, _read(path), path, "a detector state dict for this model (another preset or data.num_slices?)")
     return path
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict of tensors (``weights_only``: nothing in the file runs); ValueError naming the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
+        raise ValueError(f"{path}: not a readable weights file ({first})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict (a {type(state).__name__})")
+    return state
 
 
 def _load_exact(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
@@ -97,6 +109,5 @@ def load_backbone(backbone: nn.Module, spec: str | Path) -> Path:
     first that is not): a file of another width or depth never loads half-way.
     """
     path = resolve(spec)
-    _load_exact(backbone, torch.load(path, map_location="cpu", weights_only=True), path,
-                "a backbone state dict for this model")
+    _load_exact(backbone, _read(path), path, "a backbone state dict for this model")
     return path
