@@ -128,13 +128,17 @@ def test_finetune_mode_gives_the_baseline_the_same_extra_training(tmp_path):
     # the report says which initialisation and training lengths its numbers came from
     assert table["setup"]["initialisation"] == "from scratch (every weight random)"
     assert table["setup"]["baseline_iterations"] == 12
-    assert table["setup"]["retrains"] == "fine-tuned from the baseline, 4 iterations each"
+    assert table["setup"]["retrains"] == ("every row, the baseline's too, is the baseline fine-tuned on its "
+                                          "labels for 4 iterations")
     assert "Initialisation: from scratch (every weight random). Baseline: 12 iterations" in text
 
 
 def test_report_names_each_initialisation():
     from lesionprop.config import load_config
-    from lesionprop.pipeline.report import initialisation
+    from lesionprop.pipeline.report import describe_setup, initialisation
+
+    scratch = describe_setup(load_config(preset="cpu", overrides=["pipeline.retrain_iterations=7"]))
+    assert scratch["retrains"] == "each variant trains like the baseline, from the same start, for 7 iterations"
 
     def init(*overrides):
         return initialisation(load_config(preset="cpu", overrides=list(overrides)).model)

@@ -200,9 +200,10 @@ def initialisation(model: Any) -> str:
 def describe_setup(cfg: Any) -> dict[str, Any]:
     """What the report's numbers came from: detector, initialisation, training lengths."""
     m, t, p = cfg.model, cfg.train, cfg.pipeline
-    retrain = (f"fine-tuned from the baseline, {p.retrain_iterations or t.iterations} iterations each"
-               if p.retrain_from == "baseline" else f"from the same start as the baseline, "
-               f"{p.retrain_iterations or t.iterations} iterations each")
+    n = p.retrain_iterations or t.iterations
+    retrain = (f"every row, the baseline's too, is the baseline fine-tuned on its labels for {n} iterations"
+               if p.retrain_from == "baseline" else
+               f"each variant trains like the baseline, from the same start, for {n} iterations")
     return {"backbone": f"{m.backbone} (width {m.base_width}, FPN {m.fpn_channels}, norm {m.norm})",
             "slices": cfg.data.num_slices, "pixel_mm": cfg.data.target_spacing_mm,
             "initialisation": initialisation(m), "baseline_iterations": t.iterations, "retrains": retrain}
@@ -236,8 +237,7 @@ def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, t
         table["setup"] = setup
         md += [f"Detector: FPN-3DCE, {setup['backbone']}, {setup['slices']} slices, "
                f"{setup['pixel_mm']} mm pixels. Initialisation: {setup['initialisation']}. Baseline: "
-               f"{setup['baseline_iterations']} iterations; the variants (and the baseline's row): "
-               f"{setup['retrains']}.", ""]
+               f"{setup['baseline_iterations']} iterations; {setup['retrains']}.", ""]
     md += [markdown_table(official, "Table 1 / 2 with our numbers: official key-slice test labels")]
     if with_truth is not None:
         md += ["", markdown_table(with_truth, "Against complete labels (truth.csv)")]
