@@ -18,22 +18,23 @@ Only for synthetic data of seeds that no evaluation uses (the pre-training set):
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import tempfile
 from pathlib import Path
 
+from lesionprop.annotations import concat, read_annotations, write_annotations
 
-def rows_of(path: Path, header: list[str] | None) -> tuple[list[str], list[list[str]]]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        head = next(reader)
-        cols = header or head
-        missing = [c for c in cols if c not in head]
-        if missing:
-            raise SystemExit(f"{path}: missing columns {missing}")
-        idx = [head.index(c) for c in cols]
-        return cols, [[r[i] for i in idx] for r in reader if r]
+TRAIN = 1        # Train_Val_Test
+
+
+def pretrain_labels(dl_info: Path, truth: Path, out: Path) -> tuple[int, int]:
+    """Write the train rows of ``truth`` then the val / test rows of ``dl_info`` to ``out`` (a new
+    file, written atomically; truth's ``Lesion_id`` column is dropped); returns the two row counts."""
+    if out.exists():
+        raise SystemExit(f"{out} exists: choose a new file")
+    official, complete = read_annotations(dl_info), read_annotations(truth)
+    train = complete.take(complete.split == TRAIN)
+    others = official.take(official.split != TRAIN)
+    write_annotations(out, concat([train, others]), extra_columns=[])
+    return len(train), len(others)
 
 
 def main() -> None:
@@ -42,18 +43,8 @@ def main() -> None:
     ap.add_argument("truth", type=Path)
     ap.add_argument("out", type=Path)
     args = ap.parse_args()
-    if args.out.exists():
-        raise SystemExit(f"{args.out} exists: choose a new file")
-    header, official = rows_of(args.dl_info, None)
-    _, truth = rows_of(args.truth, header)
-    split = header.index("Train_Val_Test")
-    rows = [r for r in truth if r[split] == "1"] + [r for r in official if r[split] != "1"]
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh, lineterminator="\n").writerows([header] + rows)
-    os.replace(tmp, args.out)
-    n_train = sum(r[split] == "1" for r in rows)
-    print(f"wrote {args.out}: {n_train} train rows from {args.truth.name}, {len(rows) - n_train} val/test rows "
+    n_train, n_other = pretrain_labels(args.dl_info, args.truth, args.out)
+    print(f"wrote {args.out}: {n_train} train rows from {args.truth.name}, {n_other} val/test rows "
           f"from {args.dl_info.name}")
 
 

@@ -54,10 +54,10 @@ def backbone_state(model_state: dict[str, torch.Tensor], dtype: torch.dtype = to
     """The ResNet + FPN tensors of a detector state dict (``backbone.body.*``: the module inside the
     3D-context wrapper), prefix removed, floats cast to ``dtype``."""
     prefix = "backbone.body."
-    out = {k.removeprefix(prefix): v.detach().cpu() for k, v in model_state.items() if k.startswith(prefix)}
+    out = {k.removeprefix(prefix): v for k, v in model_state.items() if k.startswith(prefix)}
     if not out:
         raise ValueError(f"the state dict holds no {prefix}* tensors (not a detector checkpoint?)")
-    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in out.items()}
+    return _on_cpu(out, dtype)
 
 
 def detector_state(model_state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float16
@@ -65,8 +65,13 @@ def detector_state(model_state: dict[str, torch.Tensor], dtype: torch.dtype = to
     """Every tensor of a detector state dict, floats cast to ``dtype`` (the ``--whole`` export)."""
     if not any(k.startswith("roi_heads.") for k in model_state):
         raise ValueError("the state dict holds no roi_heads.* tensors (not a detector checkpoint?)")
-    return {k: (v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu())
-            for k, v in model_state.items()}
+    return _on_cpu(model_state, dtype)
+
+
+def _on_cpu(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Detached CPU copies, floating-point tensors cast to ``dtype``."""
+    out = {k: v.detach().cpu() for k, v in state.items()}
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in out.items()}
 
 
 def load_detector(model: nn.Module, spec: str | Path) -> Path:

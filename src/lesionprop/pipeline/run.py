@@ -263,12 +263,13 @@ def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Pip
 
     report_dir = run_dir / "report"
     pred_files = {v: run_dir / "preds" / f"test_{v}.csv" for v in variants}
+    setup = describe_setup(cfg)
     fp_rep = hash_object(["report", [hash_file(run_dir / "eval" / f"{v}.json") for v in variants],
                           [hash_file(f) for f in label_files.values()], [hash_file(f) for f in pred_files.values()],
-                          [BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL], describe_setup(cfg)])
+                          [BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL], setup])
     runner.run("report", fp_rep, [report_dir / "table.json", report_dir / "table.md"],
                lambda: write_report(result, report_dir, root=root, annotations=annotations, truth=truth,
                                     label_files=label_files, fps=FPS, pred_files=pred_files,
-                                    setup=describe_setup(cfg)))
+                                    setup=setup))
     result.report_dir = report_dir
     return result
