@@ -1,18 +1,11 @@
-"""Annotations for pre-training a detector on a synthetic dataset with its COMPLETE labels.
+"""Annotations for pre-training a detector on a synthetic dataset with its COMPLETE labels
+(train split from ``truth.csv``, val / test from ``DL_info.csv``): the command line of
+:func:`lesionprop.synth.pretrain_labels.pretrain_labels`, where the rules are written down.
 
-A synthetic dataset (``lesionprop synth``) has the official, partial labels in
-``DL_info.csv`` (one row per labeled lesion, on its key slice; ~30 % of lesions have no
-row) and the complete truth in ``truth.csv`` (every lesion on every slice it touches).
-For pre-training (``docs/cpu_synth_backbone.md``) this writes one file with
+Only for synthetic data of seeds that no evaluation uses (the pre-training set)::
 
-* the train split from ``truth.csv``: every slice of every lesion, all lesions boxed, so
-  training sees ~15x more slices and no unlabeled lesion is taught as background;
-* the val and test splits from ``DL_info.csv`` unchanged, so the end-of-training
-  validation is the usual official key-slice protocol.
-
-Only for synthetic data of seeds that no evaluation uses (the pre-training set):
-
-    python benchmarks/make_pretrain_labels.py PRE/DL_info.csv PRE/truth.csv PRE/pretrain_labels.csv
+    python benchmarks/make_pretrain_labels.py PRE/DL_info.csv PRE/truth.csv PRE/pretrain_labels.csv \\
+        [--max-slices-per-lesion 4]
 """
 
 from __future__ import annotations
@@ -20,21 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lesionprop.annotations import concat, read_annotations, write_annotations
-
-TRAIN = 1        # Train_Val_Test
-
-
-def pretrain_labels(dl_info: Path, truth: Path, out: Path) -> tuple[int, int]:
-    """Write the train rows of ``truth`` then the val / test rows of ``dl_info`` to ``out`` (a new
-    file, written atomically; truth's ``Lesion_id`` column is dropped); returns the two row counts."""
-    if out.exists():
-        raise SystemExit(f"{out} exists: choose a new file")
-    official, complete = read_annotations(dl_info), read_annotations(truth)
-    train = complete.take(complete.split == TRAIN)
-    others = official.take(official.split != TRAIN)
-    write_annotations(out, concat([train, others]), extra_columns=[])
-    return len(train), len(others)
+from lesionprop.synth.pretrain_labels import pretrain_labels
 
 
 def main() -> None:
@@ -42,8 +21,13 @@ def main() -> None:
     ap.add_argument("dl_info", type=Path)
     ap.add_argument("truth", type=Path)
     ap.add_argument("out", type=Path)
+    ap.add_argument("--max-slices-per-lesion", type=int, default=None,
+                    help="balance the train split by lesion: each lesion's N slices nearest its key slice")
     args = ap.parse_args()
-    n_train, n_other = pretrain_labels(args.dl_info, args.truth, args.out)
+    try:
+        n_train, n_other = pretrain_labels(args.dl_info, args.truth, args.out, args.max_slices_per_lesion)
+    except FileExistsError as e:
+        raise SystemExit(str(e)) from None
     print(f"wrote {args.out}: {n_train} train rows from {args.truth.name}, {n_other} val/test rows "
           f"from {args.dl_info.name}")
 
