@@ -71,6 +71,11 @@ SETTINGS = {
     # sixth session: the whole detector (RPN and box head too) from the shipped synthetic-cpu-detector
     "init_det_1000": ["data.aug_crop_px=160", "train.iterations=1000", "model.init_detector=synthetic-cpu-detector"],
     "init_det_500": ["data.aug_crop_px=160", "train.iterations=500", "model.init_detector=synthetic-cpu-detector"],
+    # seventh session: the third-stage detector fine-tuned at a quarter of the lr (the demo's baseline since)
+    "init_det_1000_lr025": ["data.aug_crop_px=160", "train.iterations=1000", "model.init_detector=synthetic-cpu-detector",
+                            "train.base_lr=0.005"],
+    "init_det_1000_lr05": ["data.aug_crop_px=160", "train.iterations=1000", "model.init_detector=synthetic-cpu-detector",
+                           "train.base_lr=0.01"],
 }
 SPLITS = ("train", "val", "test")
 FPS = (1, 2, 4, 8)
