@@ -18,6 +18,8 @@ def test_slices_nearest_key_by_hand():
     assert slices_nearest_key(ids, slices, diam, 3).tolist() == [False, False, True, True, True, True, True]
     assert slices_nearest_key(ids, slices, diam, 1).tolist() == [False, False, True, False, True, False, False]
     assert slices_nearest_key(ids, slices, diam, 2).tolist() == [False, False, True, True, True, False, True]
+    empty = np.zeros(0, dtype=np.int64)
+    assert slices_nearest_key(empty, empty, np.zeros(0), 3).tolist() == []
     with pytest.raises(ValueError, match=">= 1"):
         slices_nearest_key(ids, slices, diam, 0)
 

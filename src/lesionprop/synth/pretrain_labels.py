@@ -34,6 +34,8 @@ def slices_nearest_key(lesion_ids: np.ndarray, slices: np.ndarray, long_diameter
     if n < 1:
         raise ValueError(f"slices per lesion must be >= 1, got {n}")
     keep = np.zeros(len(lesion_ids), dtype=bool)
+    if keep.size == 0:
+        return keep
     order = np.argsort(lesion_ids, kind="stable")
     starts = np.flatnonzero(np.r_[True, lesion_ids[order][1:] != lesion_ids[order][:-1]])
     for rows in np.split(order, starts[1:]):
