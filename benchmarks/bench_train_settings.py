@@ -32,6 +32,7 @@ from pathlib import Path
 WINDOW = "data.window=[-200,300]"
 #: name -> overrides on top of the preset (the experiments behind the cpu preset)
 OLD_2MM = ["data.target_spacing_mm=2.0", "data.max_size=224", "data.clip_border=false", "data.window=[-1024,3071]"]
+INIT_DET = ["data.aug_crop_px=160", "model.init_detector=synthetic-cpu-detector"]
 TWO_MM = ["data.target_spacing_mm=2.0", "data.max_size=224", "data.clip_border=false"]
 SETTINGS = {
     "preset": [],
@@ -69,13 +70,11 @@ SETTINGS = {
     "init_1000_10mm": ["data.aug_crop_px=160", "train.iterations=1000", "model.init_backbone=synthetic-cpu",
                        "data.target_spacing_mm=1.0", "data.max_size=416"],
     # sixth session: the whole detector (RPN and box head too) from the shipped synthetic-cpu-detector
-    "init_det_1000": ["data.aug_crop_px=160", "train.iterations=1000", "model.init_detector=synthetic-cpu-detector"],
-    "init_det_500": ["data.aug_crop_px=160", "train.iterations=500", "model.init_detector=synthetic-cpu-detector"],
-    # seventh session: the third-stage detector fine-tuned at a quarter of the lr (the demo's baseline since)
-    "init_det_1000_lr025": ["data.aug_crop_px=160", "train.iterations=1000", "model.init_detector=synthetic-cpu-detector",
-                            "train.base_lr=0.005"],
-    "init_det_1000_lr05": ["data.aug_crop_px=160", "train.iterations=1000", "model.init_detector=synthetic-cpu-detector",
-                           "train.base_lr=0.01"],
+    "init_det_1000": INIT_DET + ["train.iterations=1000"],
+    "init_det_500": INIT_DET + ["train.iterations=500"],
+    # seventh session: the third-stage detector fine-tuned at a quarter / half of the lr (the quarter: the demo's baseline since)
+    "init_det_1000_lr025": INIT_DET + ["train.iterations=1000", "train.base_lr=0.005"],
+    "init_det_1000_lr05": INIT_DET + ["train.iterations=1000", "train.base_lr=0.01"],
 }
 SPLITS = ("train", "val", "test")
 FPS = (1, 2, 4, 8)
