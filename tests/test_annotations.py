@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from lesionprop.annotations import (
     COLUMNS, AnnotationError, Annotations, Source, Split, concat, derived_lesion, read_annotations,
-    write_annotations,
+    write_annotations, write_with_new_rows,
 )
 from lesionprop.data.layout import parse_file_name, slice_file_name
 
@@ -237,3 +237,23 @@ def test_quotes_commas_and_line_breaks_in_fields_round_trip(tmp_path):
     assert list(ann.gender) == ["F", 'a"b', "x\ny", "c,d"] and list(ann.line) == [2, 3, 5, 6]  # csv: last line
     write_annotations(tmp_path / "back.csv", ann)
     assert (tmp_path / "back.csv").read_text() == p.read_text()
+
+
+def test_write_with_new_rows_equals_writing_each_concatenation(shared_data, tmp_path):
+    """One text of the input rows for several files: the same bytes as writing concat([rows, new])
+    with Source and Score; extras of the input kept (empty on new rows); no new rows; quoting."""
+    text = HEADER.rstrip("\n") + ",Lesion_id\n" + GOOD.rstrip("\n") + ",7\n" + \
+        GOOD.replace(",F,50,1", ',"c,d",50,1').rstrip("\n") + ",8\n" + ROW2.rstrip("\n") + ",9\n"
+    rows = read_annotations(_write(tmp_path, text, "in.csv"))
+    one = rows.derive(np.array([0, 2]), slices=np.array([9, 12]), boxes=np.array([[1, 2, 3, 4], [5, 6, 7.5, 8]]),
+                      source="mined", scores=np.array([0.91, 0.99]))
+    noted = read_annotations(_write(tmp_path, HEADER.rstrip("\n") + ",Note\n" + ROW2.rstrip("\n") + ",n\n", "n.csv"))
+    cases = {tmp_path / "a.csv": one, tmp_path / "b.csv": one.take(np.zeros(2, bool)),
+             tmp_path / "c.csv": concat([one, one]), tmp_path / "d.csv": noted}     # d: a new extra column
+    write_with_new_rows(rows, cases)
+    for i, (path, new) in enumerate(cases.items()):
+        write_annotations(tmp_path / f"ref{i}.csv", concat([rows, new]), with_source=True)
+        assert path.read_bytes() == (tmp_path / f"ref{i}.csv").read_bytes()
+    back = read_annotations(tmp_path / "a.csv")
+    assert list(back.extra("Lesion_id")) == ["7", "8", "9", "", ""] and list(back.gender[:2]) == ["F", "c,d"]
+    assert list(back.source) == ["human"] * 3 + ["mined"] * 2

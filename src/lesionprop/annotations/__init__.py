@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, Sequence
 
-from lesionprop.annotations.csv_io import read_annotations_csv, write_annotations_csv
+from lesionprop.annotations.csv_io import read_annotations_csv, write_annotations_csv, write_with_new_rows_csv
 from lesionprop.annotations.table import (
     COLUMNS, LESION_TYPES, SOURCE_COLUMNS, SOURCES, AnnotationError, Annotations, KeySliceGroups, Lesion, Source,
     Split, as_annotations, concat, derived_lesion, series_geometry,
@@ -31,6 +31,12 @@ def write_annotations(path: str | os.PathLike, rows: Annotations | Iterable[Lesi
     write_annotations_csv(path, as_annotations(rows), with_source=with_source, extra_columns=extra_columns)
 
 
+def write_with_new_rows(rows: Annotations, new: dict[str | os.PathLike, Annotations]) -> None:
+    """Write file ``p`` = ``rows`` then ``new[p]`` (with Source and Score) for every ``p``, atomically;
+    the text of ``rows`` is built once (see :func:`.csv_io.write_with_new_rows_csv`)."""
+    write_with_new_rows_csv(rows, new)
+
+
 __all__ = ["COLUMNS", "LESION_TYPES", "SOURCES", "SOURCE_COLUMNS", "AnnotationError", "Annotations",
            "KeySliceGroups", "Lesion", "Source", "Split", "as_annotations", "concat", "derived_lesion",
-           "read_annotations", "series_geometry", "write_annotations"]
+           "read_annotations", "series_geometry", "write_annotations", "write_with_new_rows"]

@@ -33,7 +33,7 @@ from lesionprop.annotations.arrow_text import (
     arrow_bools, arrow_strings, lit, num_texts, numpy_of, objects_of, repeat_text,
 )
 from lesionprop.annotations.table import (
-    COLUMNS, SOURCE_COLUMNS, SOURCES, AnnotationError, Annotations, Lesion, floats_text,
+    COLUMNS, SOURCE_COLUMNS, SOURCES, AnnotationError, Annotations, Lesion, concat, floats_text,
 )
 from lesionprop.data.layout import SLICE_NAME_PATTERN, parse_file_name
 from lesionprop.fileio import atomic_write
@@ -421,6 +421,33 @@ def _source_text(source: np.ndarray) -> pa.Array:
         pa.int64(), inv.size, [None, pa.py_buffer(np.ascontiguousarray(inv.reshape(-1), dtype=np.int64))]))
 
 
+def _header_text(ann: Annotations, with_source: bool | None, extra_columns: Sequence[str] | None
+                 ) -> tuple[bool, list[str], bytes]:
+    """``(with_source, extra columns, header line)`` of ``ann`` as :func:`write_annotations_csv` writes it."""
+    if with_source is None:
+        with_source = ann.source_columns or bool((ann.source != "human").any() or (~np.isnan(ann.score)).any())
+    extra = list(ann.extras) if extra_columns is None else list(extra_columns)
+    head = io.StringIO()
+    csv.writer(head, lineterminator="\n").writerow(list(COLUMNS) + (list(SOURCE_COLUMNS) if with_source else []) + extra)
+    return with_source, extra, head.getvalue().encode("utf-8")
+
+
+def _body(ann: Annotations, with_source: bool, extra: Sequence[str]) -> pa.Buffer | None:
+    """The CSV lines of every row (each ending in a line break); None for no rows."""
+    n = len(ann)
+    if not n:
+        return None
+    cols = [_quoted(ann.text[c]) for c in COLUMNS]
+    if with_source:
+        score = pc.if_else(arrow_bools(np.isnan(ann.score)), lit(""), num_texts(np.nan_to_num(ann.score), 6))
+        cols += [_quoted(_source_text(ann.source)), _quoted(score)]
+    cols += [_quoted(ann.extras[c] if c in ann.extras else repeat_text("", n)) for c in extra]
+    lines = pc.binary_join_element_wise(*cols, lit(","))
+    one = pa.Array.from_buffers(pa.int32(), 2, [None, pa.py_buffer(np.array([0, n], np.int32))])
+    return pc.binary_join(pa.ListArray.from_arrays(one, pc.binary_join_element_wise(lines, lit(""), lit("\n"))),
+                          lit(""))[0].as_buffer()
+
+
 def write_annotations_csv(path: str | os.PathLike, ann: Annotations, *, with_source: bool | None = None,
                           extra_columns: Sequence[str] | None = None) -> None:
     """Write ``ann`` in the DL_info.csv schema, atomically.
@@ -429,23 +456,31 @@ def write_annotations_csv(path: str | os.PathLike, ann: Annotations, *, with_sou
     read with them or any row is not human or has a score).  ``extra_columns``: further
     trailing columns (default: those of ``ann``), empty where a row has none.
     """
-    n = len(ann)
-    if with_source is None:
-        with_source = ann.source_columns or bool((ann.source != "human").any() or (~np.isnan(ann.score)).any())
-    extra = list(ann.extras) if extra_columns is None else list(extra_columns)
-    header = list(COLUMNS) + (list(SOURCE_COLUMNS) if with_source else []) + extra
-    cols = [_quoted(ann.text[c]) for c in COLUMNS]
-    if with_source:
-        score = pc.if_else(arrow_bools(np.isnan(ann.score)), lit(""), num_texts(np.nan_to_num(ann.score), 6))
-        cols += [_quoted(_source_text(ann.source)), _quoted(score)]
-    cols += [_quoted(ann.extras[c] if c in ann.extras else repeat_text("", n)) for c in extra]
-    head = io.StringIO()
-    csv.writer(head, lineterminator="\n").writerow(header)
+    with_source, extra, head = _header_text(ann, with_source, extra_columns)
+    body = _body(ann, with_source, extra)
     with atomic_write(path, "wb") as fh:
-        fh.write(head.getvalue().encode("utf-8"))
-        if n:
-            lines = pc.binary_join_element_wise(*cols, lit(","))
-            one = pa.Array.from_buffers(pa.int32(), 2, [None, pa.py_buffer(np.array([0, n], np.int32))])
-            body = pc.binary_join(pa.ListArray.from_arrays(one, lines), lit("\n"))
-            fh.write(body[0].as_buffer())
-            fh.write(b"\n")
+        fh.write(head)
+        if body is not None:
+            fh.write(body)
+
+
+def write_with_new_rows_csv(rows: Annotations, new: dict[str, Annotations]) -> None:
+    """Write file ``p`` = every row of ``rows``, then the rows of ``new[p]``, with Source and Score,
+    for every ``p`` in ``new``, each atomically: the same bytes as ``write_annotations_csv(p,
+    concat([rows, new[p]]), with_source=True)``, with the text of ``rows`` built once."""
+    extra = list(rows.extras)
+    head = None
+    shared = None
+    for path, more in new.items():
+        if set(more.extras) - set(extra):      # new extra columns change every line: the plain way
+            write_annotations_csv(path, concat([rows, more]), with_source=True)
+            continue
+        if head is None:
+            _, _, head = _header_text(rows, True, extra)
+            shared = _body(rows, True, extra)
+        body = _body(more, True, extra)
+        with atomic_write(path, "wb") as fh:
+            fh.write(head)
+            for part in (shared, body):
+                if part is not None:
+                    fh.write(part)
