@@ -17,6 +17,9 @@ with this checkout's ``src``:
 * ``lesionprop propagate / mine / distill`` on those files: the whole command
   (interpreter start, imports, reading, algorithm, writing), wall and CPU time; the
   outputs of today's and this code are compared;
+* ``lesionprop label-sets`` (the four label sets MM, LP, MM + LP, DD from one read of the
+  predictions, the pipeline's label stage) on the CSV and on the Arrow file; its MM, LP and DD
+  files are checked byte-identical to those of mine / propagate / distill;
 * the same predictions as an Arrow IPC file (``predictions.arrow``, written by this
   checkout; today's code has no binary form): ``read_predictions`` and the three
   commands on it, their outputs checked byte-identical to the CSV-input outputs;
@@ -277,11 +280,11 @@ class Runner:
             raise RuntimeError(f"{op} with {src} failed:\n{out.stderr[-3000:]}")
         return json.loads(out.stdout.rsplit("RESULT ", 1)[1])
 
-    def cli(self, src: Path, cmd: str, ann: Path, preds: Path, out: Path) -> dict:
+    def cli(self, src: Path, cmd: str, ann: Path, preds: Path, out: Path, out_option: str = "--out") -> dict:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         done = subprocess.run(self.prefix + [sys.executable, "-m", "lesionprop", cmd, "--annotations", str(ann),
-                                             "--predictions", str(preds), "--out", str(out)],
+                                             "--predictions", str(preds), out_option, str(out)],
                               env=self.env(src), capture_output=True, text=True)
         wall = time.perf_counter() - t
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -368,6 +371,20 @@ def main() -> None:
                          f"output vs the CSV input's: {_same_rows(tmp / f'{cmd}_now.csv', tmp / f'{cmd}_arrow.csv')}"))
             print(rows[-1], flush=True)
 
+        # the four label sets from one read (the pipeline's label stage as a command): its MM, LP and
+        # DD files must be the bytes of the commands above; MM + LP is one more propagation on top
+        sets = {}
+        for k, preds in (("now", paths["preds"]), ("arrow", paths["arrow"])):
+            sets[k] = run.cli(new_src, "label-sets", paths["ann"], preds, tmp / f"sets_{k}", out_option="--out-dir")
+            same = [_same_rows(tmp / f"{cmd}_now.csv", tmp / f"sets_{k}" / f"labels_{short}.csv")
+                    for cmd, short in (("mine", "mm"), ("propagate", "lp"), ("distill", "dd"))]
+            check = ("MM, LP, DD files: identical bytes to mine / propagate / distill" if set(same) == {"identical bytes"}
+                     else f"MM, LP, DD files vs the commands': {same}")
+            rows.append(("`lesionprop label-sets` end to end (MM, LP, MM + LP, DD from one read)"
+                         + (", `--predictions predictions.arrow`" if k == "arrow" else ", CSV predictions"),
+                         "", fmt(sets[k]), "", check))
+            print(rows[-1], flush=True)
+
         lp = run.step(new_src, "loops", ann=str(paths["ann"]), preds=str(paths["preds"]), subset=args.loop_subset,
                       bench=str(REPO / "benchmarks"))
         scale = args.key_slices / lp["keys"]
@@ -383,7 +400,11 @@ def main() -> None:
                      speedup("now"), ">= 5x", "wall (cpu) times"))
         rows.append(("the three commands together vs the loops alone, Arrow IPC predictions", "", speedup("arrow"),
                      ">= 5x", "wall (cpu) times"))
-        print(rows[-3:], flush=True)
+        for k, what in (("now", "CSV"), ("arrow", "Arrow IPC")):
+            rows.append((f"`lesionprop label-sets` (all four sets) vs the loops of mine + propagate + distill, "
+                         f"{what} predictions", "", f"{loops / sets[k]['wall']:.1f}x ({sets[k]['wall']:.1f} s); cpu "
+                         f"{loops_cpu / sets[k]['cpu']:.1f}x ({sets[k]['cpu']:.1f} s)", ">= 5x", "wall (cpu) times"))
+        print(rows[-5:], flush=True)
 
         r = {k: run.step(src, "tta", slices=args.tta_slices, seed=3) for k, src in codes.items()}
         ens = run.step(new_src, "tta_ensemble", slices=args.tta_slices, seed=3)

@@ -66,6 +66,40 @@ def test_mine_and_distill_cli(files):
     assert [(r.file_name, r.score) for r in new] == [(f"{S}_011.png", 0.95), (f"{S}_031.png", 0.93)]
 
 
+def test_label_sets_cli_equals_the_commands_one_by_one(files, capsys):
+    """label-sets reads once and writes the four sets; each file equals, byte for byte, what
+    mine / propagate / distill write one by one (MM + LP: propagate over the mined file)."""
+    tmp, ann, pred = files
+    sets = tmp / "sets"
+    opts = ["--offsets", "-1,1", "--iou", "0.5"]
+    assert main(["label-sets", "--annotations", str(ann), "--predictions", str(pred), "--out-dir", str(sets),
+                 *opts, "--score", "0.9", "--distill-score", "0.9"]) == 0
+    said = capsys.readouterr().out
+    assert "mm: 1 new row(s)" in said and "dd: 2 new row(s)" in said
+    one = tmp / "one"
+    one.mkdir()
+    io_ = ["--predictions", str(pred)]
+    assert main(["mine", "--annotations", str(ann), *io_, "--out", str(one / "mm.csv"), "--score", "0.9"]) == 0
+    assert main(["propagate", "--annotations", str(ann), *io_, "--out", str(one / "lp.csv"), *opts]) == 0
+    assert main(["propagate", "--annotations", str(one / "mm.csv"), *io_, "--out", str(one / "mm_lp.csv"), *opts]) == 0
+    assert main(["distill", "--annotations", str(ann), *io_, "--out", str(one / "dd.csv"), "--offsets", "-1,1",
+                 "--score", "0.9"]) == 0
+    for name in ("mm", "lp", "mm_lp", "dd"):
+        assert (sets / f"labels_{name}.csv").read_bytes() == (one / f"{name}.csv").read_bytes(), name
+    mm_lp = out_rows(sets / "labels_mm_lp.csv", 3, ann)
+    assert [r.source for r in mm_lp][:1] == ["mined"] and len(mm_lp) > 1
+
+
+def test_label_sets_refuses_to_overwrite_inputs(files, capsys):
+    tmp, ann, pred = files
+    inside = tmp / "labels_lp.csv"
+    inside.write_bytes(ann.read_bytes())
+    assert main(["label-sets", "--annotations", str(inside), "--predictions", str(pred),
+                 "--out-dir", str(tmp)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert inside.read_bytes() == ann.read_bytes() and not (tmp / "labels_mm.csv").exists()
+
+
 def test_refuses_to_overwrite_inputs(files, capsys):
     tmp, ann, pred = files
     before = ann.read_bytes(), pred.read_bytes()

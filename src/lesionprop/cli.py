@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "propagate": ("lesionprop.commands.propagate", "Algorithm 1: slice-level label propagation"),
     "mine": ("lesionprop.commands.mine", "Algorithm 2: missing ground-truth mining"),
     "distill": ("lesionprop.commands.distill", "data-distillation baseline pseudo-labels"),
+    "label-sets": ("lesionprop.commands.label_sets", "MM, LP, MM + LP and DD pseudo-label sets from one read of the predictions"),
     "pipeline": ("lesionprop.commands.pipeline", "the paper's workflow: baseline -> MM/LP/DD -> retrain -> report"),
     "demo": ("lesionprop.commands.demo", "the pipeline on a fresh synthetic dataset with the CPU preset"),
     "compare": ("lesionprop.commands.compare", "paired bootstrap comparison of several detectors' predictions"),

@@ -22,16 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lesionprop.annotations import Annotations, concat, read_annotations, write_annotations
+from lesionprop.annotations import Annotations, read_annotations
 from lesionprop.config import Config, save_config, training_signature
 from lesionprop.eval.froc import DEFAULT_FPS, FrocResult
 from lesionprop.fileio import atomic_write
+from lesionprop.labels.sets import LABEL_FILES
 from lesionprop.pipeline.stages import StageRunner, dataset_fingerprint, hash_file, hash_object
 from lesionprop.pipeline.workers import exclusive, train_many, train_stage
 
 #: the variants: label set -> the annotation file its model learns from (None: the human labels)
-VARIANT_LABELS: dict[str, str | None] = {"baseline": None, "mm": "labels_mm.csv", "lp": "labels_lp.csv",
-                                         "mm_lp": "labels_mm_lp.csv", "dd": "labels_dd.csv"}
+VARIANT_LABELS: dict[str, str | None] = {"baseline": None, **LABEL_FILES}
 #: the pseudo-label sets (every variant with a label file), in the report's order
 LABEL_SETS: tuple[str, ...] = tuple(v for v, f in VARIANT_LABELS.items() if f)
 #: the FP rates of every evaluation and report (the paper's 0.5, 1, 2, 4, 8 per image)
@@ -101,22 +101,12 @@ def _synth_stage(cfg: Config, root: Path) -> dict[str, Any]:
 
 
 def _label_stage(cfg: Config, annotations: Path, preds_csv: Path, out_dir: Path) -> dict[str, Any]:
-    from lesionprop.labels.distill import distill
-    from lesionprop.labels.mine import mine
-    from lesionprop.labels.propagate import propagate
+    from lesionprop.labels.sets import label_sets, write_label_sets
     from lesionprop.predictions import read_predictions
 
-    lc = cfg.labels
     rows = read_annotations(annotations)
-    preds = read_predictions(preds_csv)
-    mined = mine(rows, preds, score=lc.score, iou=lc.iou, split="train")
-    lp = propagate(rows, preds, iou=lc.iou, offsets=lc.offsets, keep=lc.keep, split="train")
-    mm_lp = propagate(concat([rows, mined]), preds, iou=lc.iou, offsets=lc.offsets, keep=lc.keep, split="train")
-    dd = distill(rows, preds, score=lc.distill_score, offsets=lc.offsets, split="train")
-    sets = {"mm": mined, "lp": lp, "mm_lp": concat([mined, mm_lp]), "dd": dd}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in LABEL_SETS:
-        write_annotations(out_dir / str(VARIANT_LABELS[name]), concat([rows, sets[name]]), with_source=True)
+    sets = label_sets(rows, read_predictions(preds_csv), cfg.labels, split="train")
+    write_label_sets(out_dir, rows, sets)
     return {f"new_rows_{k}": len(v) for k, v in sets.items()}
 
 
