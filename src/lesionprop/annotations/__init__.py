@@ -10,7 +10,7 @@ the reader and the writer; everything is imported from here::
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from lesionprop.annotations.csv_io import read_annotations_csv, write_annotations_csv, write_with_new_rows_csv
 from lesionprop.annotations.table import (
@@ -31,7 +31,7 @@ def write_annotations(path: str | os.PathLike, rows: Annotations | Iterable[Lesi
     write_annotations_csv(path, as_annotations(rows), with_source=with_source, extra_columns=extra_columns)
 
 
-def write_with_new_rows(rows: Annotations, new: dict[str | os.PathLike, Annotations]) -> None:
+def write_with_new_rows(rows: Annotations, new: Mapping[str | os.PathLike, Annotations]) -> None:
     """Write file ``p`` = ``rows`` then ``new[p]`` (with Source and Score) for every ``p``, atomically;
     the text of ``rows`` is built once (see :func:`.csv_io.write_with_new_rows_csv`)."""
     write_with_new_rows_csv(rows, new)

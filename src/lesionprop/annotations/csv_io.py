@@ -22,7 +22,7 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -464,7 +464,7 @@ def write_annotations_csv(path: str | os.PathLike, ann: Annotations, *, with_sou
             fh.write(body)
 
 
-def write_with_new_rows_csv(rows: Annotations, new: dict[str, Annotations]) -> None:
+def write_with_new_rows_csv(rows: Annotations, new: Mapping[str | os.PathLike, Annotations]) -> None:
     """Write file ``p`` = every row of ``rows``, then the rows of ``new[p]``, with Source and Score,
     for every ``p`` in ``new``, each atomically: the same bytes as ``write_annotations_csv(p,
     concat([rows, new[p]]), with_source=True)``, with the text of ``rows`` built once."""

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from lesionprop.annotations import Annotations, concat, read_annotations, write_annotations
+from lesionprop.annotations import Annotations, read_annotations, write_with_new_rows
 from lesionprop.predictions import Predictions, read_predictions
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
@@ -55,11 +55,6 @@ def load_predictions(path: str, ann: Annotations, skip_bad_rows: bool) -> Predic
     return preds
 
 
-def write_with_new_rows(out: str, rows: Annotations, new: Annotations) -> None:
-    """Every input row unchanged (in order), then the new rows, with Source and Score."""
-    write_annotations(out, concat([rows, new]), with_source=True)
-
-
 def no_huge_pages() -> None:
     """Stop numpy asking for transparent huge pages for the rest of this process.
 
@@ -84,6 +79,6 @@ def run_label_tool(args: argparse.Namespace, name: str, algorithm: Callable, whe
     rows = read_annotations(args.annotations)
     preds = load_predictions(args.predictions, rows, args.skip_bad_rows)
     new = algorithm(rows, preds)
-    write_with_new_rows(args.out, rows, new)
+    write_with_new_rows(rows, {args.out: new})   # every input row unchanged, then the new rows
     print(f"{name}: {len(new)} new row(s) on {len(set(new.file_name.tolist()))} {where} -> {args.out}")
     return 0
