@@ -17,6 +17,9 @@ from pathlib import Path
 
 from lesionprop.annotations import Annotations, concat, write_with_new_rows
 from lesionprop.config import LabelConfig
+from lesionprop.labels.distill import distill
+from lesionprop.labels.mine import mine
+from lesionprop.labels.propagate import propagate
 from lesionprop.predictions import Predictions
 
 #: label set -> its file name (the pipeline's ``labels/`` folder and ``label-sets --out-dir``)
@@ -27,10 +30,6 @@ LABEL_FILES: dict[str, str] = {"mm": "labels_mm.csv", "lp": "labels_lp.csv", "mm
 def label_sets(rows: Annotations, preds: Predictions, cfg: LabelConfig, split: str = "train"
                ) -> dict[str, Annotations]:
     """The new rows of every set in :data:`LABEL_FILES`, from the rows of ``split`` and ``preds``."""
-    from lesionprop.labels.distill import distill
-    from lesionprop.labels.mine import mine
-    from lesionprop.labels.propagate import propagate
-
     mined = mine(rows, preds, score=cfg.score, iou=cfg.iou, split=split)
     lp = propagate(rows, preds, iou=cfg.iou, offsets=cfg.offsets, keep=cfg.keep, split=split)
     mm_lp = propagate(concat([rows, mined]), preds, iou=cfg.iou, offsets=cfg.offsets, keep=cfg.keep, split=split)
