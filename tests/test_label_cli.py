@@ -98,6 +98,11 @@ def test_label_sets_refuses_to_overwrite_inputs(files, capsys):
                  "--out-dir", str(tmp)]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
     assert inside.read_bytes() == ann.read_bytes() and not (tmp / "labels_mm.csv").exists()
+    a_file = tmp / "not_a_folder"
+    a_file.write_text("keep me")
+    assert main(["label-sets", "--annotations", str(ann), "--predictions", str(pred),
+                 "--out-dir", str(a_file)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err and a_file.read_text() == "keep me"
 
 
 def test_refuses_to_overwrite_inputs(files, capsys):

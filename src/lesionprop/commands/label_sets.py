@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from lesionprop.labels.sets import LABEL_FILES, label_sets, write_label_sets
 
     out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out-dir {out_dir} is a file, not a folder: choose another --out-dir")
     for name in LABEL_FILES.values():
         refuse_overwrite_of_inputs(out_dir / name, args.annotations, args.predictions)
     no_huge_pages()
