@@ -85,6 +85,18 @@ def test_pipeline_end_to_end_then_kill_and_resume(tmp_path):
     assert (report / "table.md").read_text().count("|") > 20
     assert (report / "table.csv").is_file() and (report / "froc.png").stat().st_size > 1000
     assert set(table["label_quality"]) == {"mm", "lp", "mm_lp", "dd"}
+    # the baseline's fit to its training key slices: the label tools' predictions, evaluated on split train
+    from lesionprop.annotations import read_annotations
+    from lesionprop.eval.froc import evaluate
+    from lesionprop.predictions import read_predictions
+
+    fit = table["baseline_train"]
+    direct = evaluate(read_annotations(run_dir / "data" / "DL_info.csv"),
+                      read_predictions(run_dir / "preds" / "train_tta.csv"), split="train")
+    assert fit["predictions"] == "train_tta.csv" and fit["tta"] == "flip+scales"
+    assert fit["official"]["sensitivity"] == [float(x) for x in direct.sensitivity]
+    assert fit["official"]["lesions"] == direct.lesions and fit["truth"]["lesions"] >= direct.lesions
+    assert "The baseline on its own training key slices" in (report / "table.md").read_text()
     # the labels written for the retrains hold every human row first, unchanged
     human = (run_dir / "data" / "DL_info.csv").read_text().splitlines()
     for name in ("mm", "lp", "mm_lp", "dd"):

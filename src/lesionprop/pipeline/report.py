@@ -206,16 +206,46 @@ def describe_setup(cfg: Any) -> dict[str, Any]:
                f"each variant trains like the baseline, from the same start, for {n} iterations")
     return {"backbone": f"{m.backbone} (width {m.base_width}, FPN {m.fpn_channels}, norm {m.norm})",
             "slices": cfg.data.num_slices, "pixel_mm": cfg.data.target_spacing_mm,
-            "initialisation": initialisation(m), "baseline_iterations": t.iterations, "retrains": retrain}
+            "initialisation": initialisation(m), "baseline_iterations": t.iterations, "retrains": retrain,
+            "label_tta": p.label_tta}
+
+
+def training_fit(annotations: Path, truth: Path | None, train_preds: Path, fps: Sequence[float]) -> dict[str, Any]:
+    """The baseline's sensitivity on its own training key slices, from the predictions the label
+    tools used (``RUN/preds/train_tta.csv``): does the detector fit what it was trained on?"""
+    from lesionprop.eval.froc import evaluate
+    from lesionprop.predictions import read_predictions
+
+    rows, preds = read_annotations(annotations), read_predictions(train_preds)
+    out: dict[str, Any] = {}
+    for kind, t in (("official", None), ("truth", truth)):
+        if kind == "truth" and (t is None or not t.is_file()):
+            continue
+        r = evaluate(rows, preds, split="train", fps=fps, truth=read_annotations(t) if t else None)
+        out[kind] = {"sensitivity": [float(x) for x in r.sensitivity], "images": int(r.images),
+                     "lesions": int(r.lesions)}
+    return out
+
+
+def _fit_lines(fit: dict[str, Any], fps: Sequence[float], tta: str) -> list[str]:
+    lines = [f"**The baseline on its own training key slices** (sensitivity % at FPs per image; the "
+             f"predictions the label tools used, TTA `{tta}`; the test tables above are without TTA)", "",
+             "| labels | images | lesions | " + " | ".join(f"{f:g}" for f in fps) + " |",
+             "|" + " --- |" * (len(fps) + 3)]
+    for kind, r in fit.items():
+        lines.append(f"| {kind} | {r['images']} | {r['lesions']} | "
+                     + " | ".join(f"{100 * x:.1f}" for x in r["sensitivity"]) + " |")
+    return lines
 
 
 def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, truth: Path | None,
                  label_files: dict[str, Path], fps: Sequence[float], pred_files: dict[str, Path] | None = None,
-                 setup: dict[str, Any] | None = None) -> dict[str, Any]:
+                 setup: dict[str, Any] | None = None, train_preds: Path | None = None) -> dict[str, Any]:
     """Write every report artefact under ``out_dir``; return a summary dict.
 
     ``pred_files``: each variant's test predictions (default ``RUN/preds/test_<variant>.csv``);
-    ``setup``: :func:`describe_setup` of the run's config, shown under the title.
+    ``setup``: :func:`describe_setup` of the run's config, shown under the title;
+    ``train_preds``: the baseline's predictions on the training slices (:func:`training_fit`).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     fps = list(fps)
@@ -261,6 +291,11 @@ def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, t
                       f"{q['missing_recovered']}/{q['missing_targets']} ({_pct(q['missing_recall'])}) | "
                       f"{q['neighbour_recovered']}/{q['neighbour_targets']} ({_pct(q['neighbour_recall'])}) |")
         table["label_quality"] = quality
+
+    if train_preds is not None and train_preds.is_file():
+        fit = training_fit(annotations, truth, train_preds, fps)
+        table["baseline_train"] = {"predictions": train_preds.name, "tta": (setup or {}).get("label_tta"), **fit}
+        md += [""] + _fit_lines(fit, fps, (setup or {}).get("label_tta", "?"))
 
     froc_plot(result.official, result.truth, out_dir / "froc.png")
     md += ["", "![FROC](froc.png)"]

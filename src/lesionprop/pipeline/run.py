@@ -256,10 +256,11 @@ def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Pip
     setup = describe_setup(cfg)
     fp_rep = hash_object(["report", [hash_file(run_dir / "eval" / f"{v}.json") for v in variants],
                           [hash_file(f) for f in label_files.values()], [hash_file(f) for f in pred_files.values()],
+                          hash_file(preds_train),
                           [BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL], setup])
     runner.run("report", fp_rep, [report_dir / "table.json", report_dir / "table.md"],
                lambda: write_report(result, report_dir, root=root, annotations=annotations, truth=truth,
                                     label_files=label_files, fps=FPS, pred_files=pred_files,
-                                    setup=setup))
+                                    setup=setup, train_preds=preds_train))
     result.report_dir = report_dir
     return result
