@@ -13,7 +13,7 @@ module: ResNet body + FPN, keys ``body.*`` and ``fpn.*``) to start a training fr
 With ``model.init_backbone`` the RPN and the box head stay randomly initialised.
 ``model.init_detector`` names a WHOLE detector state dict instead (backbone, RPN and
 box head; every tensor of the model must match): ``synthetic-cpu-detector`` is the
-shipped one, the fourth pre-training stage on synthetic data with complete labels balanced
+shipped one, the fifth pre-training stage on synthetic data with complete labels balanced
 by lesion (``docs/cpu_synth_backbone.md``).  Both ``null`` (the default) train everything
 from scratch.  The file holds fp16 tensors (half the size); they are cast to the model's
 dtype when loaded.  No boxes are handled here.
