@@ -217,11 +217,12 @@ def training_fit(annotations: Path, truth: Path | None, train_preds: Path, fps: 
     from lesionprop.predictions import read_predictions
 
     rows, preds = read_annotations(annotations), read_predictions(train_preds)
+    labels = {"official": None}
+    if truth is not None and truth.is_file():
+        labels["truth"] = read_annotations(truth)
     out: dict[str, Any] = {}
-    for kind, t in (("official", None), ("truth", truth)):
-        if kind == "truth" and (t is None or not t.is_file()):
-            continue
-        r = evaluate(rows, preds, split="train", fps=fps, truth=read_annotations(t) if t else None)
+    for kind, t in labels.items():
+        r = evaluate(rows, preds, split="train", fps=fps, truth=t)
         out[kind] = {"sensitivity": [float(x) for x in r.sensitivity], "images": int(r.images),
                      "lesions": int(r.lesions)}
     return out
@@ -293,9 +294,9 @@ def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, t
         table["label_quality"] = quality
 
     if train_preds is not None and train_preds.is_file():
-        fit = training_fit(annotations, truth, train_preds, fps)
-        table["baseline_train"] = {"predictions": train_preds.name, "tta": (setup or {}).get("label_tta"), **fit}
-        md += [""] + _fit_lines(fit, fps, (setup or {}).get("label_tta", "?"))
+        fit, tta = training_fit(annotations, truth, train_preds, fps), (setup or {}).get("label_tta")
+        table["baseline_train"] = {"predictions": train_preds.name, "tta": tta, **fit}
+        md += [""] + _fit_lines(fit, fps, tta or "as configured")
 
     froc_plot(result.official, result.truth, out_dir / "froc.png")
     md += ["", "![FROC](froc.png)"]
