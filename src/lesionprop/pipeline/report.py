@@ -77,21 +77,19 @@ def markdown_table(comparison: Any, title: str) -> str:
     return "\n".join(lines)
 
 
-def comparisons(annotations: Path, truth: Path | None, pred_files: dict[str, Path], fps: Sequence[float],
+def comparisons(rows: Any, truth: Any | None, pred_files: dict[str, Path], fps: Sequence[float],
                 *, n_boot: int = BOOTSTRAP, seed: int = BOOTSTRAP_SEED, level: float = CI_LEVEL
                 ) -> tuple[Any, Any | None]:
-    """Paired comparisons of the variants' test predictions (baseline first): official labels, truth."""
+    """Paired comparisons of the variants' test predictions (baseline first) on the annotation
+    rows ``rows``: official labels, and complete labels ``truth`` (annotation rows) when given."""
     from lesionprop.eval.compare import compare
     from lesionprop.predictions import read_predictions
 
-    rows = read_annotations(annotations)
     names = sorted(pred_files, key=lambda v: (v != "baseline", list(pred_files).index(v)))
     preds = [read_predictions(pred_files[v]) for v in names]
     kw = {"split": "test", "fps": fps, "n_boot": n_boot, "seed": seed, "level": level}
     official = compare(rows, preds, names, **kw)
-    with_truth = None
-    if truth is not None and truth.is_file():
-        with_truth = compare(rows, preds, names, truth=read_annotations(truth), **kw)
+    with_truth = compare(rows, preds, names, truth=truth, **kw) if truth is not None else None
     return official, with_truth
 
 
@@ -210,16 +208,15 @@ def describe_setup(cfg: Any) -> dict[str, Any]:
             "label_tta": p.label_tta}
 
 
-def training_fit(annotations: Path, truth: Path | None, train_preds: Path, fps: Sequence[float]) -> dict[str, Any]:
-    """The baseline's sensitivity on its own training key slices, from the predictions the label
-    tools used (``RUN/preds/train_tta.csv``): does the detector fit what it was trained on?"""
+def training_fit(rows: Any, truth: Any | None, train_preds: Path, fps: Sequence[float]) -> dict[str, Any]:
+    """The baseline's sensitivity on its own training key slices (annotation rows ``rows``, and
+    complete labels ``truth`` when given), from the predictions the label tools used
+    (``RUN/preds/train_tta.csv``): does the detector fit what it was trained on?"""
     from lesionprop.eval.froc import evaluate
     from lesionprop.predictions import read_predictions
 
-    rows, preds = read_annotations(annotations), read_predictions(train_preds)
-    labels = {"official": None}
-    if truth is not None and truth.is_file():
-        labels["truth"] = read_annotations(truth)
+    preds = read_predictions(train_preds)
+    labels = {"official": None} if truth is None else {"official": None, "truth": truth}
     out: dict[str, Any] = {}
     for kind, t in labels.items():
         r = evaluate(rows, preds, split="train", fps=fps, truth=t)
@@ -252,7 +249,9 @@ def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, t
     fps = list(fps)
     if pred_files is None:
         pred_files = {v: Path(result.run_dir) / "preds" / f"test_{v}.csv" for v in result.official}
-    official, with_truth = comparisons(annotations, truth, pred_files, fps)
+    rows = read_annotations(annotations)              # each file read once for the whole report
+    truth_rows = read_annotations(truth) if truth is not None and truth.is_file() else None
+    official, with_truth = comparisons(rows, truth_rows, pred_files, fps)
     table: dict[str, Any] = {"fps": fps, "units": "fraction of lesions", "ci_level": official.level,
                              "bootstrap": official.n_boot, "variants": variant_entries(official),
                              "differences": official.to_dict()["differences"],
@@ -280,8 +279,7 @@ def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, t
     md += ["", paper_table(fps)]
 
     quality: dict[str, Any] = {}
-    if truth is not None and truth.is_file():
-        truth_rows = read_annotations(truth)
+    if truth_rows is not None:
         for name, f in label_files.items():
             quality[name] = label_quality(read_annotations(f), truth_rows).as_dict()
         md += ["", "**Pseudo-label quality on the training split** (against truth; IoU >= 0.5)", "",
@@ -294,7 +292,7 @@ def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, t
         table["label_quality"] = quality
 
     if train_preds is not None and train_preds.is_file():
-        fit, tta = training_fit(annotations, truth, train_preds, fps), (setup or {}).get("label_tta")
+        fit, tta = training_fit(rows, truth_rows, train_preds, fps), (setup or {}).get("label_tta")
         table["baseline_train"] = {"predictions": train_preds.name, "tta": tta, **fit}
         md += [""] + _fit_lines(fit, fps, tta or "as configured")
 
