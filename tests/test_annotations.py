@@ -178,7 +178,8 @@ def test_derive_equals_the_row_definition_and_writes_like_it(shared_data, tmp_pa
 
 TRICKY = ["", " 7", "7 ", "+7", "-0", "0x10", "1_0", "1e3", "1.5", "nan", "NaN", "inf", "-inf", "1e999", "½",
           "١", "1,2", "1, 2", " 1 , 2 ", "1;2", "abc", "1, 2, 3", "1, 2, 3, 4", "3, 2, 1, 4", "512, nan",
-          "human", "mined", "robot", "0.5", "000001_01_01_010.png", "x.png"]
+          "human", "mined", "robot", "0.5", "000001_01_01_010.png", "000001_01_01_0010.png",
+          "000001_01_01_99999999999999999999.png", "000001_02_01_010.png", "x.png", "1, 2e-3, .5, 7."]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -186,6 +187,26 @@ TRICKY = ["", " 7", "7 ", "+7", "-0", "0x10", "1_0", "1e3", "1.5", "nan", "NaN",
        value=st.sampled_from(TRICKY) | st.text(alphabet="0123456789.,+-eE xn ", max_size=10))
 def test_column_wise_and_row_wise_readers_agree(tmp_path, col, value):
     """The fast reader accepts exactly what the row-by-row reader accepts, with the same values."""
+    _readers_agree(tmp_path, col, value)
+
+
+@pytest.mark.parametrize("col, value, column_wise", [
+    ("File_name", "000001_01_01_0010.png", True),               # 4 slice digits: read from the name's bytes
+    ("File_name", "000001_01_01_99999999999999999999.png", False),
+    ("File_name", "000001_02_01_010.png", False),               # study disagrees: the rows name it
+    ("Measurement_coordinates", "1, 2e-3, .5, 7.", True),
+    ("Measurement_coordinates", "", True),
+    ("Measurement_coordinates", "512, nan", False),             # float() takes nan: the row reader decides
+    ("DICOM_windows", " -175 ,275 ", True),
+    ("DICOM_windows", "1;2", False),
+])
+def test_readers_agree_on_names_and_checked_only_lists(tmp_path, col, value, column_wise):
+    assert _readers_agree(tmp_path, col, value) == column_wise
+
+
+def _readers_agree(tmp_path, col: str, value: str) -> bool:
+    """Check the two readers on a file whose third row has ``col = value``; True when the
+    column-wise reader decided (False: it handed the file to the row-by-row reader)."""
     from lesionprop.annotations import csv_io
 
     header = HEADER.rstrip("\n") + ",Source,Score"
@@ -203,7 +224,7 @@ def test_column_wise_and_row_wise_readers_agree(tmp_path, col, value):
     try:
         fast = csv_io._read_columns(data, str(path))
     except csv_io._Fallback:
-        return                                              # the row-by-row reader decides: same by construction
+        return False                                        # the row-by-row reader decides: same by construction
     except AnnotationError as exc:
         fast = str(exc)
     assert not isinstance(slow, str), f"{col} = {value!r}: accepted column-wise, refused row-wise: {slow}"
@@ -213,6 +234,7 @@ def test_column_wise_and_row_wise_readers_agree(tmp_path, col, value):
     for name in ("boxes", "spacing", "slice_range", "image_size", "age", "score", "diameters_px", "location"):
         np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=f"{col}={value!r} {name}")
     assert list(fast.noisy) == list(slow.noisy)
+    return True
 
 
 @pytest.mark.parametrize("row, column, why", [

@@ -39,6 +39,11 @@ from lesionprop.data.layout import SLICE_NAME_PATTERN, parse_file_name
 from lesionprop.fileio import atomic_write
 
 _BOM = b"\xef\xbb\xbf"
+_ID_COLUMNS = ("Patient_index", "Study_index", "Series_ID", "Key_slice_index")
+#: a field of comma-separated numbers (or none), narrower than what float() takes: any other
+#: field goes to the row reader, which takes what float() takes and names what it does not
+_NUM = r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+_NUMBER_LIST = rf"^\s*(?:{_NUM}(?:\s*,\s*{_NUM})*)?\s*$"
 
 
 class _Fallback(Exception):
@@ -188,22 +193,24 @@ def _read_columns(data: bytes, path: str) -> Annotations:
     names = _trim(col["File_name"])
     if pc.any(pc.invert(pc.match_substring_regex(names, SLICE_NAME_PATTERN))).as_py():
         raise _Fallback
-    ints = {c: _int(col[c]) for c in ("Patient_index", "Study_index", "Series_ID", "Key_slice_index")}
+    ints = {c: _int(col[c]) for c in _ID_COLUMNS}
     box, _ = _number_lists(col["Bounding_boxes"], 4)
     box = box.reshape(-1, 4)
     if not (np.isfinite(box).all() and (box[:, 2] >= box[:, 0]).all() and (box[:, 3] >= box[:, 1]).all()):
         raise _Fallback
-    _number_lists(col["Measurement_coordinates"], None)
-    _number_lists(col["DICOM_windows"], None)
+    for c in ("Measurement_coordinates", "DICOM_windows"):     # kept as text: only checked
+        if not pc.all(pc.match_substring_regex(col[c], _NUMBER_LIST)).as_py():
+            raise _Fallback
     diam, dcount = _number_lists(col["Lesion_diameters_Pixel_"], None)
     loc, lcount = _number_lists(col["Normalized_lesion_location"], None)
     sr, _ = _number_lists(col["Slice_range"], 2)
     sp, _ = _number_lists(col["Spacing_mm_px_"], 3)
     if not (np.isfinite(sp).all() and (sp > 0).all()):
         raise _Fallback
-    slices = _cast(pc.utf8_slice_codeunits(names, 13, -4), pa.int64())
-    if not ((slices == ints["Key_slice_index"]).all() and (slices >= 1).all()):
-        raise _Fallback
+    series, name_ids = _name_parts(names)
+    slices = name_ids[:, 3]
+    if not ((name_ids == np.stack([ints[c] for c in _ID_COLUMNS], axis=1)).all() and (slices >= 1).all()):
+        raise _Fallback                  # an id disagreeing with File_name: the row reader names it
     size, _ = _number_lists(col["Image_size"], 2)
     if not ((np.abs(sr) < 2.0 ** 62).all() and (np.abs(size) < 2.0 ** 62).all()
             and all((np.abs(v) < 2 ** 62).all() for v in ints.values())):
@@ -229,7 +236,7 @@ def _read_columns(data: bytes, path: str) -> Annotations:
     noisy = _int_of_float(_trim(col["Possibly_noisy"]))
     columns = {
         "file_name": objects_of(names),
-        "series": _series_names(names, ints["Patient_index"], ints["Study_index"], ints["Series_ID"]),
+        "series": series,
         "slice_index": slices, "patient": ints["Patient_index"], "study": ints["Study_index"],
         "series_id": ints["Series_ID"], "boxes": box, "diameters_px": _padded(diam, dcount, 2),
         "location": _padded(loc, lcount, 3), "lesion_type": _int_of_float(_trim(col["Coarse_lesion_type"])),
@@ -242,16 +249,33 @@ def _read_columns(data: bytes, path: str) -> Annotations:
     return Annotations(columns, text, extras, path, "Source" in col or "Score" in col)
 
 
-def _series_names(names: pa.ChunkedArray, patient: np.ndarray, study: np.ndarray,
-                  series_id: np.ndarray) -> np.ndarray:
-    """The series of every row: the File_name's first 12 characters, which must agree with
-    Patient_index/Study_index/Series_ID."""
-    def part(start: int, stop: int) -> np.ndarray:
-        return _cast(pc.utf8_slice_codeunits(names, start, stop), pa.int64())
-
-    if (part(0, 6) == patient).all() and (part(7, 9) == study).all() and (part(10, 12) == series_id).all():
-        return objects_of(pc.utf8_slice_codeunits(names, 0, 12))
-    raise _Fallback                      # an id disagreeing with File_name: the row reader names it
+def _name_parts(names: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Series (object array of str) and (patient, study, series id, slice) ints of every
+    File_name, read from the bytes of the names, which :data:`SLICE_NAME_PATTERN` matched:
+    ``PPPPPP_SS_II_KKK.png`` (ASCII digits at fixed places, 3 or more slice digits)."""
+    arr = names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, dtype=object), np.zeros((0, 4), dtype=np.int64)
+    arr = arr.cast(pa.large_string())
+    offsets = np.frombuffer(arr.buffers()[1], np.int64, n + 1, arr.offset * 8)
+    buf = np.frombuffer(arr.buffers()[2], np.uint8)
+    start, length = offsets[:-1], np.diff(offsets)
+    digits = buf[start[:, None] + np.arange(12)].astype(np.int64) - 48   # 'PPPPPP_SS_II'
+    ids = np.zeros((n, 4), dtype=np.int64)
+    for k, (a, b) in enumerate(((0, 6), (7, 9), (10, 12))):
+        ids[:, k] = digits[:, a:b] @ 10 ** np.arange(b - a - 1, -1, -1)
+    n_slice = length - 17                                            # 13 before, '.png' after
+    if n_slice.max() > 18:                                           # past int64: the rows say why
+        raise _Fallback
+    for j in range(int(n_slice.max())):
+        more = j < n_slice
+        d = buf[np.where(more, start + 13 + j, 0)].astype(np.int64) - 48
+        ids[:, 3] = np.where(more, ids[:, 3] * 10 + d, ids[:, 3])
+    _, first, inverse = np.unique(ids[:, 0] * 10000 + ids[:, 1] * 100 + ids[:, 2],
+                                  return_index=True, return_inverse=True)
+    series = buf[start[first][:, None] + np.arange(12)].view("S12").ravel().astype(str).astype(object)
+    return series[inverse.ravel()], ids
 
 
 def _check_utf8(data: bytes, path: str) -> None:
