@@ -60,4 +60,13 @@ def test_annotation_number_text_equals_the_row_formatter(decimals):
                         rng.uniform(-600, 600, 3000), np.round(rng.uniform(0, 300, 3000) * 2) / 2,
                         rng.normal(0, 1e6, 1000)])
     assert num_texts(x, decimals).to_pylist() == [num_text(v, decimals) for v in x]
+    # ties: midpoints of numbers with `decimals` decimals (a 5 in the next decimal, off by the
+    # binary error either way), exact binary ties (k / 2**j), ties at 2**40 and beyond
+    unit = 10 ** decimals
+    a, b = (np.round(rng.uniform(-600, 600, (2, 20000)) * unit) / unit)
+    j = np.arange(1, 12)
+    exact = np.concatenate([np.outer(np.arange(1, 400, 2), 0.5 ** j).ravel(), [0.03125, 0.09375, 2.5, 3.5]])
+    big = (2.0 ** np.arange(30, 52)) / unit + 0.5 / unit
+    x = np.concatenate([(a + b) / 2, exact, -exact, big, np.nextafter(big, 0), np.nextafter(big, np.inf)])
+    assert num_texts(x, decimals).to_pylist() == [num_text(v, decimals) for v in x]
     assert num_text(1e15 + 0.5, 0) == "1000000000000000"

@@ -72,17 +72,15 @@ def objects_of(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def num_texts(x: np.ndarray, decimals: int = 4) -> pa.Array:
     """Vectorised :func:`num_text`: the same text for every value.
 
-    ``round(x * 10**decimals)`` in float64 is the correctly rounded decimal except within
-    float error of a rounding tie; those values (and NaN, inf, huge ones) are formatted
-    by Python's ``format`` (what :func:`num_text` does), trimmed the same way.
+    The decimal is ``m = round(|x| * 10**decimals)`` rounded as Python's ``format`` rounds:
+    the exact binary value of ``x``, exact ties to even (:func:`_scaled_rounded`).  NaN, inf
+    and values of 2**50 units or more are formatted by ``format`` itself, trimmed the same way.
     """
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     unit = 10 ** decimals
-    y = x * unit
-    with np.errstate(invalid="ignore"):
-        frac = np.abs(y - np.trunc(y))
-        slow = ~np.isfinite(y) | (np.abs(y) >= 2.0 ** 50) | (np.abs(frac - 0.5) <= np.abs(y) * 2.0 ** -50 + 1e-9)
-    m = np.abs(np.rint(np.where(slow, 0.0, y))).astype(np.int64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        slow = ~(np.abs(x) * unit < 2.0 ** 50)              # NaN, inf, huge
+    m = _scaled_rounded(np.where(slow, 0.0, np.abs(x)), decimals)
     whole = pc.cast(arrow_ints(m // unit), pa.string())
     part = pc.utf8_rtrim(pc.utf8_lpad(pc.cast(arrow_ints(m % unit), pa.string()), decimals, "0"), "0")
     part = pc.if_else(arrow_bools(m % unit == 0), lit(""), pc.binary_join_element_wise(lit("."), part, lit("")))
@@ -95,6 +93,32 @@ def num_texts(x: np.ndarray, decimals: int = 4) -> pa.Array:
             fixed = pc.utf8_rtrim(pc.utf8_rtrim(fixed, "0"), ".")
         out = pc.replace_with_mask(out, arrow_bools(slow), fixed)
     return out
+
+
+def _scaled_rounded(a: np.ndarray, decimals: int) -> np.ndarray:
+    """``a * 10**decimals`` (``0 <= a``, ``a * 10**decimals < 2**50``) rounded to an integer as
+    the exact product rounds, half to even: what ``format(a, f'.{decimals}f')`` prints.
+
+    ``p = fl(a * u)`` is within half an ulp of the product, so only values near a tie
+    ``t = floor(p) + 0.5`` need more: Dekker's split of ``a`` gives the product's exact error
+    ``e`` (``u = 10**decimals`` has at most 26 significant bits for ``decimals <= 11``),
+    ``p - t`` is exact (Sterbenz), and the rounded sum ``(p - t) + e`` has the sign of the
+    exact ``a * u - t``."""
+    if not 0 <= decimals <= 11:
+        raise ValueError(f"decimals must be in 0..11, got {decimals}")
+    u = float(10 ** decimals)
+    p = a * u
+    out = np.rint(p)
+    m = np.floor(p)
+    near = np.abs(p - m - 0.5) <= p * 2.0 ** -50 + 1e-9
+    if near.any():
+        an, pn, mn = a[near], p[near], m[near]
+        c = 134217729.0 * an                     # 2**27 + 1: Veltkamp's split, hi + lo == an
+        hi = c - (c - an)
+        err = (hi * u - pn) + (an - hi) * u      # a * u == p + err, exactly
+        d = (pn - (mn + 0.5)) + err
+        out[near] = mn + ((d > 0) | ((d == 0) & (mn % 2 == 1)))
+    return out.astype(np.int64)
 
 
 def join_texts(cols: Sequence[pa.Array]) -> pa.Array:
