@@ -143,6 +143,15 @@ def test_finetune_mode_gives_the_baseline_the_same_extra_training(tmp_path):
     assert table["setup"]["retrains"] == ("every row, the baseline's too, is the baseline fine-tuned on its "
                                           "labels for 4 iterations")
     assert "Initialisation: from scratch (every weight random). Baseline: 12 iterations" in text
+    # each model's validation sensitivity (its best.pt's), the fine-tunes' beside the baseline's
+    val = table["validation"]
+    assert list(val) == ["baseline", "baseline_finetuned", "lp"]
+    for name, r in val.items():
+        bests = [json.loads(x)["best"] for x in (models / name / "metrics.jsonl").read_text().splitlines()
+                 if "best" in json.loads(x)]
+        assert bests and r["val_sensitivity_4fp"] == bests[-1], name
+        assert r["vs_baseline"] == pytest.approx(bests[-1] - val["baseline"]["val_sensitivity_4fp"])
+    assert "Each model on the validation split" in text and "| baseline as trained, before the fine-tunes |" in text
 
 
 def test_report_names_each_initialisation():

@@ -236,6 +236,47 @@ def _fit_lines(fit: dict[str, Any], fps: Sequence[float], tta: str) -> list[str]
     return lines
 
 
+def model_validation(models_dir: Path, variants: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Validation sensitivity at 4 FPs of each model's ``best.pt`` (the last ``best`` in its
+    ``metrics.jsonl``): the baseline, the baseline fine-tuned on its own labels (when the
+    variants are fine-tunes) and each variant, with the model's difference to the baseline.
+    A fine-tune far below the baseline on val moved away from what the baseline had learnt:
+    its test numbers then say more about the fine-tune than about its labels."""
+    names = ["baseline"] + (["baseline_finetuned"] if (models_dir / "baseline_finetuned").is_dir() else [])
+    names += [v for v in variants if v != "baseline"]
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        log = models_dir / name / "metrics.jsonl"
+        best = None
+        if log.is_file():
+            for line in log.read_text().splitlines():
+                rec = json.loads(line) if line.strip() else {}
+                if rec.get("best") is not None:
+                    best = float(rec["best"])
+        out[name] = {"val_sensitivity_4fp": best}
+    base = out["baseline"]["val_sensitivity_4fp"]
+    for r in out.values():
+        v = r["val_sensitivity_4fp"]
+        r["vs_baseline"] = None if v is None or base is None else v - base
+    return out
+
+
+def _validation_lines(val: dict[str, dict[str, Any]]) -> list[str]:
+    finetunes = "baseline_finetuned" in val
+    lines = ["**Each model on the validation split** (sensitivity % at 4 FPs per image of the checkpoint "
+             "used" + ("; a fine-tune far below the baseline it started from was knocked off what that "
+                       "baseline had learnt, whatever its labels" if finetunes else "") + ")", "",
+             "| model | val @4 FPs | vs " + ("the baseline as trained" if finetunes else "the baseline")
+             + " (points) |", "| --- | --- | --- |"]
+    names = {"baseline": "baseline as trained, before the fine-tunes" if finetunes else VARIANT_NAMES["baseline"],
+             "baseline_finetuned": "FPN-3DCE (baseline): fine-tuned on its own labels, the tables' baseline row"}
+    for name, r in val.items():
+        v, d = r["val_sensitivity_4fp"], r["vs_baseline"]
+        lines.append(f"| {names.get(name, VARIANT_NAMES.get(name, name))} | {'n/a' if v is None else f'{100 * v:.1f}'}"
+                     f" | {'' if d is None or name == 'baseline' else f'{100 * d:+.1f}'} |")
+    return lines
+
+
 def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, truth: Path | None,
                  label_files: dict[str, Path], fps: Sequence[float], pred_files: dict[str, Path] | None = None,
                  setup: dict[str, Any] | None = None, train_preds: Path | None = None) -> dict[str, Any]:
@@ -277,6 +318,11 @@ def write_report(result: Any, out_dir: Path, *, root: Path, annotations: Path, t
                          for v, r in result.lens.items()}
         md += ["", lens_table(result.lens)]
     md += ["", paper_table(fps)]
+
+    models_dir = Path(result.run_dir) / "models"
+    if (models_dir / "baseline").is_dir():
+        table["validation"] = model_validation(models_dir, list(pred_files))
+        md += [""] + _validation_lines(table["validation"])
 
     quality: dict[str, Any] = {}
     if truth_rows is not None:
