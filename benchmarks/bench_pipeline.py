@@ -100,6 +100,9 @@ def summarize_background(runs: dict[int, Path], n_boot: int, seed: int) -> dict:
         out[kind] = c.to_dict()
         out[kind]["per_seed"] = {str(s): {v: _sens(tables[s], kind, v) for v in variants} for s in seeds}
     out["label_quality"] = {str(s): tables[s].get("label_quality", {}) for s in seeds}
+    from lesionprop.pipeline.report import model_validation      # from metrics.jsonl: older runs too
+
+    out["validation"] = {str(s): model_validation(runs[s] / "models", variants) for s in seeds}
     return out
 
 
@@ -136,6 +139,22 @@ def markdown(name: str, summary: dict, kind: str, title: str) -> str:
     per = "; ".join(f"seed {s}: " + " / ".join(f"{100 * vals[v][FPS.index(4)]:.1f}" for v in c["variants"])
                     for s, vals in c["per_seed"].items())
     lines += ["", f"Per seed at 4 FPs ({' / '.join(c['variants'])}): {per}."]
+    return "\n".join(lines)
+
+
+def validation_markdown(name: str, summary: dict) -> str:
+    """Each seed's models on the validation split: how far each fine-tune moved from the baseline."""
+    val = summary.get("validation") or {}
+    models = list(next(iter(val.values()), {}))
+    lines = [f"**{name}, each model on the validation split, per seed** (sensitivity % at 4 FPs of the "
+             "checkpoint used; the baseline as trained, then each model's difference to it in points; "
+             "`baseline_finetuned` is the tables' baseline row when the variants are fine-tunes)", "",
+             "| seed | " + " | ".join(models) + " |", "|" + " --- |" * (len(models) + 1)]
+    for s, v in val.items():
+        cells = [("n/a" if r["val_sensitivity_4fp"] is None else f"{100 * r['val_sensitivity_4fp']:.1f}")
+                 if m == "baseline" else ("n/a" if r["vs_baseline"] is None else f"{100 * r['vs_baseline']:+.1f}")
+                 for m, r in ((m, v.get(m, {"val_sensitivity_4fp": None, "vs_baseline": None})) for m in models)]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -197,7 +216,7 @@ def main() -> int:
         for kind, title in (("official", "official key-slice labels"), ("truth", "complete truth labels")):
             if kind in summary[bg]:
                 md += [markdown(bg, summary[bg], kind, title), ""]
-        md += [quality_markdown(bg, summary[bg]), ""]
+        md += [quality_markdown(bg, summary[bg]), "", validation_markdown(bg, summary[bg]), ""]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text("\n".join(md))
     print("\n".join(md))
