@@ -222,3 +222,17 @@ def test_a_worker_whose_pipeline_already_died_exits(tmp_path):
     ok = subprocess.run([sys.executable, "-c", code.replace("-1", "__import__('os').getppid()")],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "still alive" in ok.stdout
+
+
+def test_model_validation_reads_each_models_best_and_skips_a_cut_line(tmp_path):
+    from lesionprop.pipeline.report import model_validation
+
+    logs = {"baseline": ['{"iteration": 10, "val_sensitivity_4fp": 0.5, "best": 0.5}'],
+            "lp": ['{"iteration": 5, "best": 0.25}', '{"iteration": 10, "val_sens']}    # killed mid-line
+    for name, lines in logs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("\n".join(lines))
+    val = model_validation(tmp_path, ["baseline", "lp", "mm"])
+    assert list(val) == ["baseline", "lp", "mm"]                # no baseline_finetuned folder: not listed
+    assert val["lp"] == {"val_sensitivity_4fp": 0.25, "vs_baseline": -0.25}
+    assert val["mm"] == {"val_sensitivity_4fp": None, "vs_baseline": None}     # not trained (yet)

@@ -250,8 +250,11 @@ def model_validation(models_dir: Path, variants: Sequence[str]) -> dict[str, dic
         best = None
         if log.is_file():
             for line in log.read_text().splitlines():
-                rec = json.loads(line) if line.strip() else {}
-                if rec.get("best") is not None:
+                try:                     # a line cut by a kill is skipped, as pipeline.workers does
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict) and rec.get("best") is not None:
                     best = float(rec["best"])
         out[name] = {"val_sensitivity_4fp": best}
     base = out["baseline"]["val_sensitivity_4fp"]
