@@ -18,7 +18,6 @@ per image on the val split's key slices).  ``resume=True`` continues from
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from lesionprop.annotations import Split, read_annotations, series_geometry
 from lesionprop.data.dataset import DetectionDataset, collate, items_from_boxes, worker_context, worker_init_fn
 from lesionprop.engine import distributed
 from lesionprop.engine.batches import EpochIndexed, GlobalBatchSampler, to_device
+from lesionprop.engine.metrics_log import MetricsLog
 from lesionprop.engine.checkpoint import (load_checkpoint, rng_state, save_checkpoint, seed_everything,
                                           set_rng_state)
 from lesionprop.engine.schedule import build_optimizer, build_schedule
@@ -55,26 +55,6 @@ class TrainResult:
     final_loss: float
     best_sensitivity: float | None
     metrics: list[dict[str, Any]] = field(default_factory=list)
-
-
-class MetricsLog:
-    """``metrics.jsonl``: one JSON object per line; on resume, records past the checkpoint are dropped."""
-
-    def __init__(self, path: Path, keep_until: int | None, enabled: bool) -> None:
-        self.path, self.enabled, self.records = path, enabled, []
-        if keep_until is not None and path.is_file():
-            lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-            self.records = [r for r in lines if r.get("iteration", 0) <= keep_until]
-        if enabled:
-            from lesionprop.fileio import atomic_write
-            with atomic_write(path) as fh:
-                fh.writelines(json.dumps(r) + "\n" for r in self.records)
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-        if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
 
 
 def _check_resume_config(cfg: Config, saved: dict[str, Any], path: Path) -> None:

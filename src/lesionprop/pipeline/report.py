@@ -245,18 +245,12 @@ def model_validation(models_dir: Path, variants: Sequence[str]) -> dict[str, dic
     names = ["baseline"] + (["baseline_finetuned"] if (models_dir / "baseline_finetuned").is_dir() else [])
     names += [v for v in variants if v != "baseline"]
     out: dict[str, dict[str, Any]] = {}
+    from lesionprop.engine.metrics_log import read_metrics
+
     for name in names:
-        log = models_dir / name / "metrics.jsonl"
-        best = None
-        if log.is_file():
-            for line in log.read_text().splitlines():
-                try:                     # a line cut by a kill is skipped, as pipeline.workers does
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(rec, dict) and rec.get("best") is not None:
-                    best = float(rec["best"])
-        out[name] = {"val_sensitivity_4fp": best}
+        bests = [float(r["best"]) for r in read_metrics(models_dir / name / "metrics.jsonl")
+                 if r.get("best") is not None]
+        out[name] = {"val_sensitivity_4fp": bests[-1] if bests else None}
     base = out["baseline"]["val_sensitivity_4fp"]
     for r in out.values():
         v = r["val_sensitivity_4fp"]

@@ -10,7 +10,6 @@ No boxes are handled here.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -152,14 +151,7 @@ def die_with_parent(parent_pid: int) -> None:
 
 def _iterations_done(run: Path) -> int:
     """Last iteration logged in ``run/metrics.jsonl`` (0 when none yet)."""
-    path = run / "metrics.jsonl"
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return 0
-    for line in reversed(lines):
-        try:
-            return int(json.loads(line).get("iteration", 0))
-        except (json.JSONDecodeError, ValueError):
-            continue
-    return 0
+    from lesionprop.engine.metrics_log import read_metrics
+
+    records = read_metrics(run / "metrics.jsonl")
+    return int(records[-1].get("iteration", 0)) if records else 0
