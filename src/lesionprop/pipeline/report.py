@@ -242,11 +242,11 @@ def model_validation(models_dir: Path, variants: Sequence[str]) -> dict[str, dic
     variants are fine-tunes) and each variant, with the model's difference to the baseline.
     A fine-tune far below the baseline on val moved away from what the baseline had learnt:
     its test numbers then say more about the fine-tune than about its labels."""
+    from lesionprop.engine.metrics_log import read_metrics
+
     names = ["baseline"] + (["baseline_finetuned"] if (models_dir / "baseline_finetuned").is_dir() else [])
     names += [v for v in variants if v != "baseline"]
     out: dict[str, dict[str, Any]] = {}
-    from lesionprop.engine.metrics_log import read_metrics
-
     for name in names:
         bests = [float(r["best"]) for r in read_metrics(models_dir / name / "metrics.jsonl")
                  if r.get("best") is not None]
