@@ -164,3 +164,17 @@ def test_bad_coco_images_name_the_entry(tmp_path, capsys):
                  "--out", str(tmp_path / "p.csv")]) == 2
     err = capsys.readouterr().err
     assert f"{images}, images[0]" in err and "'a/005.png'" in err
+
+
+def test_import_predictions_refuses_an_output_suffix_of_another_format(tmp_path, capsys):
+    images = tmp_path / "images.json"
+    images.write_text(json.dumps({"images": [{"id": 1, "file_name": "Images_png/000001_01_01/005.png"}]}))
+    res = tmp_path / "res.json"
+    res.write_text("[{\"image_id\": 1, \"bbox\": [1, 2, 3, 4], \"score\": 0.5}]")
+    with pytest.raises(SystemExit) as exc:     # argparse: before any file is read
+        main(["import-predictions", "--format", "coco-results", str(res), "--images", str(images),
+              "--out", str(tmp_path / "p.json")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --out" in err and "p.json" in err and "(.csv, .txt, .arrow" in err
+    assert not (tmp_path / "p.json").exists()

@@ -157,3 +157,42 @@ def test_link_command(tmp_path, capsys):
     assert [(r["extra"], r["Lesion_id"]) for r in rows] == [("a", "0"), ("b", "0"), ("c", "0")]
     assert main(["link", "--predictions", str(pred), "--out", str(pred)]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".arrow", ".parquet"])
+def test_link_writes_the_form_its_suffix_names(tmp_path, suffix):
+    import pyarrow.ipc
+    import pyarrow.parquet
+
+    from lesionprop.predictions import read_predictions
+
+    pred = tmp_path / "preds.csv"
+    pred.write_text("File_name,x1,y1,x2,y2,score,extra\n"
+                    "000001_01_01_005.png,10.25,10,20,20,0.9,a\n"
+                    "000001_01_01_006.png,11,10,21,20,0.7,b\n")
+    out, les = tmp_path / f"boxes{suffix}", tmp_path / f"lesions{suffix}"
+    assert main(["link", "--predictions", str(pred), "--out", str(out), "--lesions", str(les)]) == 0
+    read = pyarrow.ipc.open_file if suffix == ".arrow" else pyarrow.parquet.read_table
+    boxes = read(str(out))
+    boxes = boxes.read_all() if suffix == ".arrow" else boxes
+    assert boxes.column("x1").to_pylist() == [10.25, 11.0]          # numbers, not their text
+    assert boxes.column("extra").to_pylist() == ["a", "b"] and boxes.column("Lesion_id").to_pylist() == [0, 0]
+    back = read_predictions(out)                                    # the evaluation tools read it
+    assert back.boxes.tolist() == [[10.25, 10, 20, 20], [11, 10, 21, 20]] and back.scores.tolist() == [0.9, 0.7]
+    lesions = read(str(les))
+    lesions = lesions.read_all() if suffix == ".arrow" else lesions
+    assert lesions.column("n_slices").to_pylist() == [2] and lesions.column("z2").to_pylist() == [6]
+
+
+@pytest.mark.parametrize("option", ["--out", "--lesions"])
+def test_link_refuses_a_suffix_that_names_another_format(tmp_path, capsys, option):
+    pred = tmp_path / "preds.csv"
+    pred.write_text("File_name,x1,y1,x2,y2,score\n000001_01_01_005.png,10,10,20,20,0.9\n")
+    args = {"--out": str(tmp_path / "boxes.csv"), "--lesions": str(tmp_path / "lesions.csv")}
+    args[option] = str(tmp_path / "result.json")
+    with pytest.raises(SystemExit) as exc:
+        main(["link", "--predictions", str(pred), *[x for kv in args.items() for x in kv]])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and "result.json" in err and ".json is none of these" in err
+    assert not list(tmp_path.glob("boxes*")) and not list(tmp_path.glob("lesions*"))

@@ -228,3 +228,20 @@ def test_evaluate_compare_link_read_either_form(files, suffix, capsys):
         said.append([line.rsplit(",", 1)[1] for line in out.read_text().splitlines()])      # Lesion_id column
     half = len(said) // 2
     assert said[:half] == said[half:] and said[0]["sensitivity"]
+
+
+@pytest.mark.parametrize("name, form", [("p.csv", "csv"), ("p.TXT", "csv"), ("p", "csv"), ("p.arrow", "arrow"),
+                                        ("p.feather", "arrow"), ("p.Parquet", "parquet"), ("p.pq", "parquet")])
+def test_output_format_by_suffix(name, form):
+    from lesionprop.predictions import output_format
+
+    assert output_format(name) == form
+
+
+@pytest.mark.parametrize("name", ["p.json", "p.xlsx", "p.csv.gz", "p.npz"])
+def test_write_predictions_refuses_other_formats(tmp_path, name):
+    from lesionprop.predictions import PredictionError, write_predictions
+
+    with pytest.raises(PredictionError, match=r"none of these"):
+        write_predictions(tmp_path / name, ["000001_01_01_005.png"], np.zeros((1, 4)) + [0, 0, 1, 1], np.ones(1))
+    assert not list(tmp_path.iterdir())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from lesionprop.commands.label_tool import prediction_output
+
 FORMATS = ("coco-results",)
 
 
@@ -17,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", help="COCO results JSON: [{image_id, bbox: [x, y, w, h], score}, ...]")
     parser.add_argument("--images", required=True, help="the COCO JSON whose image ids the results use "
                                                         "(e.g. written by `lesionprop export`)")
-    parser.add_argument("--out", required=True, help="prediction file (File_name,x1,y1,x2,y2,score): CSV, or Arrow IPC (.arrow/.feather) / Parquet (.parquet) by suffix")
+    parser.add_argument("--out", required=True, type=prediction_output, help="prediction file (File_name,x1,y1,x2,y2,score): CSV, or Arrow IPC (.arrow/.feather) / Parquet (.parquet) by suffix; other suffixes are refused")
     parser.add_argument("--min-score", type=float, default=None, help="drop detections scoring below this")
 
 

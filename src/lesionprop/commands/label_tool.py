@@ -36,6 +36,17 @@ def float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def prediction_output(text: str) -> str:
+    """argparse type of an output prediction file: its suffix must name CSV, Arrow IPC or Parquet."""
+    from lesionprop.predictions import PredictionError, output_format
+
+    try:
+        output_format(text, "")
+    except PredictionError as exc:
+        raise argparse.ArgumentTypeError(str(exc).strip()) from None
+    return text
+
+
 def add_io_arguments(parser: argparse.ArgumentParser, *, out: bool) -> None:
     parser.add_argument("--annotations", required=True, help="DL_info.csv-schema file")
     parser.add_argument("--predictions", required=True,

@@ -11,10 +11,11 @@ import argparse
 import numpy as np
 import pandas as pd
 
+from lesionprop.commands.label_tool import prediction_output
 from lesionprop.fileio import atomic_write, refuse_overwrite_of_inputs
 from lesionprop.labels.link import drop_short, link_boxes, summarize_lesions
-from lesionprop.predictions import read_predictions
-from lesionprop.predictions.binary import binary_format, read_frame
+from lesionprop.predictions import COLUMNS, output_format, read_predictions
+from lesionprop.predictions.binary import binary_format, read_frame, write_table
 
 LESION_COLUMNS = ("Lesion_id", "Series", "z1", "z2", "x1", "y1", "x2", "y2", "score", "n_slices")
 
@@ -22,10 +23,11 @@ LESION_COLUMNS = ("Lesion_id", "Series", "z1", "z2", "x1", "y1", "x2", "y2", "sc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictions", required=True,
                         help="File_name,x1,y1,x2,y2,score (file frame): CSV, or .arrow/.feather/.parquet")
-    parser.add_argument("--out", required=True,
-                        help="per-box CSV: the input rows unchanged plus a Lesion_id column "
-                             "(an existing Lesion_id column is replaced)")
-    parser.add_argument("--lesions", help="also write one row per lesion: " + ",".join(LESION_COLUMNS))
+    parser.add_argument("--out", required=True, type=prediction_output,
+                        help="per-box file: the input rows unchanged plus a Lesion_id column "
+                             "(an existing Lesion_id column is replaced); CSV, or Arrow IPC / Parquet by suffix")
+    parser.add_argument("--lesions", type=prediction_output,
+                        help="also write one row per lesion: " + ",".join(LESION_COLUMNS) + " (format by suffix)")
     parser.add_argument("--iou", type=float, default=0.5,
                         help="a box joins a lesion when IoU(its last box, box) > this (default 0.5)")
     parser.add_argument("--max-gap", type=int, default=1,
@@ -44,6 +46,18 @@ def lesion_table(summary, series_names: np.ndarray) -> pd.DataFrame:
                          "score": summary.score, "n_slices": summary.n_slices}, columns=list(LESION_COLUMNS))
 
 
+def write_frame(path: str, frame: pd.DataFrame) -> None:
+    """``frame`` as CSV, Arrow IPC or Parquet by the suffix of ``path``, atomically."""
+    fmt = output_format(path)
+    if fmt == "csv":
+        with atomic_write(path) as fh:
+            frame.to_csv(fh, index=False, lineterminator="\n")
+        return
+    import pyarrow as pa
+
+    write_table(path, fmt, pa.Table.from_pandas(frame, preserve_index=False))
+
+
 def run(args: argparse.Namespace) -> int:
     refuse_overwrite_of_inputs(args.out, args.predictions)
     if args.lesions:
@@ -60,13 +74,14 @@ def run(args: argparse.Namespace) -> int:
                      iou=args.iou, max_gap=args.max_gap)
     keep, ids = drop_short(ids, args.min_slices)
     raw = raw[keep].assign(Lesion_id=ids)
-    with atomic_write(args.out) as fh:
-        raw.to_csv(fh, index=False, lineterminator="\n")
+    if output_format(args.out) != "csv":       # typed numbers: the values read, not their text
+        raw = raw.assign(**{c: preds.boxes[keep][:, j] for j, c in enumerate(COLUMNS[1:5])},
+                         score=preds.scores[keep])
+    write_frame(args.out, raw)
     summary = summarize_lesions(ids, preds.series_index[keep], preds.slices[keep], preds.boxes[keep],
                                 preds.scores[keep])
     if args.lesions:
-        with atomic_write(args.lesions) as fh:
-            lesion_table(summary, preds.series_names).to_csv(fh, index=False, lineterminator="\n")
+        write_frame(args.lesions, lesion_table(summary, preds.series_names))
     n_multi = int(np.sum(summary.n_slices > 1))
     print(f"link: {len(preds)} box(es) -> {len(summary)} lesion(s) ({n_multi} on more than one slice), "
           f"{int((~keep).sum())} box(es) of shorter lesions dropped -> {args.out}")

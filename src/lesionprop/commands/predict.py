@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lesionprop.commands.label_tool import prediction_output
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or a run directory (its best.pt)")
@@ -21,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", choices=("none", "flip", "scales", "flip+scales"), default="none")
     p.add_argument("--batch-size", type=int, help="images per forward pass (default: the checkpoint's)")
     p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--out", required=True, help="prediction file (File_name,x1,y1,x2,y2,score): CSV, or Arrow IPC (.arrow/.feather) / Parquet (.parquet) by suffix")
+    p.add_argument("--out", required=True, type=prediction_output, help="prediction file (File_name,x1,y1,x2,y2,score): CSV, or Arrow IPC (.arrow/.feather) / Parquet (.parquet) by suffix; other suffixes are refused")
 
 
 def series_slices(data: str, series: list[str]) -> list[str]:

@@ -26,11 +26,11 @@ from typing import Collection, Sequence
 import numpy as np
 
 from lesionprop.predictions.table import (
-    BINARY_SUFFIXES, COLUMNS, PredictionError, Predictions, _binary_format, _object_array, check_rows,
+    BINARY_SUFFIXES, COLUMNS, PredictionError, Predictions, _binary_format, _object_array, check_rows, output_format,
 )
 
-__all__ = ["BINARY_SUFFIXES", "COLUMNS", "PredictionError", "Predictions", "check_rows", "read_predictions",
-           "write_predictions"]
+__all__ = ["BINARY_SUFFIXES", "COLUMNS", "PredictionError", "Predictions", "check_rows", "output_format",
+           "read_predictions", "write_predictions"]
 
 
 # ---------------------------------------------------------------- reading
@@ -72,8 +72,8 @@ def write_predictions(path: str | os.PathLike, file_names: Sequence[str], boxes:
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if not (len(names) == len(b) == len(s)):
         raise ValueError(f"write_predictions: {len(names)} names, {len(b)} boxes, {len(s)} scores")
-    fmt = _binary_format(path)
-    if fmt is not None:
+    fmt = output_format(path)
+    if fmt != "csv":
         from lesionprop.predictions.binary import write_binary
 
         write_binary(path, fmt, names, b, s)

@@ -239,7 +239,11 @@ def prediction_table(file_names: Sequence[str], boxes: np.ndarray, scores: np.nd
 def write_binary(path: str | os.PathLike, fmt: str, file_names: Sequence[str], boxes: np.ndarray,
                  scores: np.ndarray) -> None:
     """Write predictions as Arrow IPC (uncompressed, one record batch) or Parquet (zstd), atomically."""
-    table = prediction_table(file_names, boxes, scores)
+    write_table(path, fmt, prediction_table(file_names, boxes, scores))
+
+
+def write_table(path: str | os.PathLike, fmt: str, table: pa.Table) -> None:
+    """Any table as Arrow IPC (uncompressed, one record batch) or Parquet (zstd), atomically."""
     with atomic_write(path, "wb") as fh:
         if fmt == "arrow":
             with pa.ipc.new_file(fh, table.schema) as writer:

@@ -27,12 +27,30 @@ BINARY_SUFFIXES: dict[str, str] = {".arrow": "arrow", ".feather": "arrow", ".ipc
                                    ".parquet": "parquet", ".pq": "parquet"}
 
 
+#: file suffixes (lower case) written as CSV; no suffix is CSV too
+CSV_SUFFIXES: tuple[str, ...] = (".csv", ".txt")
+
+
 def _binary_format(path: str | os.PathLike) -> str | None:
     return BINARY_SUFFIXES.get(Path(path).suffix.lower())
 
 
 class PredictionError(ValueError):
     """A malformed prediction file: the message names the file, line and value."""
+
+
+def output_format(path: str | os.PathLike, option: str = "output") -> str:
+    """``"csv"``, ``"arrow"`` or ``"parquet"``: the form a prediction file at ``path`` is written
+    in, by its suffix.  Any other suffix (``.json``, ``.xlsx``, ...) is refused, naming ``option``:
+    writing CSV text under it would mislead the next program that opens the file."""
+    suffix = Path(path).suffix.lower()
+    if suffix in BINARY_SUFFIXES:
+        return BINARY_SUFFIXES[suffix]
+    if suffix in CSV_SUFFIXES or not suffix:
+        return "csv"
+    known = ", ".join(CSV_SUFFIXES + tuple(BINARY_SUFFIXES))
+    raise PredictionError(f"{option} {path}: prediction files are written as CSV, Arrow IPC or Parquet, "
+                          f"chosen by the suffix ({known}); {suffix} is none of these")
 
 
 class Predictions:
