@@ -182,3 +182,15 @@ def test_synthetic_dataset_with_a_perfect_detector(tiny_synth, tmp_path, capsys)
                  "--truth", str(truth_csv), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["sensitivity"] == [1.0] * 5 and res["lesions"] >= res["images"] > 0
+
+
+def test_evaluate_says_when_the_boxes_miss_the_split(files, capsys):
+    tmp, ann, pred = files
+    off = tmp / "off.csv"                                # boxes on slices that are no key slice
+    write_predictions(off, [f"{S}_005.png", f"{S}_006.png"], np.array([G, G]), [0.9, 0.8])
+    assert main(["evaluate", "--annotations", str(ann), "--predictions", str(off)]) == 0
+    err = capsys.readouterr().err
+    assert "none of the 2 prediction boxes lie on the 1 key slices of split test" in err
+    assert "every sensitivity is 0" in err
+    assert main(["evaluate", "--annotations", str(ann), "--predictions", str(pred)]) == 0
+    assert "note:" not in capsys.readouterr().err      # 1 of 6 boxes on the test key slice: no note

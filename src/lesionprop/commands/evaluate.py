@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from lesionprop.annotations import concat, read_annotations
 from lesionprop.cli import CommandError
@@ -15,7 +16,8 @@ from lesionprop.commands.label_tool import SPLIT_CHOICES, add_io_arguments, floa
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_io_arguments(parser, out=False)
-    parser.add_argument("--split", default="test", choices=SPLIT_CHOICES)
+    parser.add_argument("--split", default="test", choices=SPLIT_CHOICES,
+                        help="key slices of this split are the images (default test)")
     parser.add_argument("--iou", type=float, default=0.5, help="IoU for a hit (default 0.5)")
     parser.add_argument("--fps", type=float_list, default=DEFAULT_FPS, help="FP rates, e.g. 0.5,1,2,4,8")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -147,8 +149,19 @@ def run(args: argparse.Namespace) -> int:
 
         ci = bootstrap_ci(result.outcomes, result.fps, level=args.ci, n_boot=args.bootstrap, seed=args.seed)
     _print_result(args, result, ci, lambda: _table(result, ci))
+    warn_if_off_split(len(preds), result.outcomes.det_image.size, result.images, args.split)
     if args.plot:
         from lesionprop.eval.plot import plot_froc
 
         plot_froc(result, args.plot)
     return 0
+
+
+def warn_if_off_split(n_boxes: int, n_on: int, images: int, split: str) -> None:
+    """Say on stderr when boxes were given but none lies on the evaluated key slices: the usual
+    cause is predictions made for another split than ``--split`` (default test).  (Boxes on
+    other slices too are normal: ``predict --slices both`` adds the K +/- 1 slices.)"""
+    if n_boxes == 0 or n_on > 0:
+        return
+    print(f"lesionprop evaluate: note: none of the {n_boxes} prediction boxes lie on the {images} key slices "
+          f"of split {split} (--split, default test), so every sensitivity is 0", file=sys.stderr)
