@@ -194,3 +194,47 @@ def test_evaluate_says_when_the_boxes_miss_the_split(files, capsys):
     assert "every sensitivity is 0" in err
     assert main(["evaluate", "--annotations", str(ann), "--predictions", str(pred)]) == 0
     assert "note:" not in capsys.readouterr().err      # 1 of 6 boxes on the test key slice: no note
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["mine", "--annotations", "a.csv", "--predictions", "p.csv", "--out", "o.csv", "--iou", "2"],
+     "argument --iou: an overlap threshold is in [0, 1], got 2"),
+    (["evaluate", "--annotations", "a.csv", "--predictions", "p.csv", "--iobb", "-0.1"],
+     "argument --iobb: an overlap threshold is in [0, 1], got -0.1"),
+    (["distill", "--annotations", "a.csv", "--predictions", "p.csv", "--out", "o.csv", "--score", "nan"],
+     "argument --score: expected a finite number, got nan"),
+    (["train", "--data", "d", "--annotations", "a.csv", "--out", "r", "--iterations", "0"],
+     "argument --iterations: must be >= 1, got 0"),
+    (["predict", "--checkpoint", "c", "--data", "d", "--out", "p.csv", "--batch-size", "x"],
+     "argument --batch-size: expected an integer, got 'x'"),
+])
+def test_out_of_range_options_are_refused_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)                          # none of the named files exists: nothing is read
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_score_threshold_above_every_score_is_noted(files, capsys):
+    tmp, ann, pred = files
+    out = tmp / "mined.csv"
+    assert main(["mine", "--annotations", str(ann), "--predictions", str(pred), "--out", str(out),
+                 "--score", "5"]) == 0
+    err = capsys.readouterr().err
+    assert "mine: note: no prediction scores above --score 5 (the highest is 0.96)" in err
+    assert main(["mine", "--annotations", str(ann), "--predictions", str(pred), "--out", str(tmp / "m2.csv"),
+                 "--score", "0.5"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_help_shows_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["mine", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "work on the key slices of this split (default: train)" in text and "(default: 0.9)" in text
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "IoU for a hit (default 0.5)" in text and "(default 0.5) (default" not in text
+    assert "(default: 0.5,1,2,4,8)" in text

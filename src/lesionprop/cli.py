@@ -40,6 +40,21 @@ class CommandError(Exception):
     """An error for the user: printed as one line, exit status 2."""
 
 
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Append ``(default: X)`` to an option's help unless the help already names its default
+    or there is none to show (None, False, an empty value)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text.lower() or not action.option_strings or default is None or default is False
+                or default == argparse.SUPPRESS or default in ((), [], "")):
+            return text
+        shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default) \
+            if isinstance(default, (tuple, list)) else (f"{default:g}" if isinstance(default, float) else str(default))
+        return f"{text} (default: {shown.replace('%', '%%')})" if text else f"default: {shown.replace('%', '%%')}"
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lesionprop",
@@ -48,7 +63,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lesionprop {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_DefaultsHelp)
         if name == command:
             importlib.import_module(module).add_arguments(p)
     return parser

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lesionprop.cli import CommandError
 from lesionprop.eval.froc import DEFAULT_FPS
-from lesionprop.commands.label_tool import SPLIT_CHOICES, float_list, load_predictions
+from lesionprop.commands.label_tool import SPLIT_CHOICES, float_list, load_predictions, unit_interval
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="two or more prediction files (CSV, .arrow or .parquet); the first is the reference")
     parser.add_argument("--names", help="comma-separated names, one per predictions file (default: file names)")
     parser.add_argument("--truth", help="complete labels (truth.csv): an image's lesions = all truth rows on it")
-    parser.add_argument("--split", default="test", choices=SPLIT_CHOICES)
-    parser.add_argument("--iou", type=float, default=0.5, help="IoU for a hit (default 0.5)")
+    parser.add_argument("--split", default="test", choices=SPLIT_CHOICES, help="key slices of this split are the images")
+    parser.add_argument("--iou", type=unit_interval, default=0.5, help="IoU for a hit (default 0.5)")
     parser.add_argument("--fps", type=float_list, default=DEFAULT_FPS, help="FP rates, e.g. 0.5,1,2,4,8")
     parser.add_argument("--ci", type=float, default=0.95, metavar="LEVEL", help="confidence level (default 0.95)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="paired resamples (default 1000)")

@@ -6,7 +6,7 @@ import argparse
 
 from lesionprop.config import LabelConfig
 from lesionprop.commands.label_tool import (
-    SPLIT_CHOICES, add_io_arguments, allow_negative_lists, int_list, run_label_tool,
+    SPLIT_CHOICES, add_io_arguments, allow_negative_lists, finite_float, int_list, run_label_tool,
 )
 from lesionprop.labels.distill import distill
 
@@ -15,9 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cfg = LabelConfig()
     allow_negative_lists(parser)
     add_io_arguments(parser, out=True)
-    parser.add_argument("--score", type=float, default=cfg.distill_score, help="alpha: keep scores > alpha")
+    parser.add_argument("--score", type=finite_float, default=cfg.distill_score, help="alpha: keep scores > alpha")
     parser.add_argument("--offsets", type=int_list, default=cfg.offsets, help="slice offsets, e.g. -1,1")
-    parser.add_argument("--split", default="train", choices=SPLIT_CHOICES)
+    parser.add_argument("--split", default="train", choices=SPLIT_CHOICES,
+                        help="work on the key slices of this split")
 
 
 def run(args: argparse.Namespace) -> int:

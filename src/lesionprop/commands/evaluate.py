@@ -11,17 +11,19 @@ from lesionprop.annotations import concat, read_annotations
 from lesionprop.cli import CommandError
 from lesionprop.eval.froc import CONVENTIONS, DEFAULT_FPS, evaluate
 from lesionprop.fileio import refuse_overwrite_of_inputs
-from lesionprop.commands.label_tool import SPLIT_CHOICES, add_io_arguments, float_list, load_predictions
+from lesionprop.commands.label_tool import (
+    SPLIT_CHOICES, add_io_arguments, count, float_list, load_predictions, unit_interval,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_io_arguments(parser, out=False)
     parser.add_argument("--split", default="test", choices=SPLIT_CHOICES,
                         help="key slices of this split are the images (default test)")
-    parser.add_argument("--iou", type=float, default=0.5, help="IoU for a hit (default 0.5)")
+    parser.add_argument("--iou", type=unit_interval, default=0.5, help="IoU for a hit (default 0.5)")
     parser.add_argument("--fps", type=float_list, default=DEFAULT_FPS, help="FP rates, e.g. 0.5,1,2,4,8")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser.add_argument("--breakdown", action="store_true", help="with --json: add by_interval, by_type and by_size")
+    parser.add_argument("--breakdown", action="store_true", help="with --json: add by_interval, by_type and by_size (the text table always shows them)")
     parser.add_argument("--plot", help="write the FROC curve to this image file")
     parser.add_argument("--truth", help="complete labels (truth.csv): an image's lesions = all truth rows on it")
     add_bootstrap_arguments(parser)
@@ -46,8 +48,8 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
                              "--predictions then is a linked CSV (lesionprop link) or a LENS-style .pkl")
     parser.add_argument("--truth-format", default="auto", choices=("auto",) + FORMATS,
                         help="format of --truth for lens/harvester (auto: .csv = truth.csv, else the pickle's layout)")
-    parser.add_argument("--iobb", type=float, default=0.3, help="lens: IoBB for a hit (default 0.3)")
-    parser.add_argument("--window", type=int, metavar="N",
+    parser.add_argument("--iobb", type=unit_interval, default=0.3, help="lens: IoBB for a hit (default 0.3)")
+    parser.add_argument("--window", type=count(0), metavar="N",
                         help="lens/harvester with truth.csv and --annotations: sub-volumes K-N ... K+N")
 
 

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset root; image file_name values are relative to it")
     parser.add_argument("--format", choices=FORMATS, default="coco", help="output format (default coco)")
     parser.add_argument("--out", required=True, help="output JSON file")
-    parser.add_argument("--split", choices=("train", "val", "test", "all"), default="all")
+    parser.add_argument("--split", choices=("train", "val", "test", "all"), default="all", help="rows of this split")
     parser.add_argument("--slices", choices=("key", "labeled"), default="key",
                         help="key: key slices and human rows (default); labeled: every slice with a row of "
                              "any Source (pseudo-labels too)")

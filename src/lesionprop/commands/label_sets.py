@@ -13,7 +13,8 @@ import argparse
 from pathlib import Path
 
 from lesionprop.commands.label_tool import (
-    SPLIT_CHOICES, add_io_arguments, allow_negative_lists, int_list, load_predictions, no_huge_pages,
+    SPLIT_CHOICES, add_io_arguments, allow_negative_lists, finite_float, int_list, load_predictions, no_huge_pages,
+    unit_interval,
 )
 from lesionprop.config import LabelConfig
 
@@ -24,14 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_io_arguments(parser, out=False)
     parser.add_argument("--out-dir", required=True, help="folder for labels_mm.csv, labels_lp.csv, "
                         "labels_mm_lp.csv, labels_dd.csv (created if missing)")
-    parser.add_argument("--score", type=float, default=cfg.score, help="alpha of mining: keep scores > alpha")
-    parser.add_argument("--iou", type=float, default=cfg.iou, help="tau of mining and propagation: IoU > tau")
+    parser.add_argument("--score", type=finite_float, default=cfg.score, help="alpha of mining: keep scores > alpha")
+    parser.add_argument("--iou", type=unit_interval, default=cfg.iou, help="tau of mining and propagation: IoU > tau")
     parser.add_argument("--offsets", type=int_list, default=cfg.offsets, help="slice offsets, e.g. -1,1")
     parser.add_argument("--keep", default=cfg.keep, choices=("best", "all"),
                         help="propagation: one prediction per (key slice, box, offset), or every match")
     parser.add_argument("--distill-score", type=float, default=cfg.distill_score,
                         help="alpha of the distillation baseline: keep scores > alpha")
-    parser.add_argument("--split", default="train", choices=SPLIT_CHOICES)
+    parser.add_argument("--split", default="train", choices=SPLIT_CHOICES,
+                        help="work on the key slices of this split")
 
 
 def run(args: argparse.Namespace) -> int:

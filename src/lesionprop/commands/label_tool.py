@@ -36,6 +36,42 @@ def float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def unit_interval(text: str) -> float:
+    """argparse type of an IoU / IoBB threshold: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"an overlap threshold is in [0, 1], got {text}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type of a score threshold: any finite number (detectors' score scales differ)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
+def count(minimum: int) -> Callable[[str], int]:
+    """argparse type of an integer >= ``minimum`` (iterations, batch sizes, slice windows)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def prediction_output(text: str) -> str:
     """argparse type of an output prediction file: its suffix must name CSV, Arrow IPC or Parquet."""
     from lesionprop.predictions import PredictionError, output_format
@@ -90,6 +126,10 @@ def run_label_tool(args: argparse.Namespace, name: str, algorithm: Callable, whe
     rows = read_annotations(args.annotations)
     preds = load_predictions(args.predictions, rows, args.skip_bad_rows)
     new = algorithm(rows, preds)
+    score = getattr(args, "score", None)
+    if score is not None and len(preds) and not (preds.scores > score).any():
+        print(f"{name}: note: no prediction scores above --score {score:g} (the highest is "
+              f"{float(preds.scores.max()):g}), so nothing passes that threshold", file=sys.stderr)
     write_with_new_rows(rows, {args.out: new})   # every input row unchanged, then the new rows
     print(f"{name}: {len(new)} new row(s) on {len(set(new.file_name.tolist()))} {where} -> {args.out}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lesionprop.commands.label_tool import prediction_output
+from lesionprop.commands.label_tool import count, prediction_output
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,11 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slices", choices=("key", "adjacent", "both", "range"), default="key",
                    help="key slices, their K-1/K+1 neighbours, both, or range: every slice of each key "
                         "slice's Slice_range (the sub-volume a 3D evaluation needs)")
-    p.add_argument("--window", type=int, metavar="N",
+    p.add_argument("--window", type=count(0), metavar="N",
                    help="with --slices range: only K-N ... K+N of each sub-volume")
-    p.add_argument("--split", choices=("train", "val", "test", "all"), default="test")
-    p.add_argument("--tta", choices=("none", "flip", "scales", "flip+scales"), default="none")
-    p.add_argument("--batch-size", type=int, help="images per forward pass (default: the checkpoint's)")
+    p.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
+                   help="with --annotations: the key slices of this split")
+    p.add_argument("--tta", choices=("none", "flip", "scales", "flip+scales"), default="none",
+                   help="test-time augmentation: horizontal flip, the scales of the config, or both")
+    p.add_argument("--batch-size", type=count(1), help="images per forward pass (default: the checkpoint's)")
     p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
     p.add_argument("--out", required=True, type=prediction_output, help="prediction file (File_name,x1,y1,x2,y2,score): CSV, or Arrow IPC (.arrow/.feather) / Parquet (.parquet) by suffix; other suffixes are refused")
 

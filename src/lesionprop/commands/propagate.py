@@ -6,7 +6,7 @@ import argparse
 
 from lesionprop.config import LabelConfig
 from lesionprop.commands.label_tool import (
-    SPLIT_CHOICES, add_io_arguments, allow_negative_lists, int_list, run_label_tool,
+    SPLIT_CHOICES, add_io_arguments, allow_negative_lists, int_list, run_label_tool, unit_interval,
 )
 from lesionprop.labels.propagate import propagate
 
@@ -15,11 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cfg = LabelConfig()
     allow_negative_lists(parser)
     add_io_arguments(parser, out=True)
-    parser.add_argument("--iou", type=float, default=cfg.iou, help="tau: propagate when IoU > tau")
+    parser.add_argument("--iou", type=unit_interval, default=cfg.iou, help="tau: propagate when IoU > tau")
     parser.add_argument("--offsets", type=int_list, default=cfg.offsets, help="slice offsets, e.g. -1,1")
     parser.add_argument("--keep", default=cfg.keep, choices=("best", "all"),
                         help="best: one prediction per (key slice, box, offset); all: every match")
-    parser.add_argument("--split", default="train", choices=SPLIT_CHOICES)
+    parser.add_argument("--split", default="train", choices=SPLIT_CHOICES,
+                        help="work on the key slices of this split")
 
 
 def run(args: argparse.Namespace) -> int:

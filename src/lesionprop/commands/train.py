@@ -7,6 +7,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from lesionprop.commands.label_tool import count
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset root (Images_png/, series_info.csv)")
@@ -15,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--config", help="YAML config file")
     g.add_argument("--preset", help="preset name (resnet50, resnet18, cpu, tiny)")
-    p.add_argument("--iterations", type=int, help="override train.iterations")
+    p.add_argument("--iterations", type=count(1), help="override train.iterations")
     p.add_argument("--pretrained", help="local ImageNet weights (torchvision state dict) for the backbone")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
     p.add_argument("--init", help="start from this checkpoint's weights (a run directory: its best.pt)")
