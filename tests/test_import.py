@@ -176,3 +176,28 @@ def test_spacing_pixel_data_and_orientation_checks(shared_data, tmp_path):
         ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
     with pytest.raises(VolumeError, match="only axial"):
         load_ct(_edit(files, tmp_path / "sag", sagittal))
+
+
+def test_a_label_map_imported_as_ct_is_noted(tmp_path, capsys):
+    import nibabel as nib
+
+    from lesionprop.data.volumes import label_map_hint
+
+    labels = np.zeros((6, 20, 24), np.int16)
+    labels[2:4, 5:9, 6:12] = 5
+    labels[1, 0:3, 0:3] = 117
+    src = tmp_path / "organs.nii.gz"
+    nib.save(nib.Nifti1Image(np.transpose(labels, (2, 1, 0)), np.diag([0.8, 0.8, 3.0, 1.0])), src)
+    assert main(["import", str(src), "--out", str(tmp_path / "ds")]) == 0
+    captured = capsys.readouterr()
+    assert "24 x 20 pixels (width x height)" in captured.out
+    assert f"note: {src}: no value below 0 HU and 3 distinct integer values (0..117)" in captured.err
+    ct = labels.astype(np.float32) * 40 - 1000                      # air at -1000 HU: a CT
+    assert label_map_hint(ct) == ""
+    assert label_map_hint(np.linspace(0, 100, 1000).reshape(10, 10, 10)) == ""     # not integers
+
+
+def test_the_shared_label_map_is_noted_and_its_ct_is_not(shared_data, tmp_path, capsys):
+    for name, noted in (("ct_small_3mm_organs.nii.gz", True), ("ct_small_3mm.nii.gz", False)):
+        assert main(["import", str(shared_data / "realct" / name), "--out", str(tmp_path / name)]) == 0
+        assert ("looks like a label map" in capsys.readouterr().err) is noted

@@ -8,6 +8,7 @@ the most superior) and adds the series' row (spacing, size, slice range) to
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from lesionprop.data.deeplesion import read_series_info
@@ -31,7 +32,7 @@ def _next_series_name(root: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from lesionprop.data.layout import check_series_name
-    from lesionprop.data.volumes import load_ct, write_series
+    from lesionprop.data.volumes import label_map_hint, load_ct, write_series
 
     src, root = Path(args.src), Path(args.out)
     if root.resolve() == src.resolve() or src.resolve() in root.resolve().parents:
@@ -40,7 +41,12 @@ def run(args: argparse.Namespace) -> int:
     vol = load_ct(src)
     info = write_series(root, name, vol.hu, vol.spacing, source=f"import:{vol.source}", overwrite=args.overwrite)
     sx, sy, sz = info.spacing
-    print(f"imported {src} -> {series_dir(root, name)}: {vol.hu.shape[0]} slices "
-          f"{info.image_size[0]}x{info.image_size[1]}, spacing {sx:.4g} x {sy:.4g} x {sz:.4g} mm, "
+    rows, cols = vol.hu.shape[1:]
+    print(f"imported {src} -> {series_dir(root, name)}: {vol.hu.shape[0]} slices of "
+          f"{cols} x {rows} pixels (width x height), spacing {sx:.4g} x {sy:.4g} x {sz:.4g} mm, "
           f"HU {int(vol.hu.min())}..{int(vol.hu.max())}; recorded in {root / 'series_info.csv'}")
+    hint = label_map_hint(vol.hu)
+    if hint:
+        print(f"lesionprop import: note: {src}: {hint}", file=sys.stderr)
     return 0
+

@@ -419,4 +419,19 @@ def write_series(root: str | os.PathLike, series_name: str, hu: np.ndarray, spac
 
 __all__ = ["CTVolume", "VolumeError", "load_ct", "voxel_to_patient", "spacing_affine", "to_source_grid",
            "LPS_TO_RAS", "load_dicom_series", "load_nifti", "load_label_volume", "write_series", "write_slices",
-           "merge_series_info"]
+           "merge_series_info", "label_map_hint"]
+
+
+def label_map_hint(hu: np.ndarray, most_labels: int = 256) -> str:
+    """A warning when a volume looks like a segmentation rather than a CT: no value below 0 HU
+    (a CT holds air, about -1000 HU) and few distinct integer values ('' otherwise)."""
+    if hu.size == 0 or float(hu.min()) < 0:
+        return ""
+    sample = hu.reshape(-1)[:: max(1, hu.size // 1_000_000)]        # a million voxels say enough
+    if not np.array_equal(sample, np.round(sample)):
+        return ""
+    values = np.unique(sample)
+    if values.size > most_labels:
+        return ""
+    return (f"no value below 0 HU and {values.size} distinct integer values ({int(hu.min())}..{int(hu.max())}): "
+            "this looks like a label map (segmentation), not a CT in Hounsfield units")

@@ -82,7 +82,7 @@ def table(result: ProtocolResult, labels: CompleteLabels, dets: Detections3D, th
         lines.append(f"CIs: bootstrap of {ci.n_boot} resamples over {result.outcomes.units.size} patients")
     for title, groups in (("slice interval", result.by_interval), ("lesion size", result.by_size)):
         if groups:
-            lines.append(f"by {title} (sub-volumes / lesions):")
+            lines.append(f"by {title} (sub-volumes / {'lesions' if result.protocol == 'lens' else 'boxes'}):")
             for name, sub in groups.items():
                 lines.append(f"  {name:<14s} {sub.images:>6d} / {sub.lesions:<6d} "
                              + "  ".join(f"{100 * s:6.2f}" for s in sub.sensitivity))
