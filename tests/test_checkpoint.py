@@ -69,3 +69,18 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
             raise OSError(28, "No space left on device")
     assert path.read_text() == "good\n"
     assert [p.name for p in tmp_path.iterdir()] == ["labels.csv"]
+
+
+def test_atomic_write_to_a_folder_is_a_clear_error_and_leaves_no_temp_file(tmp_path):
+    from lesionprop.fileio import PathKindError
+
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(PathKindError, match=r"cannot write .*adir: it is a folder, not a file"):
+        with atomic_write(tmp_path / "adir") as fh:
+            fh.write("x")
+    (tmp_path / "afile").write_text("keep\n")
+    with pytest.raises(PathKindError, match=r"afile is a file, not a folder"):
+        with atomic_write(tmp_path / "afile" / "sub" / "x.csv") as fh:
+            fh.write("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"]
+    assert list((tmp_path / "adir").iterdir()) == [] and (tmp_path / "afile").read_text() == "keep\n"
