@@ -164,3 +164,15 @@ def test_bad_coco_images_name_the_entry(tmp_path, capsys):
                  "--out", str(tmp_path / "p.csv")]) == 2
     err = capsys.readouterr().err
     assert f"{images}, images[0]" in err and "'a/005.png'" in err
+
+
+@pytest.mark.parametrize("cmd", ["export", "import-predictions"])
+def test_a_folder_given_as_out_is_refused_before_any_work(tmp_path, capsys, cmd):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    args = (["export", "--annotations", str(tmp_path / "no.csv"), "--data", str(tmp_path)] if cmd == "export" else
+            ["import-predictions", "--format", "coco-results", str(tmp_path / "r.json"), "--images",
+             str(tmp_path / "i.json")])
+    assert main(args + ["--out", str(folder)]) == 2
+    assert capsys.readouterr().err == f"lesionprop {cmd}: error: --out {folder} is a folder; give a file name\n"
+    assert list(tmp_path.iterdir()) == [folder] and list(folder.iterdir()) == []

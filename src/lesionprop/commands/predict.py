@@ -52,7 +52,9 @@ def series_slices(data: str, series: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from lesionprop.cli import CommandError
     from lesionprop.engine.predict import predict
+    from lesionprop.fileio import check_output_file
 
+    check_output_file(args.out, args.annotations, args.checkpoint)
     if (args.annotations is None) == (args.series is None):
         raise CommandError("give either --annotations (key/adjacent slices of a split) or --series")
     if args.window is not None and args.slices != "range":
