@@ -176,3 +176,11 @@ def test_spacing_pixel_data_and_orientation_checks(shared_data, tmp_path):
         ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
     with pytest.raises(VolumeError, match="only axial"):
         load_ct(_edit(files, tmp_path / "sag", sagittal))
+
+
+def test_import_out_that_is_a_file_is_refused_before_reading(tmp_path, capsys):
+    target = tmp_path / "DL_info.csv"
+    target.write_text("keep\n")
+    assert main(["import", str(tmp_path / "no_such_series"), "--out", str(target)]) == 2
+    assert capsys.readouterr().err == f"lesionprop import: error: --out {target} is a file, expected a folder\n"
+    assert target.read_text() == "keep\n" and sorted(p.name for p in tmp_path.iterdir()) == ["DL_info.csv"]

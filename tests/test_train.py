@@ -121,3 +121,14 @@ def test_non_finite_loss_stops_with_a_clear_error(blobs, tmp_path):
     cfg = tiny_cfg("train.iterations=3", "train.base_lr=1e30", "train.warmup_iters=0", "train.grad_clip=1e38")
     with pytest.raises(NonFiniteLossError, match="non-finite loss at iteration"):
         train(cfg, root, ann, tmp_path / "run", progress=False)
+
+
+def test_train_cli_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    from lesionprop.cli import main
+
+    target = tmp_path / "run.txt"
+    target.write_text("keep\n")
+    assert main(["train", "--data", str(tmp_path / "no_data"), "--annotations", str(tmp_path / "no.csv"),
+                 "--out", str(target), "--preset", "tiny"]) == 2
+    assert capsys.readouterr().err == f"lesionprop train: error: --out {target} is a file, expected a folder\n"
+    assert target.read_text() == "keep\n" and sorted(p.name for p in tmp_path.iterdir()) == ["run.txt"]

@@ -27,7 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lesionprop.config import load_config
     from lesionprop.engine.train import train
+    from lesionprop.fileio import check_output_folder
 
+    check_output_folder(args.out)
     overrides = list(args.overrides)
     if args.iterations is not None:
         overrides.append(f"train.iterations={args.iterations}")
