@@ -130,6 +130,19 @@ def test_a_folder_given_as_the_output_file_is_refused_before_any_work(tmp_path, 
     assert list(tmp_path.iterdir()) == [folder] and list(folder.iterdir()) == []
 
 
+@pytest.mark.parametrize("cmd", ["evaluate", "mine"])
+@pytest.mark.parametrize("which, what", [("--annotations", "annotation file"), ("--predictions", "prediction file")])
+def test_a_folder_given_as_an_input_file_says_so(files, capsys, cmd, which, what):
+    tmp, ann, pred = files
+    folder = tmp / "adir"
+    folder.mkdir()
+    inputs = {"--annotations": str(ann), "--predictions": str(pred), which: str(folder)}
+    out = ["--out", str(tmp / "o.csv")] if cmd == "mine" else []
+    assert main([cmd, *[x for kv in inputs.items() for x in kv], *out]) == 2
+    assert capsys.readouterr().err == f"lesionprop {cmd}: error: {what} {folder} is a folder, expected a file\n"
+    assert not (tmp / "o.csv").exists()
+
+
 def test_output_errors_name_the_option_used(files, capsys):
     tmp, ann, pred = files
     io_ = ["--annotations", str(ann), "--predictions", str(pred)]
