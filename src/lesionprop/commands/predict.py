@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=("train", "val", "test", "all"), default="test")
     p.add_argument("--tta", choices=("none", "flip", "scales", "flip+scales"), default="none")
     p.add_argument("--batch-size", type=int, help="images per forward pass (default: the checkpoint's)")
-    p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     p.add_argument("--out", required=True, help="prediction file (File_name,x1,y1,x2,y2,score): CSV, or Arrow IPC (.arrow/.feather) / Parquet (.parquet) by suffix")
 
 
@@ -51,10 +51,12 @@ def series_slices(data: str, series: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from lesionprop.cli import CommandError
+    from lesionprop.engine.distributed import check_device
     from lesionprop.engine.predict import predict
     from lesionprop.fileio import check_output_file
 
     check_output_file(args.out, args.annotations, args.checkpoint)
+    check_device(args.device)
     if (args.annotations is None) == (args.series is None):
         raise CommandError("give either --annotations (key/adjacent slices of a split) or --series")
     if args.window is not None and args.slices != "range":
