@@ -69,3 +69,33 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
             raise OSError(28, "No space left on device")
     assert path.read_text() == "good\n"
     assert [p.name for p in tmp_path.iterdir()] == ["labels.csv"]
+
+
+def test_atomic_write_to_a_folder_is_a_clear_error_and_leaves_no_temp_file(tmp_path):
+    from lesionprop.fileio import PathKindError
+
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(PathKindError, match=r"cannot write .*adir: it is a folder, not a file"):
+        with atomic_write(tmp_path / "adir") as fh:
+            fh.write("x")
+    (tmp_path / "afile").write_text("keep\n")
+    with pytest.raises(PathKindError, match=r"afile is a file, not a folder"):
+        with atomic_write(tmp_path / "afile" / "sub" / "x.csv") as fh:
+            fh.write("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"]
+    assert list((tmp_path / "adir").iterdir()) == [] and (tmp_path / "afile").read_text() == "keep\n"
+
+
+def test_a_file_that_is_not_a_checkpoint_says_so_in_one_line(tmp_path):
+    csv_file = tmp_path / "some.csv"
+    csv_file.write_text("File_name,x1,y1,x2,y2,score\n")
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(csv_file)
+    assert str(err.value) == (f"{csv_file} is not a lesionprop checkpoint "
+                              "(torch could not load it as one: not a file written by torch.save)")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty.pt is not a lesionprop checkpoint \(.*the file is empty\)"):
+        load_checkpoint(tmp_path / "empty.pt")
+    torch.save({"weights": torch.ones(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other.pt is not a lesionprop checkpoint \(no 'model' / 'config'"):
+        load_checkpoint(tmp_path / "other.pt")

@@ -178,3 +178,15 @@ def test_import_predictions_refuses_an_output_suffix_of_another_format(tmp_path,
     err = capsys.readouterr().err
     assert "argument --out" in err and "p.json" in err and "(.csv, .txt, .arrow" in err
     assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("cmd", ["export", "import-predictions"])
+def test_a_folder_given_as_out_is_refused_before_any_work(tmp_path, capsys, cmd):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    args = (["export", "--annotations", str(tmp_path / "no.csv"), "--data", str(tmp_path)] if cmd == "export" else
+            ["import-predictions", "--format", "coco-results", str(tmp_path / "r.json"), "--images",
+             str(tmp_path / "i.json")])
+    assert main(args + ["--out", str(folder)]) == 2
+    assert capsys.readouterr().err == f"lesionprop {cmd}: error: --out {folder} is a folder; give a file name\n"
+    assert list(tmp_path.iterdir()) == [folder] and list(folder.iterdir()) == []

@@ -133,3 +133,17 @@ def test_bench_pipeline_pools_the_seeds_run_folders(tmp_path):
     assert "Paired difference to the baseline" in md and md.count("| mm_lp |") == 2
     q = bench_pipeline.quality_markdown("phantom", summary)
     assert "| 1 | lp | 3 | 66.7% | 1/4 (25.0%) | 0/0 (n/a) |" in q
+
+
+def test_compare_plot_path_is_checked_before_any_work(tmp_path, capsys):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    base = ["compare", "--annotations", str(tmp_path / "no.csv"), "--predictions", str(tmp_path / "a.csv"),
+            str(tmp_path / "b.csv")]
+    assert main(base + ["--plot", str(folder)]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"lesionprop compare: error: --plot {folder} is a folder; give a file name\n" and out == ""
+    assert main(base + ["--plot", str(tmp_path / "forest.xyz")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"--plot {tmp_path / 'forest.xyz'}: matplotlib cannot write .xyz files" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir"]

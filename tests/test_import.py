@@ -201,3 +201,11 @@ def test_the_shared_label_map_is_noted_and_its_ct_is_not(shared_data, tmp_path, 
     for name, noted in (("ct_small_3mm_organs.nii.gz", True), ("ct_small_3mm.nii.gz", False)):
         assert main(["import", str(shared_data / "realct" / name), "--out", str(tmp_path / name)]) == 0
         assert ("looks like a label map" in capsys.readouterr().err) is noted
+
+
+def test_import_out_that_is_a_file_is_refused_before_reading(tmp_path, capsys):
+    target = tmp_path / "DL_info.csv"
+    target.write_text("keep\n")
+    assert main(["import", str(tmp_path / "no_such_series"), "--out", str(target)]) == 2
+    assert capsys.readouterr().err == f"lesionprop import: error: --out {target} is a file, expected a folder\n"
+    assert target.read_text() == "keep\n" and sorted(p.name for p in tmp_path.iterdir()) == ["DL_info.csv"]

@@ -102,7 +102,8 @@ def test_label_sets_refuses_to_overwrite_inputs(files, capsys):
     a_file.write_text("keep me")
     assert main(["label-sets", "--annotations", str(ann), "--predictions", str(pred),
                  "--out-dir", str(a_file)]) == 2
-    assert "is a file, not a folder" in capsys.readouterr().err and a_file.read_text() == "keep me"
+    assert f"--out-dir {a_file} is a file, expected a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "keep me"
 
 
 def test_refuses_to_overwrite_inputs(files, capsys):
@@ -114,6 +115,49 @@ def test_refuses_to_overwrite_inputs(files, capsys):
             assert "refusing to overwrite" in capsys.readouterr().err
     assert (ann.read_bytes(), pred.read_bytes()) == before
     assert main(["evaluate", "--annotations", str(ann), "--predictions", str(pred), "--plot", str(ann)]) == 2
+
+
+@pytest.mark.parametrize("cmd, option", [("mine", "--out"), ("propagate", "--out"), ("distill", "--out"),
+                                         ("evaluate", "--plot")])
+def test_a_folder_given_as_the_output_file_is_refused_before_any_work(tmp_path, capsys, cmd, option):
+    """The inputs do not even exist: the output path is checked first, one line, exit 2."""
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    assert main([cmd, "--annotations", str(tmp_path / "no.csv"), "--predictions", str(tmp_path / "no_p.csv"),
+                 option, str(folder)]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"lesionprop {cmd}: error: {option} {folder} is a folder; give a file name\n" and out == ""
+    assert list(tmp_path.iterdir()) == [folder] and list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("cmd", ["evaluate", "mine"])
+@pytest.mark.parametrize("which, what", [("--annotations", "annotation file"), ("--predictions", "prediction file")])
+def test_a_folder_given_as_an_input_file_says_so(files, capsys, cmd, which, what):
+    tmp, ann, pred = files
+    folder = tmp / "adir"
+    folder.mkdir()
+    inputs = {"--annotations": str(ann), "--predictions": str(pred), which: str(folder)}
+    out = ["--out", str(tmp / "o.csv")] if cmd == "mine" else []
+    assert main([cmd, *[x for kv in inputs.items() for x in kv], *out]) == 2
+    assert capsys.readouterr().err == f"lesionprop {cmd}: error: {what} {folder} is a folder, expected a file\n"
+    assert not (tmp / "o.csv").exists()
+
+
+def test_output_errors_name_the_option_used(files, capsys):
+    tmp, ann, pred = files
+    io_ = ["--annotations", str(ann), "--predictions", str(pred)]
+    assert main(["evaluate", *io_, "--plot", str(pred)]) == 2
+    assert f"refusing to overwrite input file {pred}: choose another --plot" in capsys.readouterr().err
+    inside = tmp / "labels_dd.csv"
+    inside.write_bytes(ann.read_bytes())
+    assert main(["label-sets", "--annotations", str(inside), "--predictions", str(pred), "--out-dir", str(tmp)]) == 2
+    assert "choose another --out-dir" in capsys.readouterr().err
+    assert main(["evaluate", *io_, "--split", "all", "--plot", str(tmp / "f.xyz")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"--plot {tmp / 'f.xyz'}: matplotlib cannot write .xyz files; use one of" in err
+    assert ".png" in err and ".pdf" in err and ".svg" in err and not (tmp / "f.xyz").exists()
+    assert main(["mine", *io_, "--out", str(pred / "x.csv")]) == 2
+    assert f"--out {pred / 'x.csv'}: {pred} is a file, not a folder" in capsys.readouterr().err
 
 
 def test_bad_prediction_rows_cli(files, capsys):

@@ -196,3 +196,22 @@ def test_link_refuses_a_suffix_that_names_another_format(tmp_path, capsys, optio
     err = capsys.readouterr().err
     assert f"argument {option}" in err and "result.json" in err and ".json is none of these" in err
     assert not list(tmp_path.glob("boxes*")) and not list(tmp_path.glob("lesions*"))
+
+
+def test_link_output_paths_and_options_are_checked_first(tmp_path, capsys):
+    pred = tmp_path / "preds.csv"
+    pred.write_text("File_name,x1,y1,x2,y2,score\n000001_01_01_005.png,10,10,20,20,0.9\n")
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    same = tmp_path / "l.csv"
+    for extra, message in [(["--out", str(folder)], f"--out {folder} is a folder; give a file name"),
+                           (["--out", str(same), "--lesions", str(folder)],
+                            f"--lesions {folder} is a folder; give a file name"),
+                           (["--out", str(same), "--lesions", str(same)],
+                            f"--out and --lesions both name {same}: give two different files"),
+                           (["--out", str(same), "--max-gap", "0"], "--max-gap must be at least 1, got 0"),
+                           (["--out", str(same), "--iou", "1"], "--iou must be in [0, 1), got 1.0")]:
+        assert main(["link", "--predictions", str(pred)] + extra) == 2
+        err = capsys.readouterr().err
+        assert err == f"lesionprop link: error: {message}\n", extra
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "preds.csv"] and list(folder.iterdir()) == []

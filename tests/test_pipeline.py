@@ -236,3 +236,14 @@ def test_model_validation_reads_each_models_best_and_skips_a_cut_line(tmp_path):
     assert list(val) == ["baseline", "lp", "mm"]                # no baseline_finetuned folder: not listed
     assert val["lp"] == {"val_sensitivity_4fp": 0.25, "vs_baseline": -0.25}
     assert val["mm"] == {"val_sensitivity_4fp": None, "vs_baseline": None}     # not trained (yet)
+
+
+@pytest.mark.parametrize("cmd", ["pipeline", "demo"])
+def test_a_file_given_as_the_run_folder_is_one_line(tmp_path, capsys, cmd):
+    from lesionprop.cli import main
+
+    target = tmp_path / "run.txt"
+    target.write_text("keep\n")
+    assert main([cmd, "--out", str(target)] + (["--preset", "demo"] if cmd == "pipeline" else [])) == 2
+    assert capsys.readouterr().err == f"lesionprop {cmd}: error: --out {target} is a file, expected a folder\n"
+    assert target.read_text() == "keep\n" and list(tmp_path.iterdir()) == [target]

@@ -187,3 +187,28 @@ def test_an_images_boxes_do_not_depend_on_the_other_shapes_in_its_batch():
     torch.testing.assert_close(split[0]["boxes"], alone["boxes"])
     torch.testing.assert_close(split[0]["scores"], alone["scores"])
     assert split[1]["boxes"].shape[1] == 4 and split[2]["boxes"].shape[1] == 4
+
+
+def test_predict_cli_refuses_a_folder_as_out_before_any_work(tmp_path, capsys):
+    """Checked before the checkpoint is even looked for: no predicting work is wasted."""
+    from lesionprop.cli import main
+
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    assert main(["predict", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(tmp_path),
+                 "--annotations", str(tmp_path / "no.csv"), "--out", str(folder)]) == 2
+    assert capsys.readouterr().err == f"lesionprop predict: error: --out {folder} is a folder; give a file name\n"
+    assert list(folder.iterdir()) == []
+
+
+def test_predict_cli_with_a_csv_as_checkpoint_names_the_file(blobs, tmp_path, capsys):
+    from lesionprop.cli import main
+
+    root, ann = blobs
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--checkpoint", str(ann), "--data", str(root), "--annotations", str(ann),
+                 "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"lesionprop predict: error: {ann} is not a lesionprop checkpoint "
+                        "(torch could not load it as one: not a file written by torch.save)\n")
+    assert "weights_only" not in err and not out.exists()

@@ -51,8 +51,20 @@ def test_summary_cli_text_and_json(root, capsys):
     assert "lesions 4 on 3 key slices" in out and "missing key-slice files: 1" in out
     assert main(["summary", str(root), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["lesions"] == 4
-    assert main(["summary", str(root / "nope")]) == 2
+    (root / "empty").mkdir()
+    assert main(["summary", str(root / "empty")]) == 2
     assert "neither Images_png/ nor DL_info.csv" in capsys.readouterr().err
+
+
+def test_summary_of_a_missing_folder_or_a_file_is_an_error(root, capsys):
+    """Not 'missing key-slice files: N' with exit 0: the dataset folder itself is wrong."""
+    ann = root / "DL_info.csv"
+    assert main(["summary", str(root / "nope"), "--annotations", str(ann)]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"lesionprop summary: error: dataset folder not found: {root / 'nope'}\n" and out == ""
+    assert main(["summary", str(ann)]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"lesionprop summary: error: dataset folder {ann} is a file, expected a folder\n" and out == ""
 
 
 def test_summary_of_real_rows(shared_data, tmp_path):

@@ -121,3 +121,55 @@ def test_non_finite_loss_stops_with_a_clear_error(blobs, tmp_path):
     cfg = tiny_cfg("train.iterations=3", "train.base_lr=1e30", "train.warmup_iters=0", "train.grad_clip=1e38")
     with pytest.raises(NonFiniteLossError, match="non-finite loss at iteration"):
         train(cfg, root, ann, tmp_path / "run", progress=False)
+
+
+def test_train_cli_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    from lesionprop.cli import main
+
+    target = tmp_path / "run.txt"
+    target.write_text("keep\n")
+    assert main(["train", "--data", str(tmp_path / "no_data"), "--annotations", str(tmp_path / "no.csv"),
+                 "--out", str(target), "--preset", "tiny"]) == 2
+    assert capsys.readouterr().err == f"lesionprop train: error: --out {target} is a file, expected a folder\n"
+    assert target.read_text() == "keep\n" and sorted(p.name for p in tmp_path.iterdir()) == ["run.txt"]
+
+
+@pytest.mark.parametrize("cmd", ["train", "predict", "detect"])
+@pytest.mark.parametrize("device, cuda, message", [
+    ("cuda", False, "--device cuda: no CUDA device is available here (torch.cuda.is_available() is False); "
+                    "use --device cpu"),
+    ("cuda:0", False, "--device cuda:0: no CUDA device is available here"),
+    ("cuda:1", True, "--device cuda:1: this machine has 1 CUDA device(s): cuda:0 ... cuda:0"),
+    ("mps", False, "--device mps: no MPS device is available here (torch.backends.mps.is_available() is False)"),
+    ("gpu", False, "--device 'gpu' is not a device; use one of cpu, cuda, cuda:N"),
+])
+def test_device_is_checked_before_any_work(tmp_path, capsys, monkeypatch, cmd, device, cuda, message):
+    """One shared check (engine.distributed.check_device) for train, predict and detect; CPU-only CI
+    pretends CUDA is there or not through torch.cuda.is_available."""
+    from lesionprop.cli import main
+    from lesionprop.engine import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1 if cuda else 0)
+    monkeypatch.setattr(distributed, "_mps_available", lambda: False)
+    missing = str(tmp_path / "missing")
+    args = {"train": ["--data", missing, "--annotations", missing, "--out", str(tmp_path / "run")],
+            "predict": ["--checkpoint", missing, "--data", missing, "--annotations", missing,
+                        "--out", str(tmp_path / "p.csv")],
+            "detect": [missing, "--checkpoint", missing, "--out", str(tmp_path / "det")]}[cmd]
+    assert main([cmd, *args, "--device", device]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"lesionprop {cmd}: error: {message}") and err.count("\n") == 1 and out == ""
+    assert list(tmp_path.iterdir()) == []
+    assert distributed.check_device("cpu") == "cpu" and distributed.check_device(None) is None
+
+
+def test_check_device_accepts_the_devices_this_machine_has(monkeypatch):
+    from lesionprop.engine import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(distributed, "_mps_available", lambda: True)
+    assert [distributed.check_device(d) for d in ("cpu", "cuda", "cuda:1", "mps")] == ["cpu", "cuda", "cuda:1", "mps"]
+    with pytest.raises(distributed.DeviceError, match=r"'cuda:x' is not a device; use one of cpu, cuda, cuda:N, mps"):
+        distributed.check_device("cuda:x")

@@ -41,6 +41,7 @@ import numpy as np
 
 from lesionprop.annotations import LESION_TYPES, Annotations, Lesion, Source, Split, as_annotations
 from lesionprop.data.layout import IMAGES_DIR, parse_file_name
+from lesionprop.fileio import require_file
 
 UNKNOWN_ID = 9
 SLICE_MODES = ("key", "labeled")
@@ -143,8 +144,7 @@ def lesions_to_coco(lesions: Annotations | Iterable[Lesion], *, split: str = "al
 # ---------------------------------------------------------------- reading COCO files
 
 def _load_json(path: Path, what: str):
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+    require_file(path, what)
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)

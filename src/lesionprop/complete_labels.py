@@ -31,6 +31,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lesionprop.fileio import require_file
+
 UNIT_RE = re.compile(r"^(\d{6}_\d{2}_\d{2})_(\d+)-(\d+)(?:\.annot)?$")
 FORMATS = ("truth-csv", "lens", "harvester-2d", "harvester-3d")
 
@@ -61,9 +63,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 def load_pickle(path: str | Path) -> Any:
     """Read a pickle through :class:`RestrictedUnpickler`; object arrays are refused too."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
+    path = require_file(path, "pickle file")
     try:
         obj = RestrictedUnpickler(io.BytesIO(path.read_bytes()), path).load()
     except ValueError:

@@ -275,9 +275,9 @@ def load_config(path: str | Path | None = None, preset: str | None = None,
     if preset:
         data = _preset_dict(preset)
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file not found: {p}")
+        from lesionprop.fileio import require_file
+
+        p = require_file(path, "config file")
         from_file = _read_yaml(p, str(p))
         try:
             _build(Config, from_file)              # name the file when its own keys are wrong

@@ -17,6 +17,7 @@ import numpy as np
 
 from lesionprop.annotations import LESION_TYPES, Annotations, Split, read_annotations, series_geometry
 from lesionprop.data.layout import IMAGES_DIR, list_series, list_slices, series_dir
+from lesionprop.fileio import require_folder
 
 
 def _interval_key(z: float) -> str:
@@ -40,7 +41,7 @@ def _split_name(code: int) -> str:
 
 def summarize(root: str | os.PathLike, annotations: str | os.PathLike | None = None) -> dict[str, Any]:
     """The summary of dataset ``root`` as a plain dict (what ``lesionprop summary --json`` prints)."""
-    root = Path(root)
+    root = require_folder(root, "dataset folder")
     path = Path(annotations) if annotations else root / "DL_info.csv"
     ann = read_annotations(path) if (annotations or path.is_file()) else Annotations.empty()
     folders = {s: set(list_slices(series_dir(root, s))) for s in list_series(root)}

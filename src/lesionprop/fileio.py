@@ -16,6 +16,11 @@ class OutputWriteError(OSError, ValueError):
     exit code 2)."""
 
 
+class PathKindError(ValueError):
+    """A folder where a file is expected, or a file where a folder is: one line naming the option
+    (when a command checks its arguments) and the path.  A ValueError: the CLI's exit code 2."""
+
+
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
 
 
@@ -30,9 +35,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", newline: str | None =
 
     A crash or exception leaves any previous ``path`` untouched and no partial file.
     The finished file gets the permissions a plain ``open()`` would give (0666 less the umask).
-    A full disk or a read-only folder raises :class:`OutputWriteError` naming ``path``.
+    A full disk or a read-only folder raises :class:`OutputWriteError` naming ``path``; a folder
+    at ``path`` (or a file where one of its folders should be) raises :class:`PathKindError`.
     """
     path = Path(path)
+    _refuse_folder_in_the_way(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -47,7 +54,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", newline: str | None =
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except IsADirectoryError:             # a folder of that name appeared while writing
+            raise PathKindError(f"cannot write {path}: it is a folder, not a file (nothing was written)") from None
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -62,14 +72,91 @@ def _current_umask() -> int:
     return mask
 
 
-def refuse_overwrite_of_inputs(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
-    """Raise ValueError when ``out`` names the same file as one of ``inputs``."""
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest existing path at or above ``folder`` when it is not a folder (it blocks mkdir)."""
+    for p in (folder, *folder.parents):
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
+
+
+def _refuse_folder_in_the_way(path: Path) -> None:
+    """atomic_write's own check: ``path`` must not be a folder, and its folder must be creatable."""
+    if path.is_dir():
+        raise PathKindError(f"cannot write {path}: it is a folder, not a file (nothing was written)")
+    blocker = _file_in_the_way(path.parent)
+    if blocker is not None:
+        raise PathKindError(f"cannot write {path}: {blocker} is a file, not a folder (nothing was written)")
+
+
+def refuse_overwrite_of_inputs(out: str | os.PathLike, *inputs: str | os.PathLike | None,
+                               option: str = "--out") -> None:
+    """Raise ValueError when ``out`` (given as ``option``) names the same file as one of ``inputs``."""
     out_p = Path(out).resolve()
     for inp in inputs:
         if inp is None:
             continue
         if Path(inp).resolve() == out_p:
-            raise ValueError(f"refusing to overwrite input file {inp}: choose another --out")
+            raise ValueError(f"refusing to overwrite input file {inp}: choose another {option}")
+
+
+def check_output_file(out: str | os.PathLike, *inputs: str | os.PathLike | None, option: str = "--out") -> None:
+    """Before any work: ``out`` (the value of ``option``) must be writable as a file.
+
+    Raises :class:`PathKindError` when it is an existing folder or when a file stands where one of
+    its folders would be created, and ValueError when it names one of ``inputs``.
+    """
+    p = Path(out)
+    if p.is_dir():
+        raise PathKindError(f"{option} {out} is a folder; give a file name")
+    blocker = _file_in_the_way(p.parent)
+    if blocker is not None:
+        raise PathKindError(f"{option} {out}: {blocker} is a file, not a folder")
+    refuse_overwrite_of_inputs(out, *inputs, option=option)
+
+
+def check_output_folder(out: str | os.PathLike, option: str = "--out") -> None:
+    """Before any work: ``out`` (the value of ``option``) must be a folder or creatable as one."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise PathKindError(f"{option} {out} is a file, expected a folder")
+    blocker = _file_in_the_way(p.parent)
+    if blocker is not None:
+        raise PathKindError(f"{option} {out}: {blocker} is a file, not a folder")
+
+
+def check_distinct_outputs(outputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse two output options (``{"--out": path, ...}``; None = not given) naming the same file."""
+    seen: dict[Path, str] = {}
+    for option, value in outputs.items():
+        if value is None:
+            continue
+        key = Path(value).resolve()
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {option} both name {value}: give two different files")
+        seen[key] = option
+
+
+def require_file(path: str | os.PathLike, what: str) -> Path:
+    """An input file that must exist: FileNotFoundError "``what`` not found: PATH", or
+    :class:`PathKindError` when PATH is a folder."""
+    p = Path(path)
+    if p.is_dir():
+        raise PathKindError(f"{what} {p} is a folder, expected a file")
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} not found: {p}")
+    return p
+
+
+def require_folder(path: str | os.PathLike, what: str) -> Path:
+    """An input folder that must exist: FileNotFoundError "``what`` not found: PATH", or
+    :class:`PathKindError` when PATH is a file."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise PathKindError(f"{what} {p} is a file, expected a folder")
+    if not p.is_dir():
+        raise FileNotFoundError(f"{what} not found: {p}")
+    return p
 
 
 def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> None:

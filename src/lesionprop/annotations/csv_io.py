@@ -36,7 +36,7 @@ from lesionprop.annotations.table import (
     COLUMNS, SOURCE_COLUMNS, SOURCES, AnnotationError, Annotations, Lesion, concat, floats_text,
 )
 from lesionprop.data.layout import SLICE_NAME_PATTERN, parse_file_name
-from lesionprop.fileio import atomic_write
+from lesionprop.fileio import atomic_write, require_file
 
 _BOM = b"\xef\xbb\xbf"
 _ID_COLUMNS = ("Patient_index", "Study_index", "Series_ID", "Key_slice_index")
@@ -54,11 +54,10 @@ def read_annotations_csv(path: str | os.PathLike) -> Annotations:
     """Read a ``DL_info.csv``-schema file (with or without Source/Score, extra columns).
 
     Raises :class:`AnnotationError` naming the file, line, column and value of the
-    first malformed row, or FileNotFoundError for a missing file.
+    first malformed row, FileNotFoundError for a missing file, or
+    :class:`~lesionprop.fileio.PathKindError` for a folder.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+    path = require_file(path, "annotation file")
     data = path.read_bytes()
     if data.startswith(_BOM):
         data = data[len(_BOM):]

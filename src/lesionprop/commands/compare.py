@@ -73,7 +73,7 @@ def table(c) -> str:
 def run(args: argparse.Namespace) -> int:
     from lesionprop.annotations import concat, read_annotations
     from lesionprop.eval.compare import compare
-    from lesionprop.fileio import refuse_overwrite_of_inputs
+    from lesionprop.eval.plot import check_plot_path
 
     if len(args.predictions) < 2:
         raise CommandError("compare needs at least two --predictions files")
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--bootstrap must be >= 1, got {args.bootstrap}")
     names = variant_names(args.predictions, args.names)
     if args.plot:
-        refuse_overwrite_of_inputs(args.plot, args.annotations, args.truth, *args.predictions)
+        check_plot_path(args.plot, args.annotations, args.truth, *args.predictions)
     lesions = read_annotations(args.annotations)
     truth = read_annotations(args.truth) if args.truth else None
     preds = [load_predictions(p, concat([lesions, truth]), args.skip_bad_rows) for p in args.predictions]

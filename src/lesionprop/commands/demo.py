@@ -15,8 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lesionprop.config import load_config
+    from lesionprop.fileio import check_output_folder
     from lesionprop.pipeline.run import run_pipeline
 
+    check_output_folder(args.out)
     overrides = [f"pipeline.synth_seed={args.seed}", f"train.seed={args.seed}"] + list(args.overrides)
     cfg = load_config(preset="demo", overrides=overrides)
     t0 = time.time()

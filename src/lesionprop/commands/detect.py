@@ -22,13 +22,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--link-iou", type=float, default=0.5, help="IoU linking boxes of adjacent slices (default 0.5)")
     p.add_argument("--max-gap", type=int, default=1, help="link across up to this many slices (default 1)")
     p.add_argument("--max-lesions", type=count(1), default=100, help="report at most this many lesions (best first)")
-    p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
 
 
 def run(args: argparse.Namespace) -> int:
     from lesionprop.cli import CommandError
+    from lesionprop.engine.distributed import check_device
     from lesionprop.scan.run import detect
 
+    check_device(args.device)
     if not 0.0 <= args.score <= 1.0:
         raise CommandError(f"--score must be in [0, 1], got {args.score}")
     if not 0.0 <= args.link_iou < 1.0:

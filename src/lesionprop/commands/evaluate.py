@@ -10,7 +10,7 @@ import sys
 from lesionprop.annotations import concat, read_annotations
 from lesionprop.cli import CommandError
 from lesionprop.eval.froc import CONVENTIONS, DEFAULT_FPS, evaluate
-from lesionprop.fileio import refuse_overwrite_of_inputs
+from lesionprop.eval.plot import check_plot_path
 from lesionprop.commands.label_tool import (
     SPLIT_CHOICES, add_io_arguments, count, float_list, load_predictions, unit_interval,
 )
@@ -110,7 +110,7 @@ def run_complete(args: argparse.Namespace) -> int:
     if args.truth is None:
         raise CommandError(f"--protocol {args.protocol} needs --truth (truth.csv, a LENS or Lesion Harvester pickle)")
     if args.plot:
-        refuse_overwrite_of_inputs(args.plot, args.annotations, args.predictions, args.truth)
+        check_plot_path(args.plot, args.annotations, args.predictions, args.truth)
     annotations = read_annotations(args.annotations) if args.annotations else None
     labels = complete.load_truth(args.truth, args.truth_format, split=args.split, annotations=annotations,
                                  window=args.window)
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--annotations is required for --protocol key-slice")
     check_bootstrap_arguments(args)
     if args.plot:
-        refuse_overwrite_of_inputs(args.plot, args.annotations, args.predictions, args.truth)
+        check_plot_path(args.plot, args.annotations, args.predictions, args.truth)
     lesions = read_annotations(args.annotations)
     truth = read_annotations(args.truth) if args.truth else None
     preds = load_predictions(args.predictions, concat([lesions, truth]), args.skip_bad_rows)

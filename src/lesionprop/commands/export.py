@@ -29,9 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lesionprop.coco import lesions_to_coco
     from lesionprop.annotations import read_annotations
-    from lesionprop.fileio import atomic_write, refuse_overwrite_of_inputs
+    from lesionprop.fileio import atomic_write, check_output_file
 
-    refuse_overwrite_of_inputs(args.out, args.annotations)
+    check_output_file(args.out, args.annotations)
     root = Path(args.data)
     if not root.is_dir():
         raise FileNotFoundError(f"--data {root}: no such folder")

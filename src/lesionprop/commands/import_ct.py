@@ -33,8 +33,10 @@ def _next_series_name(root: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     from lesionprop.data.layout import check_series_name
     from lesionprop.data.volumes import label_map_hint, load_ct, write_series
+    from lesionprop.fileio import check_output_folder
 
     src, root = Path(args.src), Path(args.out)
+    check_output_folder(root)
     if root.resolve() == src.resolve() or src.resolve() in root.resolve().parents:
         raise ValueError(f"--out {root} must not be inside the input {src}")
     name = check_series_name(args.series_name) if args.series_name else _next_series_name(root)

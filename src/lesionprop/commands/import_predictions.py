@@ -27,10 +27,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from lesionprop.coco import read_coco_images, read_coco_results
-    from lesionprop.fileio import refuse_overwrite_of_inputs
+    from lesionprop.fileio import check_output_file
     from lesionprop.predictions import write_predictions
 
-    refuse_overwrite_of_inputs(args.out, args.results, args.images)
+    check_output_file(args.out, args.results, args.images)
     images = read_coco_images(args.images)
     names, boxes, scores = read_coco_results(args.results, images)
     if args.min_score is not None:

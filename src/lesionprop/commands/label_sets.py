@@ -38,14 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lesionprop.annotations import read_annotations
-    from lesionprop.fileio import refuse_overwrite_of_inputs
+    from lesionprop.fileio import check_output_file, check_output_folder
     from lesionprop.labels.sets import LABEL_FILES, label_sets, write_label_sets
 
     out_dir = Path(args.out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out-dir {out_dir} is a file, not a folder: choose another --out-dir")
+    check_output_folder(out_dir, option="--out-dir")
     for name in LABEL_FILES.values():
-        refuse_overwrite_of_inputs(out_dir / name, args.annotations, args.predictions)
+        check_output_file(out_dir / name, args.annotations, args.predictions, option="--out-dir")
     no_huge_pages()
     cfg = LabelConfig(iou=args.iou, score=args.score, offsets=args.offsets, keep=args.keep,
                       distill_score=args.distill_score)

@@ -119,9 +119,9 @@ def no_huge_pages() -> None:
 def run_label_tool(args: argparse.Namespace, name: str, algorithm: Callable, where: str = "slice(s)") -> int:
     """The shared body of ``mine`` / ``propagate`` / ``distill``: read, run ``algorithm(rows, preds)``
     (returning the new rows), write inputs + new rows to ``args.out``, report."""
-    from lesionprop.fileio import refuse_overwrite_of_inputs
+    from lesionprop.fileio import check_output_file
 
-    refuse_overwrite_of_inputs(args.out, args.annotations, args.predictions)
+    check_output_file(args.out, args.annotations, args.predictions)
     no_huge_pages()
     rows = read_annotations(args.annotations)
     preds = load_predictions(args.predictions, rows, args.skip_bad_rows)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lesionprop.commands.label_tool import prediction_output, unit_interval
-from lesionprop.fileio import atomic_write, refuse_overwrite_of_inputs
+from lesionprop.fileio import atomic_write, check_distinct_outputs, check_output_file
 from lesionprop.labels.link import drop_short, link_boxes, summarize_lesions
 from lesionprop.predictions import COLUMNS, output_format, read_predictions
 from lesionprop.predictions.binary import binary_format, read_frame, write_table
@@ -59,9 +59,14 @@ def write_frame(path: str, frame: pd.DataFrame) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    refuse_overwrite_of_inputs(args.out, args.predictions)
+    check_output_file(args.out, args.predictions)
     if args.lesions:
-        refuse_overwrite_of_inputs(args.lesions, args.predictions)
+        check_output_file(args.lesions, args.predictions, option="--lesions")
+    check_distinct_outputs({"--out": args.out, "--lesions": args.lesions})
+    if not 0.0 <= args.iou < 1.0:
+        raise ValueError(f"--iou must be in [0, 1), got {args.iou}")
+    if args.max_gap < 1:
+        raise ValueError(f"--max-gap must be at least 1, got {args.max_gap}")
     if args.min_slices < 1:
         raise ValueError(f"--min-slices must be >= 1, got {args.min_slices}")
     preds = read_predictions(args.predictions)

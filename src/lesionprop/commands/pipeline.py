@@ -30,8 +30,10 @@ def build_config(args: argparse.Namespace, default_preset: str | None = None):
 
 
 def run(args: argparse.Namespace) -> int:
+    from lesionprop.fileio import check_output_folder
     from lesionprop.pipeline.run import run_pipeline
 
+    check_output_folder(args.out)
     cfg = build_config(args)
     t0 = time.time()
     result = run_pipeline(cfg, args.out)

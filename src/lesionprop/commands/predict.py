@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", choices=("none", "flip", "scales", "flip+scales"), default="none",
                    help="test-time augmentation: horizontal flip, the scales of the config, or both")
     p.add_argument("--batch-size", type=count(1), help="images per forward pass (default: the checkpoint's)")
-    p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     p.add_argument("--out", required=True, type=prediction_output, help="prediction file (File_name,x1,y1,x2,y2,score): CSV, or Arrow IPC (.arrow/.feather) / Parquet (.parquet) by suffix; other suffixes are refused")
 
 
@@ -55,8 +55,12 @@ def series_slices(data: str, series: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from lesionprop.cli import CommandError
+    from lesionprop.engine.distributed import check_device
     from lesionprop.engine.predict import predict
+    from lesionprop.fileio import check_output_file
 
+    check_output_file(args.out, args.annotations, args.checkpoint)
+    check_device(args.device)
     if (args.annotations is None) == (args.series is None):
         raise CommandError("give either --annotations (key/adjacent slices of a split) or --series")
     if args.window is not None and args.slices != "range":

@@ -21,15 +21,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", help="local ImageNet weights (torchvision state dict) for the backbone")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
     p.add_argument("--init", help="start from this checkpoint's weights (a run directory: its best.pt)")
-    p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override, e.g. train.batch_size=8 (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
     from lesionprop.config import load_config
+    from lesionprop.engine.distributed import check_device
     from lesionprop.engine.train import train
+    from lesionprop.fileio import check_output_folder
 
+    check_output_folder(args.out)
+    check_device(args.device)
     overrides = list(args.overrides)
     if args.iterations is not None:
         overrides.append(f"train.iterations={args.iterations}")

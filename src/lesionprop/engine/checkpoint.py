@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +41,33 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     p = resolve_checkpoint(path)
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{p}: refused to load: the file holds objects other than tensors and plain "
-                         f"containers ({first[:200]}); nothing in it was run") from None
-    except (RuntimeError, EOFError) as exc:
-        raise ValueError(f"{p}: not a readable checkpoint ({exc})") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        foreign = re.search(r"Unsupported global: GLOBAL \S+", str(exc))
+        if foreign:              # a torch file holding objects the weights-only loader does not rebuild
+            raise ValueError(f"{p}: refused to load: the file holds objects other than tensors and plain "
+                             f"containers ({foreign.group(0)}); nothing in it was run") from None
+        raise ValueError(f"{p} is not a lesionprop checkpoint (torch could not load it as one: "
+                         f"{_load_failure(p, exc)})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise ValueError(f"{p}: not a lesionprop checkpoint (no 'model' / 'config' entries)")
+        raise ValueError(f"{p} is not a lesionprop checkpoint (no 'model' / 'config' entries)")
     return state
+
+
+def _load_failure(path: Path, exc: Exception) -> str:
+    """A short reason why ``torch.load`` failed on ``path``: the file's kind when it is no torch file
+    at all, else the first sentence of torch's message."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head:
+        return "the file is empty"
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):    # zip (torch >= 1.6) or legacy pickle
+        return "not a file written by torch.save"
+    text = str(exc).strip()
+    unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if unpickler:
+        return f"the weights-only loader cannot read it: {unpickler.group(1).strip()[:120]}"
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)     # C++ assertion location
+    return (text.split(". ")[0].strip() or type(exc).__name__)[:160]
 
 
 def rng_state() -> dict[str, Any]:

@@ -6,6 +6,7 @@ A plain ``python`` run is a world of one: every helper then is a no-op.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,46 @@ class DistInfo:
         return self.rank == 0
 
 
+class DeviceError(ValueError):
+    """A ``--device`` value this machine cannot use: one line naming the option and value (CLI exit 2)."""
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def check_device(device: str | None, option: str = "--device") -> str | None:
+    """``device`` (cpu, cuda, cuda:N, mps; None = cuda when available, else cpu) if this machine has it.
+
+    Raises :class:`DeviceError` naming ``option`` and the value: an unknown string lists the valid
+    forms; cuda without a CUDA device, cuda:N past the last device, or mps without MPS says so.
+    Called by ``train``, ``predict`` and ``detect`` before any work, and by :func:`setup`.
+    """
+    if device is None or device == "cpu":
+        return device
+    cuda = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if cuda:
+        if not torch.cuda.is_available():
+            raise DeviceError(f"{option} {device}: no CUDA device is available here "
+                              f"(torch.cuda.is_available() is False); use {option} cpu")
+        count = torch.cuda.device_count()
+        if cuda.group(1) is not None and int(cuda.group(1)) >= count:
+            raise DeviceError(f"{option} {device}: this machine has {count} CUDA device(s): "
+                              f"cuda:0 ... cuda:{count - 1}")
+        return device
+    if device == "mps":
+        if not _mps_available():
+            raise DeviceError(f"{option} mps: no MPS device is available here "
+                              f"(torch.backends.mps.is_available() is False); use {option} cpu")
+        return device
+    forms = "cpu, cuda, cuda:N" + (", mps" if _mps_available() else "")
+    raise DeviceError(f"{option} {device!r} is not a device; use one of {forms}")
+
+
 def setup(device: str | None = None) -> DistInfo:
     """Join the torchrun process group when ``WORLD_SIZE`` > 1 (once per process)."""
+    check_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

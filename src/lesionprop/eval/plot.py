@@ -4,8 +4,28 @@ from __future__ import annotations
 
 import os
 
+from pathlib import Path
+
 from lesionprop.eval.froc import FrocResult
-from lesionprop.fileio import save_figure
+from lesionprop.fileio import check_output_file, save_figure
+
+
+def figure_formats() -> list[str]:
+    """The file suffixes matplotlib can write here (png, pdf, svg, ...), sorted."""
+    from matplotlib.figure import Figure
+
+    return sorted(Figure().canvas.get_supported_filetypes())
+
+
+def check_plot_path(path: str | os.PathLike, *inputs: str | os.PathLike | None, option: str = "--plot") -> None:
+    """Before any work: ``path`` (the value of ``option``) is a writable file, not one of ``inputs``,
+    with a suffix matplotlib writes (none: png, as :func:`~lesionprop.fileio.save_figure` does)."""
+    check_output_file(path, *inputs, option=option)
+    suffix = Path(path).suffix.lstrip(".").lower()
+    formats = figure_formats()
+    if suffix and suffix not in formats:
+        raise ValueError(f"{option} {path}: matplotlib cannot write .{suffix} files; use one of "
+                         + ", ".join(f".{f}" for f in formats))
 
 
 def plot_froc(result: FrocResult, path: str | os.PathLike, title: str | None = None) -> None:

@@ -25,6 +25,7 @@ from typing import Collection, Sequence
 
 import numpy as np
 
+from lesionprop.fileio import require_file
 from lesionprop.predictions.table import (
     BINARY_SUFFIXES, COLUMNS, PredictionError, Predictions, _binary_format, _object_array, check_rows, output_format,
 )
@@ -46,9 +47,7 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
     ``Predictions.skipped``.  Blank lines are ignored.  Extra columns are not read: a
     row that only lacks trailing extra fields is accepted.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prediction file not found: {path}")
+    path = require_file(path, "prediction file")
     fmt = _binary_format(path)
     if fmt is not None:
         from lesionprop.predictions.binary import read_binary
