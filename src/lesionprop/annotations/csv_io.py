@@ -465,6 +465,11 @@ def _locate_bad_field(values: Sequence[str], header: Sequence[str]) -> tuple[str
         "Slice_range": lambda s: floats_text(s, 2, "Slice_range"),
         "Spacing_mm_px_": lambda s: floats_text(s, 3, "Spacing_mm_px_"),
         "Image_size": lambda s: floats_text(s, 2, "Image_size"),
+        "Measurement_coordinates": lambda s: floats_text(s, None, ""),
+        "Lesion_diameters_Pixel_": lambda s: floats_text(s, None, ""),
+        "Normalized_lesion_location": lambda s: floats_text(s, None, ""),
+        "DICOM_windows": lambda s: floats_text(s, None, ""),
+        "Patient_age": lambda s: float(s) if s.strip() and s.strip().lower() != "nan" else None,
         "Score": lambda s: float(s) if s.strip() else None,
         "Source": lambda s: SOURCES.index(s.strip() or "human"),
     }
