@@ -6,7 +6,10 @@ Reading: pyarrow's CSV reader takes every field as text, then each column is par
 at once (pyarrow.compute).  A file that the column-wise parse does not accept whole
 (a bad value, a wrong field count, blank or all-empty rows, ...) is read again row by
 row with the csv module, which gives the exact error: file, line, column and value of
-the first bad row.  So both paths accept and refuse the same files.  A UTF-8
+the first bad row.  So both paths accept and refuse the same files.  Beyond parsing, values
+must lie in their domain (:func:`_values_ok` column-wise, :func:`_check_values` per row): the
+DeepLesion codes, ``Slice_range`` first <= last, and on human rows a non-empty box inside the
+image and the key slice inside ``Slice_range``.  A UTF-8
 byte-order mark (a CSV saved from Excel) and CRLF line ends are accepted; a file that
 is not UTF-8 is refused with an error naming the file.
 
