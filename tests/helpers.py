@@ -108,7 +108,8 @@ def write_blob_dataset(root: Path, *, series: int = 4, size: int = 128, slices: 
 
     Every series has slices 0..slices-1 at 0.8 mm pixels and 2 mm intervals; the
     blob spans all slices, its key slice is the middle one.  ``empty_train_slice``
-    adds a train row whose box lies outside the image (the slice trains with no box).
+    adds a train row whose box is too small to keep (under ``MIN_BOX_SIZE`` in the sample: the
+    slice trains with no box; a box outside the image is refused by the annotation reader).
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -126,7 +127,7 @@ def write_blob_dataset(root: Path, *, series: int = 4, size: int = 128, slices: 
         box = (cx - r + 1, cy - r + 1, cx + r + 1, cy + r + 1)   # file frame = pixel + 1
         rows.append(_row(name, s + 1, key, box, splits[s % len(splits)], size))
     if empty_train_slice:
-        rows.append(_row("000001_01_01", 1, 1, (size + 10, size + 10, size + 20, size + 20), 1, size))
+        rows.append(_row("000001_01_01", 1, 1, (1.0, 1.0, 1.001, 1.001), 1, size))
     path = root / "DL_info.csv"
     write_annotations(path, rows)
     return path

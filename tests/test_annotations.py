@@ -4,6 +4,7 @@ import csv
 import filecmp
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -98,7 +99,7 @@ def test_malformed_rows_name_file_line_column(tmp_path):
     with pytest.raises(AnnotationError, match=r"bad.csv, line 3, column Bounding_boxes = '10, 20, abc, 40'"):
         read_annotations(p)
     p = _write(tmp_path, HEADER + GOOD + GOOD.replace('"10, 20, 30, 40"', '"30, 20, 10, 40"'))
-    with pytest.raises(AnnotationError, match="line 3.*x2 >= x1"):
+    with pytest.raises(AnnotationError, match=r"line 3, column Bounding_boxes = '30, 20, 10, 40': .*x2 > x1"):
         read_annotations(p)
     p = _write(tmp_path, HEADER + GOOD.replace(",F,50,1", ",F,50"))
     with pytest.raises(AnnotationError, match="line 2: expected 18 fields, got 17"):
@@ -279,3 +280,145 @@ def test_write_with_new_rows_equals_writing_each_concatenation(shared_data, tmp_
     back = read_annotations(tmp_path / "a.csv")
     assert list(back.extra("Lesion_id")) == ["7", "8", "9", "", ""] and list(back.gender[:2]) == ["F", "c,d"]
     assert list(back.source) == ["human"] * 3 + ["mined"] * 2
+
+
+# ---------------------------------------------------------------- values out of their domain
+
+LINE3 = "bad.csv, line 3, column "
+TYPES = "-1 (unknown) or 1..8 (1 bone, 2 abdomen, 3 mediastinum, 4 liver, 5 lung, 6 kidney, 7 soft tissue, 8 pelvis)"
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('"5, 15"', '"50, 10"', "Slice_range = '50, 10': first slice 50 is after the last 10 (expected 'first, last')"),
+    (",F,50,1", ",F,50,9", "Train_Val_Test = '9': must be 1 (train), 2 (val) or 3 (test)"),
+    (",F,50,1", ",F,50,0", "Train_Val_Test = '0': must be 1 (train), 2 (val) or 3 (test)"),
+    (",-1,0,", ",-1,7,", "Possibly_noisy = '7': must be 0 or 1"),
+    (",-1,0,", ",-1,0.5,", "Possibly_noisy = '0.5': must be 0 or 1"),
+    (",-1,0,", ",42,0,", f"Coarse_lesion_type = '42': must be {TYPES}"),
+    (",-1,0,", ",0,0,", f"Coarse_lesion_type = '0': must be {TYPES}"),
+    ('"10, 20, 30, 40"', '"30, 20, 30, 40"',
+     "Bounding_boxes = '30, 20, 30, 40': box x1, y1, x2, y2 must have x2 > x1 and y2 > y1 (width 0, height 20)"),
+    ('"10, 20, 30, 40"', '"10, 50, 30, 40"',
+     "Bounding_boxes = '10, 50, 30, 40': box x1, y1, x2, y2 must have x2 > x1 and y2 > y1 (width 20, height -10)"),
+    ('"10, 20, 30, 40"', '"10, -0.5, 30, 40"',
+     "Bounding_boxes = '10, -0.5, 30, 40': box coordinates must be >= 0 (1-based pixel frame)"),
+    ('"10, 20, 30, 40"', '"10, 20, 513.5, 40"', "Bounding_boxes = '10, 20, 513.5, 40': box reaches past the image: "
+                                               "Image_size = '512, 512' (rows, columns) allows x2 <= 513, y2 <= 513"),
+    ('"10, 20, 30, 40"', '"10, 20, 30, 600"', "Bounding_boxes = '10, 20, 30, 600': box reaches past the image: "
+                                             "Image_size = '512, 512' (rows, columns) allows x2 <= 513, y2 <= 513"),
+    ('"5, 15"', '"11, 15"', "Key_slice_index = '10': key slice 10 is outside its Slice_range 11..15"),
+    ('"5, 15"', '"1, 9"', "Key_slice_index = '10': key slice 10 is outside its Slice_range 1..9"),
+    ('"5, 15"', '"nan, 15"', "Slice_range = 'nan, 15': not a number"),
+    (",F,50,1", ",F,abc,1", "Patient_age = 'abc': could not convert string to float: 'abc'"),
+    ('"-175, 275"', '"-175, y"', "DICOM_windows = '-175, y': could not convert string to float: 'y'"),
+    ('"20, 10"', '"20, ?"', "Lesion_diameters_Pixel_ = '20, ?': could not convert string to float: '?'"),
+])
+def test_value_out_of_its_domain_names_file_line_column_and_value(tmp_path, old, new, message):
+    """Each rule: refused by the column-wise reader (handed to the row reader), and the row
+    reader's error is the reader's usual one: file, line, column = value: why."""
+    from lesionprop.annotations import csv_io
+
+    assert old in GOOD
+    p = _write(tmp_path, HEADER + GOOD + GOOD.replace(old, new))
+    with pytest.raises(csv_io._Fallback):
+        csv_io._read_columns(p.read_bytes(), str(p))
+    with pytest.raises(AnnotationError) as exc:
+        read_annotations(p)
+    assert str(exc.value) == f"{p.parent}/{LINE3}{message}"
+
+
+@pytest.mark.parametrize("col, value", [
+    ("Bounding_boxes", "0.5, 0.5, 512.5, 512.5"),        # synth boxes clipped to the image (file frame)
+    ("Bounding_boxes", "1, 1, 513, 513"),                # predictions clipped to the image, + 1
+    ("Bounding_boxes", "0, 0, 513, 513"),
+    ("Bounding_boxes", "10.25, 20.5, 10.5, 20.75"),      # fractional, small
+    ("Slice_range", "10, 10"),                           # the key slice (10) is the whole range
+    ("Slice_range", "10, 15"), ("Slice_range", "5, 10"),
+    ("Slice_range", "5.9, 15"),                          # int(float()): 5
+    ("Train_Val_Test", "3"), ("Train_Val_Test", "1.0"), ("Train_Val_Test", "2"),
+    ("Coarse_lesion_type", "8"), ("Coarse_lesion_type", "1"), ("Coarse_lesion_type", "-1"),
+    ("Possibly_noisy", "1"),
+])
+def test_values_at_the_edge_of_their_domain_are_read_column_wise(tmp_path, col, value):
+    """Accepted, by the fast path, with the row reader's values."""
+    assert _readers_agree(tmp_path, col, value) is True
+
+
+def test_image_size_is_rows_then_columns(tmp_path):
+    """``Image_size`` = rows, columns (as lesionprop.data.layout checks the PNGs): x is bounded by columns."""
+    wide = GOOD.replace('"512, 512"', '"256, 600"')
+    ok = wide.replace('"10, 20, 30, 40"', '"10, 20, 601, 257"')
+    assert len(read_annotations(_write(tmp_path, HEADER + ok, "wide.csv"))) == 1
+    p = _write(tmp_path, HEADER + ok + wide.replace('"10, 20, 30, 40"', '"10, 20, 30, 258"'))
+    with pytest.raises(AnnotationError, match=re.escape(
+            f"{LINE3}Bounding_boxes = '10, 20, 30, 258': box reaches past the image: "
+            "Image_size = '256, 600' (rows, columns) allows x2 <= 601, y2 <= 257")):
+        read_annotations(p)
+
+
+def test_pseudo_label_rows_keep_the_box_rule_they_were_written_under(tmp_path):
+    """Rows lesionprop derived (Source mined / propagated / distilled) from any detector's boxes,
+    on any slice with predictions, read back; the codes and Slice_range order still hold for them."""
+    head = HEADER.rstrip("\n") + ",Source,Score\n"
+    pseudo = GOOD.replace('"10, 20, 30, 40"', '"3, 4, 3, 4"').replace('"5, 15"', '"11, 15"').rstrip("\n")
+    p = _write(tmp_path, head + GOOD.rstrip("\n") + ",,\n" + pseudo + ",propagated,0.9\n", "pseudo.csv")
+    ann = read_annotations(p)
+    assert list(ann.source) == ["human", "propagated"]
+    p = _write(tmp_path, head + GOOD.rstrip("\n") + ",,\n" + pseudo + ",human,\n")           # the same as a human row
+    with pytest.raises(AnnotationError, match=r"bad.csv, line 3, column Bounding_boxes = '3, 4, 3, 4': .*x2 > x1"):
+        read_annotations(p)
+    p = _write(tmp_path, head + GOOD.rstrip("\n") + ",,\n" + pseudo + ",mined,0.9\n"
+               + pseudo.replace(",F,50,1", ",F,50,9") + ",mined,0.9\n")
+    with pytest.raises(AnnotationError, match=r"bad.csv, line 4, column Train_Val_Test = '9': must be 1"):
+        read_annotations(p)
+    p = _write(tmp_path, head + pseudo.replace('"3, 4, 3, 4"', '"3, 4, 2, 4"') + ",distilled,0.9\n")
+    with pytest.raises(AnnotationError, match=r"bad.csv, line 2, column Bounding_boxes = '3, 4, 2, 4': .*x2 >= x1"):
+        read_annotations(p)
+
+
+def test_real_deeplesion_rows_pass_every_rule_column_wise(shared_data):
+    """The 34 real rows: read by the fast path (no row fell back), every rule holds with room to spare."""
+    from lesionprop.annotations import csv_io
+
+    p = shared_data / "deeplesion" / "DL_info_sample.csv"
+    ann = csv_io._read_columns(p.read_bytes(), str(p))
+    assert len(ann) == 34 and set(ann.split.tolist()) == {1, 2, 3} and not ann.noisy.any()
+    assert set(ann.lesion_type.tolist()) <= {-1, 1, 2, 3, 4, 5, 6, 7, 8}
+    assert ((ann.slice_range[:, 0] <= ann.slice_index) & (ann.slice_index <= ann.slice_range[:, 1])).all()
+    assert (ann.boxes[:, 2:] > ann.boxes[:, :2]).all() and (ann.boxes >= 0).all()
+    assert (ann.boxes[:, [2, 3]] <= ann.image_size[:, [1, 0]] + 1).all()
+
+
+def test_synthetic_dataset_reads_column_wise(tiny_synth, tmp_path):
+    """What ``lesionprop synth`` writes (DL_info.csv and truth.csv, 128 px slices) passes every rule."""
+    from lesionprop.annotations import csv_io
+    from lesionprop.synth.series import mask_box
+
+    for name in ("DL_info.csv", "truth.csv"):
+        p = tiny_synth / name
+        assert len(csv_io._read_columns(p.read_bytes(), str(p))) > 0
+    # a lesion mask touching every border of a 32 px slice: the generator's clipped box reads back
+    box, _ = mask_box(np.ones((32, 32), bool), 0, 0, 5.0, (32, 32))
+    assert box == (0.5, 0.5, 32.5, 32.5)
+    row = GOOD.replace('"512, 512"', '"32, 32"').replace('"10, 20, 30, 40"', '"0.5, 0.5, 32.5, 32.5"')
+    p = tmp_path / "border.csv"
+    p.write_text(HEADER + row)
+    np.testing.assert_array_equal(csv_io._read_columns(p.read_bytes(), str(p)).boxes, [box])
+
+
+def test_truth_csv_gets_the_same_checks(tiny_synth, tmp_path):
+    """A complete-label truth.csv (the lens / harvester --truth) is read by the same reader."""
+    from lesionprop.complete_labels import read_complete_labels
+
+    lines = (tiny_synth / "truth.csv").read_text().splitlines()
+    fields = next(csv.reader([lines[4]]))
+    lo, hi = fields[COLUMNS.index("Slice_range")].split(", ")
+    fields[COLUMNS.index("Slice_range")] = f"{hi}, {lo}"
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(fields)
+    lines[4] = buf.getvalue()
+    bad = tmp_path / "truth.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AnnotationError, match=re.escape(
+            f"truth.csv, line 5, column Slice_range = '{hi}, {lo}': first slice {hi} is after the last {lo}")):
+        read_complete_labels(bad)

@@ -51,7 +51,7 @@ ANN_COLUMNS = ["File_name", "Patient_index", "Study_index", "Series_ID", "Key_sl
                "Normalized_lesion_location", "Coarse_lesion_type", "Possibly_noisy", "Slice_range",
                "Spacing_mm_px_", "Image_size", "DICOM_windows", "Patient_gender", "Patient_age", "Train_Val_Test"]
 coord = st.integers(0, 400_000).map(lambda v: v / 1000)              # 0 .. 400 px, 3 decimals
-extent = st.integers(0, 80_000).map(lambda v: v / 1000)
+extent = st.integers(1, 80_000).map(lambda v: v / 1000)             # a box has a width and a height
 
 
 @st.composite
@@ -161,10 +161,12 @@ NON_FINITE = ["nan", "NaN", "inf", "-inf", "1e999", "9" * 400]
 CHECKED_COLUMNS = {  # column -> extra bad values beyond BAD_VALUES
     "File_name": ["000001_01_01.png", "1_1_1_001.png", "000001_01_01_001.jpg", "000001_01_01_-01.png"],
     "Patient_index": ["-"], "Study_index": ["1.5"], "Series_ID": ["x1"], "Key_slice_index": ["1.5"],
-    "Bounding_boxes": ["1, 2, 3", "1, 2, 3, 4, 5", "1, 2, nan, 4", "1, 2, inf, 4", "4, 2, 1, 4", "1, 4, 3, 2"],
-    "Coarse_lesion_type": [], "Possibly_noisy": [], "Slice_range": ["1", "1, 2, 3"],
+    "Bounding_boxes": ["1, 2, 3", "1, 2, 3, 4, 5", "1, 2, nan, 4", "1, 2, inf, 4", "4, 2, 1, 4", "1, 4, 3, 2",
+                       "1, 2, 1, 4", "-1, 2, 3, 4", "1, 2, 513.5, 4", "1, 2, 3, 600"],
+    "Coarse_lesion_type": ["0", "9", "42", "-2"], "Possibly_noisy": ["7", "2", "0.5", "-1"],
+    "Slice_range": ["1", "1, 2, 3", "1, 1", "50, 10", "nan, 5"],     # 1, 1: the key slice (>= 2) is outside
     "Spacing_mm_px_": ["1, 1", "1, 1, 1, 1"], "Image_size": ["512", "512, 512, 1"],
-    "Train_Val_Test": [],
+    "Train_Val_Test": ["0", "4", "9", "1.5"],
 }
 
 

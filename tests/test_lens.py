@@ -289,5 +289,19 @@ def test_truth_csv_bad_lesion_id(tiny_synth, tmp_path):
     lines[3] = lines[3].rsplit(",", 1)[0] + ",x"
     bad = tmp_path / "truth.csv"
     bad.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=r"truth\.csv, row 3 \(.*\): column Lesion_id = 'x' is not an integer"):
+    with pytest.raises(ValueError, match=r"truth\.csv, line 4, column Lesion_id = 'x': not an integer; --truth "
+                                         r"expects a complete-label file .*Lesion_id column"):
+        read_complete_labels(bad)
+
+
+def test_dl_info_given_as_truth_says_what_truth_is(tiny_synth, tmp_path):
+    """The official annotation file as --truth: the error is about its missing Lesion_id column."""
+    with pytest.raises(ValueError, match=r"DL_info\.csv, line 1: no Lesion_id column; --truth expects a "
+                                         r"complete-label file .*like the truth\.csv `lesionprop synth` writes"):
+        read_complete_labels(tiny_synth / "DL_info.csv")
+    lines = (tiny_synth / "truth.csv").read_text().splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0] + ","                  # an empty Lesion_id
+    bad = tmp_path / "truth.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"truth\.csv, line 3, column Lesion_id = '': not an integer"):
         read_complete_labels(bad)

@@ -13,7 +13,7 @@ def lesion(series_id: int, key: int, split: int, z: float, diam_px: float, lesio
            noisy: int = 0) -> Lesion:
     return Lesion(
         file_name=f"000001_01_{series_id:02d}_{key:03d}.png", patient=1, study=1, series_id=series_id,
-        key_slice=key, measurement=(0.0,) * 8, box=(10.0, 10.0, 20.0, 20.0), diameters=(diam_px, 3.0),
+        key_slice=key, measurement=(0.0,) * 8, box=(1.0, 1.0, 6.0, 6.0), diameters=(diam_px, 3.0),
         location=(0.5, 0.5, 0.5), lesion_type=lesion_type, noisy=noisy, slice_range=(1, 5),
         spacing=(0.5, 0.5, z), image_size=(8, 8), windows=(-175.0, 275.0), gender="M", age=60.0,
         split=split,

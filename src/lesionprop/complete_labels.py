@@ -35,6 +35,9 @@ from lesionprop.fileio import require_file
 
 UNIT_RE = re.compile(r"^(\d{6}_\d{2}_\d{2})_(\d+)-(\d+)(?:\.annot)?$")
 FORMATS = ("truth-csv", "lens", "harvester-2d", "harvester-3d")
+#: what a truth.csv is, for errors about one (e.g. DL_info.csv given as ``--truth``)
+TRUTH_HINT = ("; --truth expects a complete-label file (every lesion boxed on every slice, with a Lesion_id "
+              "column naming the lesion, like the truth.csv `lesionprop synth` writes), not DL_info.csv")
 
 #: the only globals a pickle may name (numpy array / scalar reconstruction; bytes of Python 2 pickles)
 _ALLOWED = {
@@ -337,11 +340,13 @@ def truth_labels(rows: Any, units: Sequence[tuple[str, int, int]] | None = None,
     from lesionprop.annotations import as_annotations
 
     ann = as_annotations(rows)
+    if len(ann) and "Lesion_id" not in ann.extras:
+        raise ValueError(f"{path}, line 1: no Lesion_id column{TRUTH_HINT}")
     texts = ann.extra("Lesion_id") if "Lesion_id" in ann.extras else np.full(len(ann), "", dtype=object)
     for i, text in enumerate(texts.tolist()):
         if not text.strip().lstrip("-").isdigit():
-            raise ValueError(f"{path}, row {i + 1} ({ann.file_name[i]}): column Lesion_id = {text!r} "
-                             "is not an integer")
+            where = f"line {int(ann.line[i])}" if ann.line[i] > 0 else f"row {i + 1} ({ann.file_name[i]})"
+            raise ValueError(f"{path}, {where}, column Lesion_id = {text!r}: not an integer{TRUTH_HINT}")
     keep = ann.mask(split, sources=None, drop_noisy=False)
     sel = ann.take(keep)
     ids = [int(t) for t in texts[keep].tolist()]

@@ -6,7 +6,10 @@ Reading: pyarrow's CSV reader takes every field as text, then each column is par
 at once (pyarrow.compute).  A file that the column-wise parse does not accept whole
 (a bad value, a wrong field count, blank or all-empty rows, ...) is read again row by
 row with the csv module, which gives the exact error: file, line, column and value of
-the first bad row.  So both paths accept and refuse the same files.  A UTF-8
+the first bad row.  So both paths accept and refuse the same files.  Beyond parsing, values
+must lie in their domain (:func:`_values_ok` column-wise, :func:`_check_values` per row): the
+DeepLesion codes, ``Slice_range`` first <= last, and on human rows a non-empty box inside the
+image and the key slice inside ``Slice_range``.  A UTF-8
 byte-order mark (a CSV saved from Excel) and CRLF line ends are accepted; a file that
 is not UTF-8 is refused with an error naming the file.
 
@@ -33,7 +36,7 @@ from lesionprop.annotations.arrow_text import (
     arrow_bools, arrow_strings, lit, num_texts, numpy_of, objects_of, repeat_text,
 )
 from lesionprop.annotations.table import (
-    COLUMNS, SOURCE_COLUMNS, SOURCES, AnnotationError, Annotations, Lesion, concat, floats_text,
+    COLUMNS, LESION_TYPES, SOURCE_COLUMNS, SOURCES, AnnotationError, Annotations, Lesion, concat, floats_text,
 )
 from lesionprop.data.layout import SLICE_NAME_PATTERN, parse_file_name
 from lesionprop.fileio import atomic_write, require_file
@@ -44,6 +47,45 @@ _ID_COLUMNS = ("Patient_index", "Study_index", "Series_ID", "Key_slice_index")
 #: field goes to the row reader, which takes what float() takes and names what it does not
 _NUM = r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
 _NUMBER_LIST = rf"^\s*(?:{_NUM}(?:\s*,\s*{_NUM})*)?\s*$"
+
+
+#: the codes DeepLesion uses (REFERENCE.md; the real rows in ../shared hold only these), as numbers:
+#: ``int(float(text))`` was taken before, so ``9`` or ``0.5`` left the splits / types silently
+_CODES: dict[str, tuple[int, ...]] = {
+    "Coarse_lesion_type": tuple(sorted(LESION_TYPES)), "Possibly_noisy": (0, 1), "Train_Val_Test": (1, 2, 3),
+}
+_CODE_NAMES = {
+    "Coarse_lesion_type": "-1 (unknown) or 1..8 (" + ", ".join(f"{k} {LESION_TYPES[k]}" for k in range(1, 9)) + ")",
+    "Possibly_noisy": "0 or 1", "Train_Val_Test": "1 (train), 2 (val) or 3 (test)",
+}
+
+
+def _values_ok(box: np.ndarray, slice_range: np.ndarray, slices: np.ndarray, image_size: np.ndarray,
+               human: np.ndarray) -> np.ndarray:
+    """Rows whose box and slices are consistent (the column-wise form of :func:`_check_values`):
+
+    * ``Slice_range`` first <= last (every row).
+    * human rows (``Source`` human or absent: DL_info.csv, truth.csv): ``Bounding_boxes`` with
+      x2 > x1, y2 > y1, x1, y1 >= 0, x2 <= columns + 1, y2 <= rows + 1 (``Image_size`` = rows,
+      columns; the file frame is 1-based, see :mod:`lesionprop.boxes`: the image spans 0.5 ..
+      size + 0.5, and predictions clipped to the image reach size + 1), and the key slice
+      (``File_name``) inside ``Slice_range``.
+    * pseudo-label rows (mined / propagated / distilled: :meth:`Annotations.derive` of any
+      detector's boxes, on any slice that has them, with the template's Slice_range) keep the
+      rule they were written under: finite, x2 >= x1, y2 >= y1; so a label file lesionprop
+      wrote always reads back.
+    NaN fails every comparison, so a non-finite number is refused too.
+    """
+    x1, y1, x2, y2 = box.T
+    xmax = image_size[:, 1].astype(np.float64) + 1.0
+    ymax = image_size[:, 0].astype(np.float64) + 1.0
+    strict = ((x2 > x1) & (y2 > y1) & (x1 >= 0) & (y1 >= 0) & (x2 <= xmax) & (y2 <= ymax)
+              & (slices >= slice_range[:, 0]) & (slices <= slice_range[:, 1]))
+    ordered = slice_range[:, 0] <= slice_range[:, 1]
+    if human.all():                                    # DL_info.csv, truth.csv
+        return ordered & strict
+    loose = np.isfinite(box).all(axis=1) & (x2 >= x1) & (y2 >= y1)
+    return ordered & np.where(human, strict, loose)
 
 
 class _Fallback(Exception):
@@ -111,14 +153,6 @@ def _int(col: pa.ChunkedArray) -> np.ndarray:
     if not pc.all(pc.match_substring_regex(t, r"^[+-]?[0-9]+$")).as_py():
         raise _Fallback
     return _cast(t, pa.int64())
-
-
-def _int_of_float(col: pa.ChunkedArray) -> np.ndarray:
-    """``int(float(text))`` of every field."""
-    v = _cast(col, pa.float64())
-    if not (np.abs(v) < 2.0 ** 62).all():          # NaN, inf or too large: the row reader names it
-        raise _Fallback
-    return np.trunc(v).astype(np.int64)
 
 
 def _number_lists(col: pa.ChunkedArray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -195,8 +229,6 @@ def _read_columns(data: bytes, path: str) -> Annotations:
     ints = {c: _int(col[c]) for c in _ID_COLUMNS}
     box, _ = _number_lists(col["Bounding_boxes"], 4)
     box = box.reshape(-1, 4)
-    if not (np.isfinite(box).all() and (box[:, 2] >= box[:, 0]).all() and (box[:, 3] >= box[:, 1]).all()):
-        raise _Fallback
     for c in ("Measurement_coordinates", "DICOM_windows"):     # kept as text: only checked
         if not pc.all(pc.match_substring_regex(col[c], _NUMBER_LIST)).as_py():
             raise _Fallback
@@ -232,17 +264,23 @@ def _read_columns(data: bytes, path: str) -> Annotations:
         has = numpy_of(pc.not_equal(st, lit("")), bool)
         if has.any():
             score[has] = _cast(pc.filter(st, arrow_bools(has)), pa.float64())
-    noisy = _int_of_float(_trim(col["Possibly_noisy"]))
+    codes = {c: _cast(_trim(col[c]), pa.float64()) for c in _CODES}
+    slice_range = np.trunc(sr.reshape(-1, 2)).astype(np.int64)
+    image_size = np.trunc(size.reshape(-1, 2)).astype(np.int64)
+    if not (all(np.isin(v, _CODES[c]).all() for c, v in codes.items())
+            and _values_ok(box, slice_range, slices, image_size,
+                           source == "human" if "Source" in col else np.ones(n, bool)).all()):
+        raise _Fallback                  # a value out of its domain: the row reader names it
     columns = {
         "file_name": objects_of(names),
         "series": series,
         "slice_index": slices, "patient": ints["Patient_index"], "study": ints["Study_index"],
         "series_id": ints["Series_ID"], "boxes": box, "diameters_px": _padded(diam, dcount, 2),
-        "location": _padded(loc, lcount, 3), "lesion_type": _int_of_float(_trim(col["Coarse_lesion_type"])),
-        "noisy": noisy != 0, "slice_range": np.trunc(sr.reshape(-1, 2)).astype(np.int64),
-        "spacing": sp.reshape(-1, 3), "image_size": np.trunc(size.reshape(-1, 2)).astype(np.int64),
+        "location": _padded(loc, lcount, 3), "lesion_type": codes["Coarse_lesion_type"].astype(np.int64),
+        "noisy": codes["Possibly_noisy"] != 0, "slice_range": slice_range,
+        "spacing": sp.reshape(-1, 3), "image_size": image_size,
         "gender": objects_of(_trim(col["Patient_gender"])), "age": age,
-        "split": _int_of_float(_trim(col["Train_Val_Test"])), "source": source, "score": score, "line": lines,
+        "split": codes["Train_Val_Test"].astype(np.int64), "source": source, "score": score, "line": lines,
     }
     extras = {h: col[h] for h in header[len(COLUMNS):] if h not in SOURCE_COLUMNS}
     return Annotations(columns, text, extras, path, "Source" in col or "Score" in col)
@@ -320,6 +358,37 @@ def _check_against_name(v: dict[str, str], name: str, series: str, k: int) -> No
         raise _FieldError("File_name", v["File_name"], "slice numbers start at 001")
 
 
+def _check_values(v: dict[str, str], box: Sequence[float], sr: tuple[int, int], k: int,
+                  size: tuple[int, int], human: bool) -> None:
+    """The codes (:data:`_CODES`) and the rules of :func:`_values_ok`, for one row; the first
+    broken one is a :class:`_FieldError` naming its column and value."""
+    for col, allowed in _CODES.items():
+        if float(v[col]) not in allowed:
+            raise _FieldError(col, v[col], f"must be {_CODE_NAMES[col]}")
+    if not sr[0] <= sr[1]:
+        raise _FieldError("Slice_range", v["Slice_range"], f"first slice {sr[0]} is after the last {sr[1]} "
+                                                           "(expected 'first, last')")
+    text = v["Bounding_boxes"]
+    x1, y1, x2, y2 = box
+    if not human:
+        if not (x2 >= x1 and y2 >= y1):
+            raise _FieldError("Bounding_boxes", text, f"box x1, y1, x2, y2 must have x2 >= x1 and y2 >= y1 "
+                                                      f"(width {x2 - x1:g}, height {y2 - y1:g})")
+        return
+    if not (x2 > x1 and y2 > y1):
+        raise _FieldError("Bounding_boxes", text, f"box x1, y1, x2, y2 must have x2 > x1 and y2 > y1 "
+                                                  f"(width {x2 - x1:g}, height {y2 - y1:g})")
+    if not (x1 >= 0 and y1 >= 0):
+        raise _FieldError("Bounding_boxes", text, "box coordinates must be >= 0 (1-based pixel frame)")
+    xmax, ymax = float(size[1]) + 1.0, float(size[0]) + 1.0
+    if not (x2 <= xmax and y2 <= ymax):
+        raise _FieldError("Bounding_boxes", text, f"box reaches past the image: Image_size = {v['Image_size']!r} "
+                                                  f"(rows, columns) allows x2 <= {xmax:g}, y2 <= {ymax:g}")
+    if not sr[0] <= k <= sr[1]:
+        raise _FieldError("Key_slice_index", v["Key_slice_index"],
+                          f"key slice {k} is outside its Slice_range {sr[0]}..{sr[1]}")
+
+
 def _parse_row(values: Sequence[str], header: Sequence[str]) -> Lesion:
     v = dict(zip(header, values))
     age_text = v["Patient_age"].strip()
@@ -330,8 +399,8 @@ def _parse_row(values: Sequence[str], header: Sequence[str]) -> Lesion:
     score_text = v.get("Score", "").strip()
     score = float(score_text) if score_text else float("nan")
     box = floats_text(v["Bounding_boxes"], 4, "Bounding_boxes")
-    if not all(math.isfinite(x) for x in box) or box[2] < box[0] or box[3] < box[1]:
-        raise ValueError(f"Bounding_boxes must be finite x1, y1, x2, y2 with x2 >= x1, y2 >= y1, got {box}")
+    if not all(math.isfinite(x) for x in box):
+        raise _FieldError("Bounding_boxes", v["Bounding_boxes"], "box numbers must be finite (x1, y1, x2, y2)")
     sr = floats_text(v["Slice_range"], 2, "Slice_range")
     size = floats_text(v["Image_size"], 2, "Image_size")
     extras = {k: v[k] for k in header[len(COLUMNS):] if k not in SOURCE_COLUMNS}
@@ -340,11 +409,13 @@ def _parse_row(values: Sequence[str], header: Sequence[str]) -> Lesion:
     _check_against_name(v, name, series, k)
     for col in ("Patient_index", "Study_index", "Series_ID", "Key_slice_index", "Coarse_lesion_type",
                 "Possibly_noisy", "Train_Val_Test", "Slice_range", "Image_size"):
-        if any(abs(x) >= 2.0 ** 62 for x in floats_text(v[col], None, col)):
-            raise _FieldError(col, v[col], "number out of range")
+        nums = floats_text(v[col], None, col)
+        if not all(abs(x) < 2.0 ** 62 for x in nums):              # NaN too: int() of it fails below
+            raise _FieldError(col, v[col], "not a number" if any(x != x for x in nums) else "number out of range")
     spacing = floats_text(v["Spacing_mm_px_"], 3, "Spacing_mm_px_")
     if not all(math.isfinite(x) and x > 0 for x in spacing):
         raise _FieldError("Spacing_mm_px_", v["Spacing_mm_px_"], "spacings must be finite positive mm")
+    _check_values(v, box, (int(sr[0]), int(sr[1])), k, (int(size[0]), int(size[1])), source == "human")
     return Lesion(
         file_name=name, patient=int(v["Patient_index"]), study=int(v["Study_index"]),
         series_id=int(v["Series_ID"]), key_slice=int(v["Key_slice_index"]),
@@ -400,6 +471,11 @@ def _locate_bad_field(values: Sequence[str], header: Sequence[str]) -> tuple[str
         "Slice_range": lambda s: floats_text(s, 2, "Slice_range"),
         "Spacing_mm_px_": lambda s: floats_text(s, 3, "Spacing_mm_px_"),
         "Image_size": lambda s: floats_text(s, 2, "Image_size"),
+        "Measurement_coordinates": lambda s: floats_text(s, None, ""),
+        "Lesion_diameters_Pixel_": lambda s: floats_text(s, None, ""),
+        "Normalized_lesion_location": lambda s: floats_text(s, None, ""),
+        "DICOM_windows": lambda s: floats_text(s, None, ""),
+        "Patient_age": lambda s: float(s) if s.strip() and s.strip().lower() != "nan" else None,
         "Score": lambda s: float(s) if s.strip() else None,
         "Source": lambda s: SOURCES.index(s.strip() or "human"),
     }
