@@ -72,3 +72,16 @@ def test_summary_of_real_rows(shared_data, tmp_path):
     assert s["lesions"] == 34 and set(s["splits"]) == {"train", "val", "test"}
     assert set(s["slice_interval_mm"]["lesions"]) >= {"1", "2", "5"}
     assert s["missing_key_slice_files"] == s["key_slices"]
+
+
+def test_summary_of_an_imported_scan_without_annotations(tmp_path, capsys):
+    import nibabel as nib
+
+    ct = np.full((4, 6, 5), -1000, np.int16)
+    nib.save(nib.Nifti1Image(np.transpose(ct, (2, 1, 0)), np.diag([0.7, 0.7, 2.5, 1.0])), tmp_path / "ct.nii.gz")
+    assert main(["import", str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path / "ds")]) == 0
+    capsys.readouterr()
+    assert main(["summary", str(tmp_path / "ds")]) == 0
+    out = capsys.readouterr().out
+    assert "series 1, slices 4, lesions 0 on 0 key slices\n  slice interval (mm): series 2.5: 1\n" \
+           "  missing key-slice files: 0\n" in out                 # no empty "lesions" line between

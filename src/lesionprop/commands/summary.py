@@ -35,7 +35,8 @@ def _format(s: dict[str, Any]) -> str:
     iv = s["slice_interval_mm"]
     if iv["series"]:
         lines.append("  slice interval (mm): series " + ", ".join(f"{k}: {v}" for k, v in iv["series"].items()))
-        lines.append("                       lesions " + ", ".join(f"{k}: {v}" for k, v in iv["lesions"].items()))
+        if iv["lesions"]:                   # none in a dataset without annotations
+            lines.append("                       lesions " + ", ".join(f"{k}: {v}" for k, v in iv["lesions"].items()))
     d = s["long_diameter_mm"]
     if d["count"]:
         lines.append(f"  long diameter (mm): min {d['min']:.1f}, p25 {d['p25']:.1f}, median {d['median']:.1f}, "
