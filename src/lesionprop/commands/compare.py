@@ -15,7 +15,8 @@ from pathlib import Path
 
 from lesionprop.cli import CommandError
 from lesionprop.eval.froc import DEFAULT_FPS
-from lesionprop.commands.label_tool import SPLIT_CHOICES, float_list, load_predictions, unit_interval
+from lesionprop.commands.arguments import float_list, unit_interval
+from lesionprop.commands.label_tool import SPLIT_CHOICES, load_predictions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from lesionprop.commands.label_tool import count, finite_float
+from lesionprop.commands.arguments import count, finite_float
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

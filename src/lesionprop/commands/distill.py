@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 
 from lesionprop.config import LabelConfig
-from lesionprop.commands.label_tool import (
-    SPLIT_CHOICES, add_io_arguments, allow_negative_lists, finite_float, int_list, run_label_tool,
-)
+from lesionprop.commands.arguments import allow_negative_lists, finite_float, int_list
+from lesionprop.commands.label_tool import SPLIT_CHOICES, add_io_arguments, run_label_tool
 from lesionprop.labels.distill import distill
 
 

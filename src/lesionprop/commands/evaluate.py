@@ -11,9 +11,8 @@ from lesionprop.annotations import concat, read_annotations
 from lesionprop.cli import CommandError
 from lesionprop.eval.froc import CONVENTIONS, DEFAULT_FPS, evaluate
 from lesionprop.eval.plot import check_plot_path
-from lesionprop.commands.label_tool import (
-    SPLIT_CHOICES, add_io_arguments, count, float_list, load_predictions, unit_interval,
-)
+from lesionprop.commands.arguments import count, float_list, unit_interval
+from lesionprop.commands.label_tool import SPLIT_CHOICES, add_io_arguments, load_predictions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

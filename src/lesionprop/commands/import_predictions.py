@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from lesionprop.commands.label_tool import prediction_output
+from lesionprop.commands.arguments import prediction_output
 
 FORMATS = ("coco-results",)
 

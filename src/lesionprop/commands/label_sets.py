@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lesionprop.commands.label_tool import (
-    SPLIT_CHOICES, add_io_arguments, allow_negative_lists, finite_float, int_list, load_predictions, no_huge_pages,
-    unit_interval,
-)
+from lesionprop.commands.arguments import allow_negative_lists, finite_float, int_list, unit_interval
+from lesionprop.commands.label_tool import SPLIT_CHOICES, add_io_arguments, load_predictions, no_huge_pages
 from lesionprop.config import LabelConfig
 
 

@@ -11,7 +11,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from lesionprop.commands.label_tool import prediction_output, unit_interval
+from lesionprop.commands.arguments import prediction_output, unit_interval
 from lesionprop.fileio import atomic_write, check_distinct_outputs, check_output_file
 from lesionprop.labels.link import drop_short, link_boxes, summarize_lesions
 from lesionprop.predictions import COLUMNS, output_format, read_predictions

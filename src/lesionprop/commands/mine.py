@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from lesionprop.config import LabelConfig
-from lesionprop.commands.label_tool import SPLIT_CHOICES, add_io_arguments, finite_float, run_label_tool, unit_interval
+from lesionprop.commands.arguments import finite_float, unit_interval
+from lesionprop.commands.label_tool import SPLIT_CHOICES, add_io_arguments, run_label_tool
 from lesionprop.labels.mine import mine
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lesionprop.commands.label_tool import count, prediction_output
+from lesionprop.commands.arguments import count, prediction_output
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

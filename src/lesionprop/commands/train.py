@@ -7,7 +7,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from lesionprop.commands.label_tool import count
+from lesionprop.commands.arguments import count
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
