@@ -14,7 +14,7 @@ import pytest
 
 from lesionprop.cli import main
 from lesionprop.data.volumes import LPS_TO_RAS, load_ct, spacing_affine, voxel_to_patient
-from lesionprop.scan.lesions import box_voxels, label_volume, lesion_table
+from lesionprop.scan.lesions import box_voxels, label_coverage, label_volume, lesion_masks, lesion_table
 
 
 # ---------------------------------------------------------------- pure maths
@@ -61,6 +61,106 @@ def test_label_volume_best_score_wins_overlaps():
     assert lab[0].max() == 0 and lab[2].max() == 0
     assert lab[1, 3, 3] == 1 and lab[1, 0, 0] == 2 and lab[1, 5, 5] == 1 and lab[1, 6, 6] == 0
     assert (lab == 2).sum() == 16 - 4 and (lab == 1).sum() == 16
+
+
+def _covered_case(shape=(4, 16, 16)):
+    """Three lesions: A (slices 1-2, best score), B inside A's slice-1 box (hidden in the label
+    volume), C on slice 2 overlapping a corner of A's box there.  Ids by score: A 1, C 2, B 3."""
+    ids = np.array([10, 10, 20, 30])
+    z = np.array([1, 2, 1, 2])
+    boxes = np.array([[0.0, 0.0, 8.0, 8.0], [0.0, 0.0, 8.0, 8.0],      # A: voxels 0..7
+                      [2.0, 2.0, 5.0, 5.0],                             # B: voxels 2..4, all under A
+                      [6.0, 6.0, 12.0, 12.0]])                          # C: voxels 6..11, 6..7 under A
+    scores = np.array([0.9, 0.8, 0.6, 0.7])
+    t = lesion_table(ids, z, boxes, scores, np.eye(4), (1, 1, 1), shape)
+    return t, z, boxes, scores, shape
+
+
+def test_label_coverage_reports_the_fully_covered_lesion():
+    t, z, boxes, scores, shape = _covered_case()
+    np.testing.assert_allclose(t.score, [0.9, 0.7, 0.6])
+    labels = label_volume(t, z, boxes, scores, shape)
+    assert set(np.unique(labels)) == {0, 1, 2}                          # lesion 3 is not in the label volume
+    masks = lesion_masks(t, z, boxes, shape)
+    for m, n in zip(masks, [2 * 64, 36, 9]):                            # every lesion keeps its whole mask
+        assert m.mask.sum() == n and m.mask.all()                       # boxes fill their voxel box here
+    cov = label_coverage(t, masks, labels)
+    np.testing.assert_array_equal(cov.voxels, [128, 36, 9])
+    np.testing.assert_array_equal(cov.in_label_map, [128, 32, 0])
+    assert cov.covered_by == [(), (1,), (1,)]
+    assert cov.hidden(t.id) == {3: (1,)}
+    from lesionprop.scan.lesions import table_rows
+
+    rows = table_rows(t, np.arange(1, 5), cov)
+    assert [(r["voxels"], r["voxels_in_label_map"], r["covered_by"]) for r in rows] == [
+        (128, 128, []), (36, 32, [1]), (9, 0, [1])]
+
+
+def test_dicom_seg_holds_every_lesion_with_its_whole_mask(shared_data, tmp_path):
+    """Segment number = lesion id for every lesion, the hidden one included; segments overlap."""
+    import highdicom as hd
+    import pydicom
+
+    from lesionprop.scan.outputs import sop_uids, write_dicom_seg
+
+    folder = tmp_path / "four"
+    folder.mkdir()
+    for f in _dicoms(shared_data)[:4]:
+        shutil.copy(f, folder / f.name)
+    vol = load_ct(folder)
+    t, z, boxes, scores, shape = _covered_case(vol.hu.shape)
+    masks = lesion_masks(t, z, boxes, shape)
+    assert write_dicom_seg(tmp_path / "seg.dcm", vol, masks, t.id, t.score) == 3
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    assert seg.SegmentationType == "BINARY" and seg.SegmentsOverlap == "YES"
+    assert [int(s.SegmentNumber) for s in seg.SegmentSequence] == [1, 2, 3]
+    assert [s.TrackingID for s in seg.SegmentSequence] == ["lesion 1", "lesion 2", "lesion 3"]
+    assert int(seg.NumberOfFrames) == 2 + 1 + 1                        # (segment, slice) pairs with voxels
+    uids = [sop_uids(pydicom.dcmread(f))[1] for f in vol.files]
+    ref = seg.ReferencedSeriesSequence[0]                               # every slice referenced, not only framed ones
+    assert {r.ReferencedSOPInstanceUID for r in ref.ReferencedInstanceSequence} == set(uids)
+    px = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2, 3],
+                                           ignore_spatial_locations=True, assert_missing_frames_are_empty=True)
+    for k, m in enumerate(masks):
+        full = np.zeros(shape, dtype=bool)
+        full[m.region()] = m.mask
+        np.testing.assert_array_equal(px[..., k].astype(bool), full)
+    with pytest.raises(ValueError, match="lesion ids must be 1..3"):
+        write_dicom_seg(tmp_path / "bad.dcm", vol, masks, t.id + 1, t.score)
+
+
+def test_detect_reports_the_lesion_hidden_in_the_label_volume(shared_data, tmp_path, monkeypatch, capsys):
+    """The command on 4 real DICOM slices with the boxes of :func:`_covered_case` (stub detector):
+    3 lesions, 3 segments; lesion 3 hidden under lesion 1 in the printout, lesions.csv and the page."""
+    import nibabel as nib
+
+    import lesionprop.engine.predict as engine_predict
+    from lesionprop.boxes import pixel_to_file
+    from lesionprop.predictions import Predictions
+
+    folder = tmp_path / "four"
+    folder.mkdir()
+    for f in _dicoms(shared_data)[:4]:
+        shutil.copy(f, folder / f.name)
+    t, z, boxes, scores, _ = _covered_case()
+    names = [f"000001_01_01_{k + 1:03d}.png" for k in z]
+    monkeypatch.setattr(engine_predict, "predict",
+                        lambda *a, **k: Predictions.from_arrays(names, pixel_to_file(boxes), scores))
+    (tmp_path / "stub.pt").write_bytes(b"")
+    out = tmp_path / "out"
+    assert main(["detect", str(folder), "--checkpoint", str(tmp_path / "stub.pt"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 lesions from 4 boxes" in printed and "DICOM SEG with 3 segments" in printed
+    assert "1 lesion has no voxel in lesions.nii.gz" in printed and "3 (under 1)" in printed
+    rows = _csv(out / "lesions.csv")
+    assert [(r["id"], r["voxels"], r["voxels_in_label_map"], r["covered_by"]) for r in rows] == [
+        ("1", "128", "128", ""), ("2", "36", "32", "1"), ("3", "9", "0", "1")]
+    assert json.loads((out / "lesions.json").read_text())["lesions"][2]["covered_by"] == [1]
+    lab = np.asarray(nib.load(str(out / "lesions.nii.gz")).dataobj)
+    assert set(np.unique(lab)) == {0, 1, 2}
+    page = (out / "index.html").read_text()
+    assert "3 (under 1), a better-scoring lesion covers all of their voxels" in page
+    assert "<div class='lesion hidden' id='lesion-3'>" in page and "hidden: 0 of 9 voxels" in page
 
 
 # ---------------------------------------------------------------- geometry of the loaders
@@ -178,22 +278,26 @@ def test_detect_dicom_seg_references_the_series(dicom_run, shared_data):
     ref = seg.ReferencedSeriesSequence[0]
     assert ref.SeriesInstanceUID == sources[0].SeriesInstanceUID
     assert {r.ReferencedSOPInstanceUID for r in ref.ReferencedInstanceSequence} == {sop_uids(s)[1] for s in sources}
-    lab = np.asarray(nib.load(str(dicom_run / "lesions.nii.gz")).dataobj)          # (x, y, z)
-    present = [i for i in np.unique(lab) if i > 0]
-    assert len(seg.SegmentSequence) == len(present)
-    assert [s.TrackingID for s in seg.SegmentSequence] == [f"lesion {i}" for i in present]
-    assert int(seg.NumberOfFrames) == sum(int((lab == i).any(axis=(0, 1)).sum()) for i in present)
+    rows = json.loads((dicom_run / "lesions.json").read_text())["lesions"]
+    assert [int(s.SegmentNumber) for s in seg.SegmentSequence] == [r["id"] for r in rows] == [1, 2, 3, 4]
+    assert [s.TrackingID for s in seg.SegmentSequence] == [f"lesion {r['id']}" for r in rows]
     assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
-    # the frames hold the label volume's voxels, slice by slice of the source series
+    # segment k holds lesion k's whole mask: its label-volume voxels and the ones other lesions took
     import highdicom as hd
 
     vol = load_ct(shared_data / "realct" / "dicom_series")
     uids = [sop_uids(pydicom.dcmread(f))[1] for f in vol.files]
     px = hd.seg.segread(dicom_run / "lesions_seg.dcm").get_pixels_by_source_instance(
-        source_sop_instance_uids=uids, segment_numbers=[1, 2], ignore_spatial_locations=True)
-    display = lab.transpose(2, 1, 0)                                                # (z, y, x), unflipped series
-    for k in range(2):
-        np.testing.assert_array_equal(px[..., k].astype(bool), display == present[k])
+        source_sop_instance_uids=uids, segment_numbers=[1, 2, 3, 4], ignore_spatial_locations=True)
+    display = np.asarray(nib.load(str(dicom_run / "lesions.nii.gz")).dataobj).transpose(2, 1, 0)  # (z, y, x)
+    assert int(seg.NumberOfFrames) == sum(int(px[..., k].any(axis=(1, 2)).sum()) for k in range(4))
+    for k, r in enumerate(rows):
+        mine = px[..., k].astype(bool)
+        assert mine.sum() == r["voxels"] and (mine & (display == r["id"])).sum() == r["voxels_in_label_map"]
+        assert not ((display == r["id"]) & ~mine).any()
+        zz, yy, xx = np.nonzero(mine)
+        assert (xx.min(), yy.min(), zz.min(), xx.max(), yy.max(), zz.max()) == tuple(
+            r[c] for c in ("voxel_x1", "voxel_y1", "voxel_z1", "voxel_x2", "voxel_y2", "voxel_z2"))
 
 
 class _Links(HTMLParser):
@@ -210,8 +314,12 @@ def test_detect_page_links_and_headless_chromium(dicom_run, tmp_path):
     parser.feed((dicom_run / "index.html").read_text())
     images = [link for link in parser.links if link.endswith(".png")]
     assert len(images) >= 4 * 4 - 2                          # 4 lesions x (slice, above, key, below) minus edges
+    page = (dicom_run / "index.html").read_text()
     for link in parser.links:
-        assert (dicom_run / link).is_file(), link
+        if link.startswith("#"):                             # another lesion's block on the page
+            assert f"id='{link[1:]}'" in page, link
+        else:
+            assert (dicom_run / link).is_file(), link
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (apt-get install chromium): page not rendered")
@@ -261,6 +369,25 @@ def test_detect_on_a_deeplesion_layout_series(tiny_synth, checkpoint, tmp_path):
     assert {p.name[:10] for p in (out / "figures").iterdir()} == {"lesion_001"}
 
 
+def test_detect_with_the_shipped_detector_name(tmp_path, capsys):
+    """`--checkpoint synthetic-cpu-detector` on a tiny DeepLesion-layout series: no training run needed."""
+    from lesionprop.data.volumes import write_series
+
+    hu = np.full((5, 64, 64), -1000, dtype=np.int16)
+    hu[:, 16:48, 16:48] = 40
+    hu[1:4, 28:36, 28:36] = 90
+    write_series(tmp_path / "data", "000007_01_01", hu, (0.8, 0.8, 2.0))
+    out = tmp_path / "out"
+    assert main(["detect", str(tmp_path / "data" / "Images_png" / "000007_01_01"), "--checkpoint",
+                 "synthetic-cpu-detector", "--out", str(out), "--score", "0", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "detector: the shipped synthetic-cpu-detector, trained on synthetic phantom data only" in printed
+    meta = json.loads((out / "lesions.json").read_text())
+    assert meta["shipped_detector"] == "synthetic-cpu-detector" and meta["checkpoint"].endswith("cpu_synth_detector.pt")
+    page = (out / "index.html").read_text()
+    assert "checkpoint: synthetic-cpu-detector" in page and "not a clinical detector" in page
+
+
 @pytest.mark.parametrize("what, edit, message", [
     ("modality", lambda i, ds: setattr(ds, "Modality", "MR") if i == 1 else None, "not a CT image (Modality = 'MR')"),
     ("localizer", lambda i, ds: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "LOCALIZER"]) if i == 0 else None,
@@ -305,11 +432,14 @@ def test_detect_seg_frames_follow_a_mirrored_series(shared_data, checkpoint, tmp
     vol = load_ct(folder)
     assert vol.meta["flip_cols"]
     display = np.asarray(nib.load(str(out / "lesions.nii.gz")).dataobj).transpose(2, 1, 0)
-    present = [int(i) for i in np.unique(display) if i > 0]
+    best = json.loads((out / "lesions.json").read_text())["lesions"][0]
     uids = [sop_uids(pydicom.dcmread(f))[1] for f in vol.files]
     px = hd.seg.segread(out / "lesions_seg.dcm").get_pixels_by_source_instance(
         source_sop_instance_uids=uids, segment_numbers=[1], ignore_spatial_locations=True)
-    np.testing.assert_array_equal(px[..., 0].astype(bool), (display == present[0])[:, :, ::-1])
+    mine = px[..., 0].astype(bool)[:, :, ::-1]                        # stored columns -> display
+    assert mine.sum() == best["voxels"] and not ((display == 1) & ~mine).any()
+    zz, yy, xx = np.nonzero(mine)
+    assert (xx.min(), xx.max()) == (best["voxel_x1"], best["voxel_x2"])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -330,6 +460,8 @@ def test_detect_missing_checkpoint_and_file_out(tmp_path, capsys):
     assert main(["detect", str(tmp_path / "src"), "--checkpoint", str(tmp_path / "none.pt"), "--out",
                  str(tmp_path / "o")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["detect", str(tmp_path / "src"), "--checkpoint", "synthetic-cpu", "--out", str(tmp_path / "o")]) == 2
+    assert "shipped detector: synthetic-cpu-detector" in capsys.readouterr().err    # a backbone name is not one
     assert main(["detect", str(tmp_path / "src"), "--checkpoint", str(tmp_path / "none.pt"), "--out",
                  str(tmp_path / "src" / "o")]) == 2
     assert "must not be inside the input" in capsys.readouterr().err

@@ -12,7 +12,9 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="DICOM series folder, NIfTI file (.nii / .nii.gz), or ROOT/Images_png/SERIES")
-    p.add_argument("--checkpoint", required=True, help="checkpoint file, or a run directory (its best.pt)")
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint file, a run directory (its best.pt), or a shipped detector name "
+                        "(synthetic-cpu-detector: trained on synthetic phantoms only, a demo on real scans)")
     p.add_argument("--out", required=True, help="output folder (created; files in it are replaced)")
     p.add_argument("--tta", choices=("none", "flip", "scales", "flip+scales"), default="none")
     p.add_argument("--score", type=float, default=0.5, help="keep boxes scoring at least this (default 0.5)")
@@ -24,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lesionprop.cli import CommandError
-    from lesionprop.scan.run import detect
+    from lesionprop.scan.run import SHIPPED_NOTE, detect, hidden_text
 
     if not 0.0 <= args.score <= 1.0:
         raise CommandError(f"--score must be in [0, 1], got {args.score}")
@@ -36,7 +38,14 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--max-lesions must be at least 1, got {args.max_lesions}")
     res = detect(args.src, args.checkpoint, args.out, tta=args.tta, score=args.score, iou=args.link_iou,
                  max_gap=args.max_gap, max_lesions=args.max_lesions, device=args.device)
-    seg = f", DICOM SEG with {res.seg_segments} segments" if res.seg_segments else ""
+    seg = f", DICOM SEG with {res.seg_segments} segments (one per lesion)" if res.seg_segments else ""
     print(f"{res.lesions} lesions from {res.boxes} boxes on {res.slices} slices -> {res.out}/index.html, "
           f"lesions.csv, lesions.json, lesions.nii.gz{seg}")
+    if res.hidden:
+        where = "lesions.csv, the page and the SEG" if res.seg_segments else "lesions.csv and the page"
+        n = len(res.hidden)
+        print(f"{n} {'lesion has' if n == 1 else 'lesions have'} no voxel in lesions.nii.gz (a better-scoring "
+              f"lesion covers all of it): {hidden_text(res.hidden)}; listed in {where}")
+    if res.shipped:
+        print(f"detector: the shipped {res.shipped}, {SHIPPED_NOTE}")
     return 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,8 @@ class DetectResult:
     boxes: int
     slices: int
     seg_segments: int
+    hidden: dict[int, tuple[int, ...]] = field(default_factory=dict)   # id -> ids covering it in the label map
+    shipped: str | None = None                                          # the shipped detector's name, if used
 
 
 def load_layout_series(folder: Path) -> tuple[CTVolume, Path, str, np.ndarray]:
@@ -72,11 +74,11 @@ def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str
            progress: bool = True) -> DetectResult:
     """Run the whole workflow (module docstring); returns counts."""
     from lesionprop.data.volumes import write_series
-    from lesionprop.engine.checkpoint import resolve_checkpoint
+    from lesionprop.engine.checkpoint import resolve_checkpoint, shipped_name
     from lesionprop.engine.predict import predict
     from lesionprop.labels.link import link_boxes
     from lesionprop.predictions import write_predictions
-    from lesionprop.scan.lesions import label_volume, lesion_table, table_rows
+    from lesionprop.scan.lesions import label_coverage, label_volume, lesion_masks, lesion_table, table_rows
     from lesionprop.scan.outputs import write_dicom_seg, write_label_nifti, write_tables
 
     src, out = Path(src), Path(out)
@@ -109,9 +111,13 @@ def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str
                      iou=iou, max_gap=max_gap)
     affine = vol.affine if vol.affine is not None else spacing_affine(vol.spacing)
     table = lesion_table(ids, z, boxes, preds.scores, affine, vol.spacing, vol.hu.shape, max_lesions=max_lesions)
-    rows = table_rows(table, numbers)
     labels = label_volume(table, z, boxes, preds.scores, vol.hu.shape)
-    header = {"source": str(src), "input_kind": vol.source, "checkpoint": str(ckpt), "tta": tta,
+    masks = lesion_masks(table, z, boxes, vol.hu.shape)
+    coverage = label_coverage(table, masks, labels)
+    rows = table_rows(table, numbers, coverage)
+    shipped = shipped_name(checkpoint)
+    header = {"source": str(src), "input_kind": vol.source, "checkpoint": str(ckpt), "shipped_detector": shipped,
+              "tta": tta,
               "score_threshold": score, "link_iou": iou, "link_max_gap": max_gap,
               "shape_zyx": list(vol.hu.shape), "spacing_xyz_mm": list(vol.spacing),
               "affine_voxel_to_lps_mm": np.round(affine, 6).tolist(),
@@ -124,13 +130,25 @@ def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str
     write_label_nifti(out / "lesions.nii.gz", vol, labels)
     segments = 0
     if vol.source == "dicom":
-        segments = write_dicom_seg(out / "lesions_seg.dcm", vol, labels, table.id, table.score)
-    _write_page(out, src, vol, ckpt, rows, table, z, boxes, score, tta, segments, len(preds))
-    return DetectResult(out, len(table), len(preds), int(vol.hu.shape[0]), segments)
+        segments = write_dicom_seg(out / "lesions_seg.dcm", vol, masks, table.id, table.score)
+    hidden = coverage.hidden(table.id)
+    _write_page(out, src, vol, shipped or ckpt.name, rows, table, z, boxes, score, tta, segments, len(preds),
+                hidden, shipped is not None)
+    return DetectResult(out, len(table), len(preds), int(vol.hu.shape[0]), segments, hidden, shipped)
 
 
-def _write_page(out: Path, src: Path, vol: CTVolume, ckpt: Path, rows: list[dict], table, z: np.ndarray,
-                boxes: np.ndarray, score: float, tta: str, segments: int, n_boxes: int) -> None:
+def hidden_text(hidden: dict[int, tuple[int, ...]]) -> str:
+    """``"39 (under 12), 49 (under 3)"``: the lesions the label volume does not show, and what covers them."""
+    return ", ".join(f"{i} (under {' and '.join(map(str, by))})" for i, by in sorted(hidden.items()))
+
+
+SHIPPED_NOTE = ("trained on synthetic phantom data only: on a real scan it is a demo of the workflow, not a "
+                "clinical detector")
+
+
+def _write_page(out: Path, src: Path, vol: CTVolume, ckpt_name: str, rows: list[dict], table, z: np.ndarray,
+                boxes: np.ndarray, score: float, tta: str, segments: int, n_boxes: int,
+                hidden: dict[int, tuple[int, ...]], shipped: bool) -> None:
     from lesionprop.scan.page import lesion_figures, write_page
 
     figures = []
@@ -142,10 +160,16 @@ def _write_page(out: Path, src: Path, vol: CTVolume, ckpt: Path, rows: list[dict
     zs, ys, xs = vol.hu.shape
     facts = [("input", f"{src.name} ({vol.source})"), ("volume", f"{xs} x {ys} x {zs} voxels"),
              ("spacing", " x ".join(f"{v:.3g}" for v in vol.spacing) + " mm"),
-             ("checkpoint", ckpt.name), ("TTA", tta), ("score threshold", f"{score:g}"),
+             ("checkpoint", ckpt_name), ("TTA", tta), ("score threshold", f"{score:g}"),
              ("lesions", str(len(rows))), ("boxes", str(n_boxes))]
     notes = ["Soft-tissue window (W 400, L 40). Slices above / below are the neighbours of the key slice in the "
              "volume (superior / inferior)."]
     if segments:
-        notes.append(f"DICOM SEG with {segments} segments: lesions_seg.dcm (references the source series).")
-    write_page(out, f"lesionprop detect: {src.name}", facts, rows, figures, notes)
+        notes.append(f"DICOM SEG with {segments} segments: lesions_seg.dcm (segment number = lesion id, each "
+                     "with its whole mask; references the source series).")
+    warnings_ = [f"Detector: the shipped {ckpt_name}, {SHIPPED_NOTE}."] if shipped else []
+    if hidden:
+        warnings_.append(f"{len(hidden)} of {len(rows)} lesions have no voxel in the label volume lesions.nii.gz: "
+                         f"{hidden_text(hidden)}, a better-scoring lesion covers all of their voxels. They are "
+                         "listed here, in lesions.csv" + (" and in the DICOM SEG" if segments else "") + ".")
+    write_page(out, f"lesionprop detect: {src.name}", facts, rows, figures, notes, warnings_)
