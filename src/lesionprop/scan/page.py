@@ -120,8 +120,10 @@ def _label_map_fact(row: dict) -> tuple[str, str] | None:
 
 
 def write_page(out: Path, title: str, facts: list[tuple[str, str]], rows: list[dict],
-               figures: list[dict[str, str]], notes: list[str], warnings: list[str] = ()) -> Path:
-    """``out/index.html``: header facts, warnings, notes, then one block per lesion (``rows`` best score first)."""
+               figures: list[dict[str, str]], notes: list[str], warnings: list[str] = (),
+               seg_note: str | None = None) -> Path:
+    """``out/index.html``: header facts, warnings, notes, then one block per lesion (``rows`` best score first);
+    ``seg_note`` (which form the DICOM SEG has) goes next to the SEG's link."""
     e = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1>",
@@ -155,8 +157,10 @@ def write_page(out: Path, title: str, facts: list[tuple[str, str]], rows: list[d
             + _fig(fig.get("above"), "above") + _fig(fig.get("key"), "key slice") + _fig(fig.get("below"), "below")
             + f"<div><div class='score'>Lesion {row['id']} &middot; score {row['score']:.3f}</div>"
             f"<table class='facts'>{table}</table></div></div>")
-    seg = (", <a href='lesions_seg.dcm'>lesions_seg.dcm</a> (DICOM SEG, one segment per lesion)"
-           if (out / "lesions_seg.dcm").is_file() else "")
+    seg = ""
+    if (out / "lesions_seg.dcm").is_file():
+        seg = ", <a href='lesions_seg.dcm'>lesions_seg.dcm</a> (DICOM SEG, one segment per lesion" + (
+            f": <span id='seg-form'>{e(seg_note)}</span>" if seg_note else "") + ")"
     parts.append("<p class='meta'>Files: <a href='lesions.csv'>lesions.csv</a>, <a href='lesions.json'>"
                  "lesions.json</a>, <a href='lesions.nii.gz'>lesions.nii.gz</a> (label volume: one id per voxel, "
                  f"a better score wins overlaps){seg}.</p></body></html>")
