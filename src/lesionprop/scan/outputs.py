@@ -284,7 +284,8 @@ def write_dicom_seg(path: Path, vol: CTVolume, masks: list[LesionMask], lesion_i
             algorithm_identification=algorithm, tracking_uid=hd.UID(), tracking_id=f"lesion {int(lid)}")
         if plan.form == LABEL_MAP and coverage is not None:
             shown, total, by = int(coverage.in_label_map[i]), int(coverage.voxels[i]), coverage.covered_by[i]
-            under = f"under lesion {', '.join(map(str, by))}" if by else "under other lesions"
+            under = (f"under lesion{'s' if len(by) > 1 else ''} {', '.join(map(str, by))}" if by
+                     else "under other lesions")
             if shown == 0:
                 d.SegmentDescription = f"no voxel in this label-map SEG: all {total} {under}"
             elif shown < total:
