@@ -99,3 +99,36 @@ def test_a_file_that_is_not_a_checkpoint_says_so_in_one_line(tmp_path):
     torch.save({"weights": torch.ones(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match=r"other.pt is not a lesionprop checkpoint \(no 'model' / 'config'"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_shipped_detector_name_is_a_checkpoint_with_its_training_config():
+    """``--checkpoint synthetic-cpu-detector``: the shipped weights plus the cpu preset they were
+    trained with; the model built from that config takes every tensor (strict) unchanged."""
+    from lesionprop.config import config_from_dict
+    from lesionprop.engine.checkpoint import resolve_checkpoint, shipped_name
+    from lesionprop.model.detector import build_detector
+    from lesionprop.model.pretrain import SHIPPED_DETECTORS
+
+    assert list(SHIPPED_DETECTORS) == ["synthetic-cpu-detector"]
+    path = resolve_checkpoint("synthetic-cpu-detector")
+    assert path.name == "cpu_synth_detector.pt" and shipped_name(path) == "synthetic-cpu-detector"
+    state = load_checkpoint("synthetic-cpu-detector")
+    cfg = config_from_dict(state["config"])
+    assert cfg.model.base_width == 32 and cfg.model.norm == "gn" and cfg.data.num_slices == 9
+    model = build_detector(cfg.model, cfg.data.num_slices, load_pretrained=False)
+    result = model.load_state_dict(state["model"], strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, raw[k].to(v.dtype)), k
+    # the file's path loads the same way (a user pointing at src/lesionprop/model/weights/...)
+    assert load_checkpoint(path)["config"] == state["config"]
+
+
+def test_unknown_name_and_bare_weights_list_the_shipped_detectors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found: synthetic-gpu-detector .*"
+                                                "shipped detector: synthetic-cpu-detector"):
+        load_checkpoint("synthetic-gpu-detector")
+    torch.save({"backbone.w": torch.ones(2)}, tmp_path / "weights.pt")       # an export_backbone-like file
+    with pytest.raises(ValueError, match=r"weights only.*synthetic-cpu-detector"):
+        load_checkpoint(tmp_path / "weights.pt")

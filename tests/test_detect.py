@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 
 from lesionprop.cli import main
 from lesionprop.data.volumes import LPS_TO_RAS, load_ct, spacing_affine, voxel_to_patient
-from lesionprop.scan.lesions import box_voxels, label_volume, lesion_table
+from lesionprop.scan.lesions import box_voxels, label_coverage, label_volume, lesion_masks, lesion_table
 
 
 # ---------------------------------------------------------------- pure maths
@@ -61,6 +62,360 @@ def test_label_volume_best_score_wins_overlaps():
     assert lab[0].max() == 0 and lab[2].max() == 0
     assert lab[1, 3, 3] == 1 and lab[1, 0, 0] == 2 and lab[1, 5, 5] == 1 and lab[1, 6, 6] == 0
     assert (lab == 2).sum() == 16 - 4 and (lab == 1).sum() == 16
+
+
+def _covered_case(shape=(4, 16, 16)):
+    """Three lesions: A (slices 1-2, best score), B inside A's slice-1 box (hidden in the label
+    volume), C on slice 2 overlapping a corner of A's box there.  Ids by score: A 1, C 2, B 3."""
+    ids = np.array([10, 10, 20, 30])
+    z = np.array([1, 2, 1, 2])
+    boxes = np.array([[0.0, 0.0, 8.0, 8.0], [0.0, 0.0, 8.0, 8.0],      # A: voxels 0..7
+                      [2.0, 2.0, 5.0, 5.0],                             # B: voxels 2..4, all under A
+                      [6.0, 6.0, 12.0, 12.0]])                          # C: voxels 6..11, 6..7 under A
+    scores = np.array([0.9, 0.8, 0.6, 0.7])
+    t = lesion_table(ids, z, boxes, scores, np.eye(4), (1, 1, 1), shape)
+    return t, z, boxes, scores, shape
+
+
+def test_label_coverage_reports_the_fully_covered_lesion():
+    t, z, boxes, scores, shape = _covered_case()
+    np.testing.assert_allclose(t.score, [0.9, 0.7, 0.6])
+    labels = label_volume(t, z, boxes, scores, shape)
+    assert set(np.unique(labels)) == {0, 1, 2}                          # lesion 3 is not in the label volume
+    masks = lesion_masks(t, z, boxes, shape)
+    for m, n in zip(masks, [2 * 64, 36, 9]):                            # every lesion keeps its whole mask
+        assert m.mask.sum() == n and m.mask.all()                       # boxes fill their voxel box here
+    cov = label_coverage(t, masks, labels)
+    np.testing.assert_array_equal(cov.voxels, [128, 36, 9])
+    np.testing.assert_array_equal(cov.in_label_map, [128, 32, 0])
+    assert cov.covered_by == [(), (1,), (1,)]
+    assert cov.hidden(t.id) == {3: (1,)}
+    from lesionprop.scan.lesions import table_rows
+
+    rows = table_rows(t, np.arange(1, 5), cov)
+    assert [(r["voxels"], r["voxels_in_label_map"], r["covered_by"]) for r in rows] == [
+        (128, 128, []), (36, 32, [1]), (9, 0, [1])]
+
+
+# ---------------------------------------------------------------- the DICOM SEG
+
+def _synthetic_series(folder: Path, iop=(1.0, 0, 0, 0, 1.0, 0), n: int = 4, rows: int = 24,
+                      columns: int = 32) -> Path:
+    """A tiny CT series written with pydicom (no ../shared needed): ``n`` slices of rows x columns,
+    2 mm apart, slice normal = row x column cosines."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True)
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    normal = np.cross(np.asarray(iop[:3], dtype=float), np.asarray(iop[3:], dtype=float))
+    for i in range(n):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.Modality, ds.ImageType = "CT", ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "p1", "Test^Phantom", "", "O"
+        ds.AccessionNumber, ds.StudyID, ds.StudyDate, ds.StudyTime = "", "1", "20260101", "120000"
+        ds.ReferringPhysicianName, ds.SeriesNumber, ds.InstanceNumber = "", 1, i + 1
+        ds.ImageOrientationPatient = [float(v) for v in iop]
+        ds.ImagePositionPatient = (np.array([-10.0, -20.0, 30.0]) - 2.0 * i * normal).tolist()
+        ds.PixelSpacing, ds.SliceThickness = [0.8, 0.7], 2.0
+        ds.Rows, ds.Columns = rows, columns
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = (np.arange(rows * columns, dtype=np.int16) % 300 + 900 + 10 * i).tobytes()
+        ds.save_as(folder / f"s{i:03d}.dcm", enforce_file_format=True)
+    return folder
+
+
+@pytest.fixture(params=["synthetic", "real"])
+def four_slices(request, tmp_path) -> Path:
+    """4 slices of a DICOM CT series: written here, or copied from ../shared (skipped when absent)."""
+    if request.param == "synthetic":
+        return _synthetic_series(tmp_path / "four")
+    folder = tmp_path / "four"
+    folder.mkdir()
+    for f in _dicoms(request.getfixturevalue("shared_data"))[:4]:
+        shutil.copy(f, folder / f.name)
+    return folder
+
+
+def _seg_in_display(path: Path, vol) -> tuple[np.ndarray, object]:
+    """The SEG read back frame by frame and placed BY GEOMETRY alone: each frame's Image Position
+    (Patient) is matched to a source slice (along the normal) and to its first row / column there
+    (orientation and spacing must be the source's).  Returns ((Z, Y, X, S) bool in the display
+    orientation, S = segments, the SEG dataset)."""
+    import pydicom
+
+    seg = pydicom.dcmread(path)
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in vol.files]
+    iop = np.asarray(sources[0].ImageOrientationPatient, dtype=float)
+    across, down = iop[:3], iop[3:]
+    normal = np.cross(across, down)
+    d_row, d_col = (float(v) for v in sources[0].PixelSpacing)
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    np.testing.assert_allclose(shared.PlaneOrientationSequence[0].ImageOrientationPatient, iop, atol=1e-6)
+    np.testing.assert_allclose(shared.PixelMeasuresSequence[0].PixelSpacing, [d_row, d_col], rtol=1e-6)
+    ipp = np.array([s.ImagePositionPatient for s in sources], dtype=float)
+    out = np.zeros((len(sources), int(sources[0].Rows), int(sources[0].Columns), len(seg.SegmentSequence)), bool)
+    frames = seg.pixel_array.reshape(-1, int(seg.Rows), int(seg.Columns)).astype(bool)
+    for k, fg in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        number = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        offset = np.asarray(fg.PlanePositionSequence[0].ImagePositionPatient, dtype=float) - ipp
+        z = int(np.argmin(np.abs(offset @ normal)))
+        assert abs(offset[z] @ normal) < 1e-3
+        r0, c0 = offset[z] @ down / d_row, offset[z] @ across / d_col
+        assert abs(r0 - round(r0)) < 1e-3 and abs(c0 - round(c0)) < 1e-3
+        r0, c0 = int(round(r0)), int(round(c0))
+        out[z, r0:r0 + frames.shape[1], c0:c0 + frames.shape[2], number - 1] |= frames[k]
+        src = fg.DerivationImageSequence[0].SourceImageSequence[0]     # and it references that slice
+        assert src.ReferencedSOPInstanceUID == sources[z].SOPInstanceUID or src.ReferencedSOPInstanceUID == str(
+            sources[z].file_meta.MediaStorageSOPInstanceUID)
+    if vol.meta.get("transpose"):                                   # stored -> display
+        out = out.swapaxes(1, 2)
+    if vol.meta.get("flip_rows"):
+        out = out[:, ::-1]
+    if vol.meta.get("flip_cols"):
+        out = out[:, :, ::-1]
+    return out, seg
+
+
+def test_stacked_seg_bytes_is_hand_computed():
+    from lesionprop.scan.outputs import stacked_seg_bytes
+
+    # 20 x 512 x 512 positions x (100 lesions + 9), one slice x 100 lesions, 363 frames of 512 x 512 bits twice
+    assert stacked_seg_bytes(20, 512, 512, 100, 363) == 20 * 512 * 512 * 109 + 512 * 512 * 100 + 2 * 363 * 32768
+    assert stacked_seg_bytes(2, 3, 5, 1, 3) == 30 * 10 + 15 + 2 * 3 * 2                 # 15 px -> 2 bytes
+    assert stacked_seg_bytes(0, 512, 512, 0, 0) == 0
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("flip_rows", [False, True])
+@pytest.mark.parametrize("flip_cols", [False, True])
+def test_seg_crop_box_and_display_region_agree(transpose, flip_rows, flip_cols):
+    """The stored crop box holds every lesion voxel, and the display region it maps back to is
+    the same pixels (both forms crop the same frames)."""
+    from lesionprop.scan.outputs import _display_region, _stored_orientation, plan_seg, segment_stack
+
+    meta = {"transpose": transpose, "flip_rows": flip_rows, "flip_cols": flip_cols}
+    t, z, boxes, scores, shape = _covered_case((5, 20, 28))
+    masks = lesion_masks(t, z, boxes, shape)
+    plan = plan_seg(masks, shape, meta)
+    full = np.zeros((*shape, len(masks)), dtype=np.uint8)
+    for k, m in enumerate(masks):
+        full[(*m.region(), k)] = m.mask
+    stored_full = _stored_orientation(full[plan.frames], meta)
+    r1, r2, c1, c2 = plan.box
+    np.testing.assert_array_equal(plan.frames, [1, 2])
+    assert plan.stored_shape == stored_full.shape[1:3] and (c2 - c1) % 8 == 0
+    np.testing.assert_array_equal(segment_stack(masks, shape, meta, plan), stored_full[:, r1:r2, c1:c2])
+    assert stored_full.sum() == stored_full[:, r1:r2, c1:c2].sum()          # nothing outside the box
+    ys, xs = _display_region(plan.box, shape[1:], meta)
+    np.testing.assert_array_equal(_stored_orientation(full[plan.frames][:, ys, xs], meta),
+                                  stored_full[:, r1:r2, c1:c2])
+
+
+def test_plan_seg_switches_form_at_the_budget(monkeypatch):
+    import lesionprop.scan.outputs as outputs
+
+    t, z, boxes, scores, shape = _covered_case((4, 64, 64))
+    masks = lesion_masks(t, z, boxes, shape)
+    plan = outputs.plan_seg(masks, shape, {})
+    assert plan.form == outputs.STACKED and plan.budget_bytes == 2 ** 30
+    assert plan.box == (0, 12, 0, 16) and plan.frame_shape == (12, 16)           # 12 columns widened to 16
+    assert plan.stacked_bytes == outputs.stacked_seg_bytes(2, 12, 16, 3, 2 + 1 + 1)
+    assert outputs.plan_seg(masks, shape, {}, plan.stacked_bytes).form == outputs.STACKED
+    assert outputs.plan_seg(masks, shape, {}, plan.stacked_bytes - 1).form == outputs.LABEL_MAP
+    monkeypatch.setattr(outputs, "SEG_MEMORY_GIB", plan.stacked_bytes / 2 ** 30 / 2)   # read at call time
+    assert outputs.plan_seg(masks, shape, {}).form == outputs.LABEL_MAP
+
+
+_ORIENTATIONS = {"axial": (1.0, 0, 0, 0, 1.0, 0), "mirrored": (-1.0, 0, 0, 0, 1.0, 0),
+                 "transposed": (0, 1.0, 0, 1.0, 0, 0)}
+
+
+@pytest.mark.parametrize("orientation", list(_ORIENTATIONS))
+def test_dicom_seg_cropped_frames_land_on_the_lesion_voxels(tmp_path, orientation):
+    """No ../shared: a written series in three stored orientations; the SEG's cropped frames,
+    placed by their Image Position (Patient) alone, give back every lesion's whole mask."""
+    import highdicom as hd
+
+    from lesionprop.scan.outputs import write_dicom_seg
+
+    vol = load_ct(_synthetic_series(tmp_path / "s", _ORIENTATIONS[orientation]))
+    assert vol.meta["transpose"] == (orientation == "transposed")
+    t, z, boxes, scores, shape = _covered_case(vol.hu.shape)
+    masks = lesion_masks(t, z, boxes, shape)
+    assert write_dicom_seg(tmp_path / "seg.dcm", vol, masks, t.id, t.score) == 3
+    got, seg = _seg_in_display(tmp_path / "seg.dcm", vol)
+    assert int(seg.Rows) * int(seg.Columns) < 24 * 32                              # cropped frames
+    assert {fg.DerivationImageSequence[0].SourceImageSequence[0].SpatialLocationsPreserved
+            for fg in seg.PerFrameFunctionalGroupsSequence} == {"NO"}                # so highdicom says
+    for k, m in enumerate(masks):
+        full = np.zeros(shape, dtype=bool)
+        full[m.region()] = m.mask
+        np.testing.assert_array_equal(got[..., k], full)
+    vol_hd = hd.seg.segread(tmp_path / "seg.dcm").get_volume(segment_numbers=[1, 2, 3])   # highdicom agrees
+    assert [int(vol_hd.array[..., k].sum()) for k in range(3)] == [int(m.mask.sum()) for m in masks]
+
+
+def test_dicom_seg_uncropped_when_the_lesions_span_the_slice(tmp_path):
+    """A union box as large as the slice: full frames, the source's own positions (locations preserved)."""
+    from lesionprop.scan.outputs import write_dicom_seg
+
+    vol = load_ct(_synthetic_series(tmp_path / "s"))
+    z, boxes, scores = np.array([1, 2]), np.array([[0.0, 0.0, 32.0, 4.0], [28.0, 20.0, 32.0, 24.0]]), np.array([.9, .8])
+    t = lesion_table(np.array([1, 2]), z, boxes, scores, vol.affine, vol.spacing, vol.hu.shape)
+    masks = lesion_masks(t, z, boxes, vol.hu.shape)
+    assert write_dicom_seg(tmp_path / "seg.dcm", vol, masks, t.id, t.score) == 2
+    got, seg = _seg_in_display(tmp_path / "seg.dcm", vol)
+    assert (int(seg.Rows), int(seg.Columns)) == (24, 32)
+    assert {fg.DerivationImageSequence[0].SourceImageSequence[0].SpatialLocationsPreserved
+            for fg in seg.PerFrameFunctionalGroupsSequence} == {"YES"}
+    for k, m in enumerate(masks):
+        full = np.zeros(vol.hu.shape, dtype=bool)
+        full[m.region()] = m.mask
+        np.testing.assert_array_equal(got[..., k], full)
+
+
+def test_dicom_seg_holds_every_lesion_with_its_whole_mask(four_slices, tmp_path):
+    """Segment number = lesion id for every lesion, the hidden one included; segments overlap."""
+    import pydicom
+
+    from lesionprop.scan.outputs import sop_uids, write_dicom_seg
+
+    vol = load_ct(four_slices)
+    t, z, boxes, scores, shape = _covered_case(vol.hu.shape)
+    masks = lesion_masks(t, z, boxes, shape)
+    assert write_dicom_seg(tmp_path / "seg.dcm", vol, masks, t.id, t.score) == 3
+    got, seg = _seg_in_display(tmp_path / "seg.dcm", vol)
+    assert seg.SegmentationType == "BINARY" and seg.SegmentsOverlap == "YES"
+    assert [int(s.SegmentNumber) for s in seg.SegmentSequence] == [1, 2, 3]
+    assert [s.TrackingID for s in seg.SegmentSequence] == ["lesion 1", "lesion 2", "lesion 3"]
+    assert int(seg.NumberOfFrames) == 2 + 1 + 1                        # (segment, slice) pairs with voxels
+    assert (int(seg.Rows), int(seg.Columns)) == (12, 16)               # the lesions' union box, 8-column aligned
+    uids = [sop_uids(pydicom.dcmread(f))[1] for f in vol.files]
+    ref = seg.ReferencedSeriesSequence[0]                               # every slice referenced, not only framed ones
+    assert {r.ReferencedSOPInstanceUID for r in ref.ReferencedInstanceSequence} == set(uids)
+    for k, m in enumerate(masks):
+        full = np.zeros(shape, dtype=bool)
+        full[m.region()] = m.mask
+        np.testing.assert_array_equal(got[..., k], full)
+    with pytest.raises(ValueError, match="lesion ids must be 1..3"):
+        write_dicom_seg(tmp_path / "bad.dcm", vol, masks, t.id + 1, t.score)
+
+
+def test_dicom_seg_label_map_form_keeps_every_segment_number(four_slices, tmp_path, monkeypatch):
+    """Over the budget: the SEG is the label volume; lesion 3 (hidden) is described with no frame."""
+    import highdicom as hd
+
+    import lesionprop.scan.outputs as outputs
+
+    vol = load_ct(four_slices)
+    t, z, boxes, scores, shape = _covered_case(vol.hu.shape)
+    masks = lesion_masks(t, z, boxes, shape)
+    labels = label_volume(t, z, boxes, scores, shape)
+    coverage = label_coverage(t, masks, labels)
+    monkeypatch.setattr(outputs, "SEG_MEMORY_GIB", 1e-9)
+    assert outputs.plan_seg(masks, shape, vol.meta).form == outputs.LABEL_MAP
+    with pytest.raises(ValueError, match="needs labels_zyx"):
+        outputs.write_dicom_seg(tmp_path / "x.dcm", vol, masks, t.id, t.score)
+    assert outputs.write_dicom_seg(tmp_path / "seg.dcm", vol, masks, t.id, t.score, labels_zyx=labels,
+                                   coverage=coverage) == 3
+    got, seg = _seg_in_display(tmp_path / "seg.dcm", vol)
+    assert seg.SegmentationType == "BINARY" and seg.SegmentsOverlap == "NO"
+    assert [int(s.SegmentNumber) for s in seg.SegmentSequence] == [1, 2, 3]
+    assert [s.TrackingID for s in seg.SegmentSequence] == ["lesion 1", "lesion 2", "lesion 3"]
+    numbers = [int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+               for fg in seg.PerFrameFunctionalGroupsSequence]
+    assert sorted(numbers) == [1, 1, 2]                                  # lesion 3: described, no frame
+    for k in range(3):
+        np.testing.assert_array_equal(got[..., k], labels == k + 1)
+    desc = [s.get("SegmentDescription") for s in seg.SegmentSequence]
+    assert desc == [None, "32 of 36 voxels in this label-map SEG, the rest under lesion 1",
+                    "no voxel in this label-map SEG: all 9 under lesion 1"]
+    empty = hd.seg.segread(tmp_path / "seg.dcm").get_volume(segment_numbers=[3])   # readable, all zeros
+    assert not empty.array.any()
+
+
+def _stub_covered_case(monkeypatch, tmp_path) -> Path:
+    """A stub detector returning :func:`_covered_case`'s boxes; returns a checkpoint path for the CLI."""
+    import lesionprop.engine.predict as engine_predict
+    from lesionprop.boxes import pixel_to_file
+    from lesionprop.predictions import Predictions
+
+    t, z, boxes, scores, _ = _covered_case()
+    names = [f"000001_01_01_{k + 1:03d}.png" for k in z]
+    monkeypatch.setattr(engine_predict, "predict",
+                        lambda *a, **k: Predictions.from_arrays(names, pixel_to_file(boxes), scores))
+    (tmp_path / "stub.pt").write_bytes(b"")
+    return tmp_path / "stub.pt"
+
+
+def test_detect_reports_the_lesion_hidden_in_the_label_volume(four_slices, tmp_path, monkeypatch, capsys):
+    """The command on 4 DICOM slices with the boxes of :func:`_covered_case` (stub detector):
+    3 lesions, 3 segments; lesion 3 hidden under lesion 1 in the printout, lesions.csv and the page."""
+    import nibabel as nib
+
+    stub = _stub_covered_case(monkeypatch, tmp_path)
+    out = tmp_path / "out"
+    assert main(["detect", str(four_slices), "--checkpoint", str(stub), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 lesions from 4 boxes" in printed and "DICOM SEG with 3 segments" in printed
+    assert "DICOM SEG: every lesion whole, segments may overlap (stacked form: " in printed
+    assert "1 lesion has no voxel in lesions.nii.gz" in printed and "3 (under 1)" in printed
+    assert "listed in lesions.csv, the page and the SEG" in printed
+    rows = _csv(out / "lesions.csv")
+    assert [(r["id"], r["voxels"], r["voxels_in_label_map"], r["covered_by"]) for r in rows] == [
+        ("1", "128", "128", ""), ("2", "36", "32", "1"), ("3", "9", "0", "1")]
+    meta = json.loads((out / "lesions.json").read_text())
+    assert meta["lesions"][2]["covered_by"] == [1]
+    assert meta["dicom_seg"]["form"] == "stacked" and meta["dicom_seg"]["lesions_absent"] == []
+    assert meta["dicom_seg"]["memory_budget_bytes"] == 2 ** 30
+    assert meta["dicom_seg"]["stacked_bytes_needed"] == 2 * 12 * 16 * (3 + 9) + 12 * 16 * 3 + 2 * 4 * 24
+    lab = np.asarray(nib.load(str(out / "lesions.nii.gz")).dataobj)
+    assert set(np.unique(lab)) == {0, 1, 2}
+    page = (out / "index.html").read_text()
+    assert "3 (under 1), a better-scoring lesion covers all of their voxels" in page
+    assert "<div class='lesion hidden' id='lesion-3'>" in page and "hidden: 0 of 9 voxels" in page
+    assert "<span id='seg-form'>every lesion whole, segments may overlap (stacked form: " in page
+    got, seg = _seg_in_display(out / "lesions_seg.dcm", load_ct(four_slices))
+    assert seg.SegmentsOverlap == "YES" and [int(got[..., k].sum()) for k in range(3)] == [128, 36, 9]
+
+
+@pytest.mark.parametrize("how", ["option", "constant"])
+def test_detect_over_the_seg_budget_writes_the_label_map_form(four_slices, tmp_path, monkeypatch, capsys, how):
+    """--seg-memory-gb (or the module's default) below the stacked form's need: the label-map SEG,
+    said on the output, in lesions.json and on the page; lesions.csv unchanged."""
+    import lesionprop.scan.outputs as outputs
+
+    stub = _stub_covered_case(monkeypatch, tmp_path)
+    out = tmp_path / "out"
+    extra = ["--seg-memory-gb", "1e-9"] if how == "option" else []
+    if how == "constant":
+        monkeypatch.setattr(outputs, "SEG_MEMORY_GIB", 1e-9)
+    assert main(["detect", str(four_slices), "--checkpoint", str(stub), "--out", str(out)] + extra) == 0
+    printed = capsys.readouterr().out
+    note = ("label-map form, one lesion per voxel as in lesions.nii.gz (the stacked form needs "
+            "5376 bytes > budget 1 bytes, --seg-memory-gb); no voxel in the SEG: 3; partial: 2")
+    assert f"DICOM SEG: {note}" in printed.splitlines()
+    assert "listed in lesions.csv and the page (the SEG describes them, without voxels)" in printed
+    meta = json.loads((out / "lesions.json").read_text())
+    assert meta["dicom_seg"] == {
+        "form": "label_map", "segments": 3, "stacked_bytes_needed": 5376, "memory_budget_bytes": 1,
+        "frames_slices": 2, "frame_rows": 12, "frame_columns": 16, "frame_first_row": 0, "frame_first_column": 0,
+        "lesions_absent": [3], "lesions_partial": [2]}
+    assert [r["voxels_in_label_map"] for r in _csv(out / "lesions.csv")] == ["128", "32", "0"]
+    page = (out / "index.html").read_text()
+    assert f"<span id='seg-form'>{html.escape(note)}</span>" in page
+    assert "listed here and in lesions.csv (the DICOM SEG describes them, without voxels)." in page
+    got, seg = _seg_in_display(out / "lesions_seg.dcm", load_ct(four_slices))
+    assert seg.SegmentsOverlap == "NO" and [int(got[..., k].sum()) for k in range(3)] == [128, 32, 0]
 
 
 # ---------------------------------------------------------------- geometry of the loaders
@@ -178,22 +533,25 @@ def test_detect_dicom_seg_references_the_series(dicom_run, shared_data):
     ref = seg.ReferencedSeriesSequence[0]
     assert ref.SeriesInstanceUID == sources[0].SeriesInstanceUID
     assert {r.ReferencedSOPInstanceUID for r in ref.ReferencedInstanceSequence} == {sop_uids(s)[1] for s in sources}
-    lab = np.asarray(nib.load(str(dicom_run / "lesions.nii.gz")).dataobj)          # (x, y, z)
-    present = [i for i in np.unique(lab) if i > 0]
-    assert len(seg.SegmentSequence) == len(present)
-    assert [s.TrackingID for s in seg.SegmentSequence] == [f"lesion {i}" for i in present]
-    assert int(seg.NumberOfFrames) == sum(int((lab == i).any(axis=(0, 1)).sum()) for i in present)
+    rows = json.loads((dicom_run / "lesions.json").read_text())["lesions"]
+    assert [int(s.SegmentNumber) for s in seg.SegmentSequence] == [r["id"] for r in rows] == [1, 2, 3, 4]
+    assert [s.TrackingID for s in seg.SegmentSequence] == [f"lesion {r['id']}" for r in rows]
     assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
-    # the frames hold the label volume's voxels, slice by slice of the source series
-    import highdicom as hd
-
+    # segment k holds lesion k's whole mask: its label-volume voxels and the ones other lesions took
     vol = load_ct(shared_data / "realct" / "dicom_series")
-    uids = [sop_uids(pydicom.dcmread(f))[1] for f in vol.files]
-    px = hd.seg.segread(dicom_run / "lesions_seg.dcm").get_pixels_by_source_instance(
-        source_sop_instance_uids=uids, segment_numbers=[1, 2], ignore_spatial_locations=True)
-    display = lab.transpose(2, 1, 0)                                                # (z, y, x), unflipped series
-    for k in range(2):
-        np.testing.assert_array_equal(px[..., k].astype(bool), display == present[k])
+    px, _ = _seg_in_display(dicom_run / "lesions_seg.dcm", vol)
+    header = json.loads((dicom_run / "lesions.json").read_text())["dicom_seg"]
+    assert header["form"] == "stacked" and header["segments"] == 4
+    assert (int(seg.Rows), int(seg.Columns)) == (header["frame_rows"], header["frame_columns"])
+    display = np.asarray(nib.load(str(dicom_run / "lesions.nii.gz")).dataobj).transpose(2, 1, 0)  # (z, y, x)
+    assert int(seg.NumberOfFrames) == sum(int(px[..., k].any(axis=(1, 2)).sum()) for k in range(4))
+    for k, r in enumerate(rows):
+        mine = px[..., k]
+        assert mine.sum() == r["voxels"] and (mine & (display == r["id"])).sum() == r["voxels_in_label_map"]
+        assert not ((display == r["id"]) & ~mine).any()
+        zz, yy, xx = np.nonzero(mine)
+        assert (xx.min(), yy.min(), zz.min(), xx.max(), yy.max(), zz.max()) == tuple(
+            r[c] for c in ("voxel_x1", "voxel_y1", "voxel_z1", "voxel_x2", "voxel_y2", "voxel_z2"))
 
 
 class _Links(HTMLParser):
@@ -210,8 +568,12 @@ def test_detect_page_links_and_headless_chromium(dicom_run, tmp_path):
     parser.feed((dicom_run / "index.html").read_text())
     images = [link for link in parser.links if link.endswith(".png")]
     assert len(images) >= 4 * 4 - 2                          # 4 lesions x (slice, above, key, below) minus edges
+    page = (dicom_run / "index.html").read_text()
     for link in parser.links:
-        assert (dicom_run / link).is_file(), link
+        if link.startswith("#"):                             # another lesion's block on the page
+            assert f"id='{link[1:]}'" in page, link
+        else:
+            assert (dicom_run / link).is_file(), link
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (apt-get install chromium): page not rendered")
@@ -261,6 +623,25 @@ def test_detect_on_a_deeplesion_layout_series(tiny_synth, checkpoint, tmp_path):
     assert {p.name[:10] for p in (out / "figures").iterdir()} == {"lesion_001"}
 
 
+def test_detect_with_the_shipped_detector_name(tmp_path, capsys):
+    """`--checkpoint synthetic-cpu-detector` on a tiny DeepLesion-layout series: no training run needed."""
+    from lesionprop.data.volumes import write_series
+
+    hu = np.full((5, 64, 64), -1000, dtype=np.int16)
+    hu[:, 16:48, 16:48] = 40
+    hu[1:4, 28:36, 28:36] = 90
+    write_series(tmp_path / "data", "000007_01_01", hu, (0.8, 0.8, 2.0))
+    out = tmp_path / "out"
+    assert main(["detect", str(tmp_path / "data" / "Images_png" / "000007_01_01"), "--checkpoint",
+                 "synthetic-cpu-detector", "--out", str(out), "--score", "0", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "detector: the shipped synthetic-cpu-detector, trained on synthetic phantom data only" in printed
+    meta = json.loads((out / "lesions.json").read_text())
+    assert meta["shipped_detector"] == "synthetic-cpu-detector" and meta["checkpoint"].endswith("cpu_synth_detector.pt")
+    page = (out / "index.html").read_text()
+    assert "checkpoint: synthetic-cpu-detector" in page and "not a clinical detector" in page
+
+
 @pytest.mark.parametrize("what, edit, message", [
     ("modality", lambda i, ds: setattr(ds, "Modality", "MR") if i == 1 else None, "not a CT image (Modality = 'MR')"),
     ("localizer", lambda i, ds: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "LOCALIZER"]) if i == 0 else None,
@@ -291,11 +672,7 @@ def test_detect_missing_slices(shared_data, checkpoint, tmp_path, capsys):
 
 def test_detect_seg_frames_follow_a_mirrored_series(shared_data, checkpoint, tmp_path):
     """Columns stored toward the patient's right: the SEG frames are mirrored back to the stored order."""
-    import highdicom as hd
     import nibabel as nib
-    import pydicom
-
-    from lesionprop.scan.outputs import sop_uids
 
     folder = _edit(_dicoms(shared_data)[:5], tmp_path / "mirror",
                    lambda i, ds: setattr(ds, "ImageOrientationPatient", [-1, 0, 0, 0, 1, 0]))
@@ -305,16 +682,18 @@ def test_detect_seg_frames_follow_a_mirrored_series(shared_data, checkpoint, tmp
     vol = load_ct(folder)
     assert vol.meta["flip_cols"]
     display = np.asarray(nib.load(str(out / "lesions.nii.gz")).dataobj).transpose(2, 1, 0)
-    present = [int(i) for i in np.unique(display) if i > 0]
-    uids = [sop_uids(pydicom.dcmread(f))[1] for f in vol.files]
-    px = hd.seg.segread(out / "lesions_seg.dcm").get_pixels_by_source_instance(
-        source_sop_instance_uids=uids, segment_numbers=[1], ignore_spatial_locations=True)
-    np.testing.assert_array_equal(px[..., 0].astype(bool), (display == present[0])[:, :, ::-1])
+    best = json.loads((out / "lesions.json").read_text())["lesions"][0]
+    px, _ = _seg_in_display(out / "lesions_seg.dcm", vol)             # stored columns -> display
+    mine = px[..., 0]
+    assert mine.sum() == best["voxels"] and not ((display == 1) & ~mine).any()
+    zz, yy, xx = np.nonzero(mine)
+    assert (xx.min(), xx.max()) == (best["voxel_x1"], best["voxel_x2"])
 
 
 @pytest.mark.parametrize("args, message", [
     (["--score", "1.5"], "--score must be in [0, 1]"), (["--link-iou", "1"], "--link-iou must be in [0, 1)"),
     (["--max-gap", "0"], "--max-gap must be at least 1"), (["--max-lesions", "0"], "--max-lesions must be"),
+    (["--seg-memory-gb", "0"], "--seg-memory-gb must be > 0"),
 ])
 def test_detect_bad_options(tmp_path, capsys, args, message):
     assert main(["detect", str(tmp_path), "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o")] + args) == 2
@@ -330,6 +709,8 @@ def test_detect_missing_checkpoint_and_file_out(tmp_path, capsys):
     assert main(["detect", str(tmp_path / "src"), "--checkpoint", str(tmp_path / "none.pt"), "--out",
                  str(tmp_path / "o")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["detect", str(tmp_path / "src"), "--checkpoint", "synthetic-cpu", "--out", str(tmp_path / "o")]) == 2
+    assert "shipped detector: synthetic-cpu-detector" in capsys.readouterr().err    # a backbone name is not one
     assert main(["detect", str(tmp_path / "src"), "--checkpoint", str(tmp_path / "none.pt"), "--out",
                  str(tmp_path / "src" / "o")]) == 2
     assert "must not be inside the input" in capsys.readouterr().err

@@ -165,6 +165,24 @@ def test_predict_cli_on_an_imported_series_without_annotations(blobs, tmp_path, 
     assert "not in" in capsys.readouterr().err
 
 
+def test_predict_cli_with_the_shipped_detector_name(tmp_path, capsys):
+    """`--checkpoint synthetic-cpu-detector` needs no training run (the 5 x 64 x 64 series above)."""
+    from lesionprop.cli import main
+    from lesionprop.data.volumes import write_series
+
+    data = tmp_path / "imported"
+    hu = np.full((5, 64, 64), -1000, dtype=np.int16)
+    hu[:, 16:48, 16:48] = 40
+    write_series(data, "000007_01_01", hu, (0.8, 0.8, 2.0))
+    out = tmp_path / "preds.csv"
+    assert main(["predict", "--checkpoint", "synthetic-cpu-detector", "--data", str(data), "--series", "all",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    assert set(read_predictions(out).file_names) <= {f"000007_01_01_{i:03d}.png" for i in range(1, 6)}
+    assert main(["predict", "--checkpoint", "synthetic-cpu-detectr", "--data", str(data), "--series", "all",
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert "shipped detector: synthetic-cpu-detector" in capsys.readouterr().err
+
+
 def test_an_images_boxes_do_not_depend_on_the_other_shapes_in_its_batch():
     """Padding a batch to its largest slice changed GroupNorm's statistics: predict by shape."""
     from lesionprop.engine.predict import run_by_shape

@@ -14,7 +14,9 @@ from lesionprop.commands.arguments import count, finite_float
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="DICOM series folder, NIfTI file (.nii / .nii.gz), or ROOT/Images_png/SERIES")
-    p.add_argument("--checkpoint", required=True, help="checkpoint file, or a run directory (its best.pt)")
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint file, a run directory (its best.pt), or a shipped detector name "
+                        "(synthetic-cpu-detector: trained on synthetic phantoms only, a demo on real scans)")
     p.add_argument("--out", required=True, help="output folder (created; files in it are replaced)")
     p.add_argument("--tta", choices=("none", "flip", "scales", "flip+scales"), default="none",
                    help="test-time augmentation: horizontal flip, the scales of the config, or both")
@@ -23,12 +25,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-gap", type=int, default=1, help="link across up to this many slices (default 1)")
     p.add_argument("--max-lesions", type=count(1), default=100, help="report at most this many lesions (best first)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
+    p.add_argument("--seg-memory-gb", type=float, default=None,
+                   help="memory budget (GiB) for the DICOM SEG with every lesion whole; above it the SEG is "
+                        "written from the label volume, one lesion per voxel (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
     from lesionprop.cli import CommandError
     from lesionprop.engine.distributed import check_device
-    from lesionprop.scan.run import detect
+    from lesionprop.scan.run import SHIPPED_NOTE, detect, hidden_text, seg_note
 
     check_device(args.device)
     if not 0.0 <= args.score <= 1.0:
@@ -39,9 +44,24 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--max-gap must be at least 1, got {args.max_gap}")
     if args.max_lesions < 1:
         raise CommandError(f"--max-lesions must be at least 1, got {args.max_lesions}")
+    if args.seg_memory_gb is not None and not args.seg_memory_gb > 0:
+        raise CommandError(f"--seg-memory-gb must be > 0, got {args.seg_memory_gb}")
     res = detect(args.src, args.checkpoint, args.out, tta=args.tta, score=args.score, iou=args.link_iou,
-                 max_gap=args.max_gap, max_lesions=args.max_lesions, device=args.device)
-    seg = f", DICOM SEG with {res.seg_segments} segments" if res.seg_segments else ""
+                 max_gap=args.max_gap, max_lesions=args.max_lesions, device=args.device,
+                 seg_memory_gb=args.seg_memory_gb)
+    seg = f", DICOM SEG with {res.seg_segments} segments (one per lesion)" if res.seg_segments else ""
     print(f"{res.lesions} lesions from {res.boxes} boxes on {res.slices} slices -> {res.out}/index.html, "
           f"lesions.csv, lesions.json, lesions.nii.gz{seg}")
+    whole = bool(res.seg_segments) and res.seg is not None and res.seg["form"] == "stacked"
+    if res.seg_segments and res.seg is not None:
+        print(f"DICOM SEG: {seg_note(res.seg)}")
+    if res.hidden:
+        where = ("lesions.csv, the page and the SEG" if whole else
+                 "lesions.csv and the page (the SEG describes them, without voxels)" if res.seg_segments
+                 else "lesions.csv and the page")
+        n = len(res.hidden)
+        print(f"{n} {'lesion has' if n == 1 else 'lesions have'} no voxel in lesions.nii.gz (a better-scoring "
+              f"lesion covers all of it): {hidden_text(res.hidden)}; listed in {where}")
+    if res.shipped:
+        print(f"detector: the shipped {res.shipped}, {SHIPPED_NOTE}")
     return 0

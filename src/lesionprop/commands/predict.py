@@ -8,7 +8,9 @@ from lesionprop.commands.arguments import count, prediction_output
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint file, or a run directory (its best.pt)")
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint file, a run directory (its best.pt), or a shipped detector name "
+                        "(synthetic-cpu-detector: trained on synthetic phantoms only)")
     p.add_argument("--data", required=True, help="dataset root")
     p.add_argument("--annotations", help="DL_info.csv-schema file choosing the slices (key/adjacent of a split)")
     p.add_argument("--series", nargs="+", metavar="NAME",

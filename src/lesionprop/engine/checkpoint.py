@@ -1,8 +1,11 @@
 """Checkpoints: one dict holding the config, model, optimiser, scheduler, scaler, RNG and position.
 
 Written atomically (temp file + rename), so a kill mid-write leaves the previous
-checkpoint intact.  ``load_checkpoint`` accepts a file or a run directory (its
-``best.pt``).
+checkpoint intact.  ``load_checkpoint`` accepts a file, a run directory (its
+``best.pt``) or the name of a detector shipped in the package
+(:data:`lesionprop.model.pretrain.SHIPPED_DETECTORS`, e.g. ``synthetic-cpu-detector``): its
+file holds weights only, so the checkpoint is completed with the config it was trained with
+(:data:`lesionprop.model.pretrain.SHIPPED_DETECTOR_CONFIGS`).
 """
 
 from __future__ import annotations
@@ -26,18 +29,69 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def _shipped_file(name: str) -> Path:
+    from lesionprop.model.pretrain import SHIPPED_DETECTORS, resolve
+
+    return resolve(name, SHIPPED_DETECTORS, "--checkpoint")
+
+
+def shipped_name(path: str | Path) -> str | None:
+    """The shipped detector ``path`` designates (its name, or a path to its file or to an identical
+    copy of it), else None."""
+    import filecmp
+
+    from lesionprop.model.pretrain import SHIPPED_DETECTORS
+
+    if str(path) in SHIPPED_DETECTORS:
+        return str(path)
+    p = Path(path)
+    if not p.is_file():
+        return None
+    for name, file in SHIPPED_DETECTORS.items():
+        try:
+            shipped = _shipped_file(name)
+        except FileNotFoundError:
+            continue
+        if p.resolve() == shipped.resolve() or (p.name == file and filecmp.cmp(p, shipped, shallow=False)):
+            return name
+    return None
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory -> its ``best.pt``; FileNotFoundError otherwise."""
+    """A checkpoint file, a run directory -> its ``best.pt``, or a shipped detector's name -> its file;
+    FileNotFoundError (listing the shipped names) otherwise."""
+    from lesionprop.model.pretrain import SHIPPED_DETECTORS
+
+    if str(path) in SHIPPED_DETECTORS:
+        return _shipped_file(str(path))
     p = Path(path)
     if p.is_dir():
         p = p / "best.pt"
     if not p.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
+        raise FileNotFoundError(f"checkpoint not found: {p} (give a checkpoint file, a run directory holding "
+                                f"best.pt, or a shipped detector: {', '.join(SHIPPED_DETECTORS)})")
     return p
 
 
+def shipped_checkpoint(name: str) -> dict[str, Any]:
+    """A shipped detector as a checkpoint: its weights (cast to float32) and the config it was trained
+    with.  Loading into that config's model is exact (``strict``; tested)."""
+    from lesionprop.config import load_config
+    from lesionprop.model.pretrain import SHIPPED_DETECTOR_CONFIGS
+
+    preset, overrides = SHIPPED_DETECTOR_CONFIGS[name]
+    path = _shipped_file(name)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return {"model": model, "config": load_config(preset=preset, overrides=overrides).to_dict(), "shipped": name}
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load with ``weights_only=True``: tensors and plain containers only, no code runs from the file."""
+    """Load with ``weights_only=True``: tensors and plain containers only, no code runs from the file.
+    A shipped detector (name or file, :func:`shipped_name`) comes with its training config."""
+    name = shipped_name(path)
+    if name is not None:
+        return shipped_checkpoint(name)
     p = resolve_checkpoint(path)
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
@@ -49,7 +103,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{p} is not a lesionprop checkpoint (torch could not load it as one: "
                          f"{_load_failure(p, exc)})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise ValueError(f"{p} is not a lesionprop checkpoint (no 'model' / 'config' entries)")
+        from lesionprop.model.pretrain import SHIPPED_DETECTORS
+
+        bare = isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())
+        hint = (" (weights only, e.g. an export_backbone file: no config to build the model from)" if bare else "")
+        raise ValueError(f"{p} is not a lesionprop checkpoint (no 'model' / 'config' entries){hint}; a training "
+                         f"run's checkpoint or a shipped detector name works: {', '.join(SHIPPED_DETECTORS)}")
     return state
 
 

@@ -35,8 +35,12 @@ from torch import nn
 
 #: name -> file in the package (``lesionprop/model/weights/``)
 SHIPPED = {"synthetic-cpu": "cpu_synth_backbone.pt", "synthetic-cpu-v1": "cpu_synth_backbone_v1.pt"}
-#: name -> whole-detector file in the package (``model.init_detector``)
+#: name -> whole-detector file in the package (``model.init_detector``; also a ``--checkpoint`` of
+#: ``predict`` / ``detect``, :func:`lesionprop.engine.checkpoint.load_checkpoint`)
 SHIPPED_DETECTORS = {"synthetic-cpu-detector": "cpu_synth_detector.pt"}
+#: name -> (preset, overrides) it was trained with (docs/cpu_synth_backbone.md: ``--preset cpu
+#: --set data.aug_crop_px=160``); the files hold weights only, this builds their model
+SHIPPED_DETECTOR_CONFIGS = {"synthetic-cpu-detector": ("cpu", ("data.aug_crop_px=160",))}
 
 
 def resolve(spec: str | Path, shipped: dict[str, str] = SHIPPED, key: str = "model.init_backbone") -> Path:

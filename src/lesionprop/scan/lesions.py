@@ -18,6 +18,13 @@ Per lesion: ``score`` = its best box score; key slice = the slice of its largest
 box; long / short axis = the longer / shorter side of that box in mm (box sides,
 not RECIST diameters); volume = sum over its boxes of the inscribed ellipse's
 area times the slice interval, in mL.
+
+A lesion's **mask** is the union of its boxes' voxels (:func:`lesion_masks`): what its
+own DICOM SEG segment holds, overlaps with other lesions included.  The label volume
+(:func:`label_volume`) holds one id per voxel, so where boxes of several lesions overlap
+the better box score wins, and a lesion can lose some or all of its voxels there:
+:func:`label_coverage` counts, per lesion, its mask voxels, how many of them carry its
+id in the label volume, and which lesions hold the others.
 """
 
 from __future__ import annotations
@@ -149,8 +156,72 @@ def label_volume(table: LesionTable, z: np.ndarray, boxes: np.ndarray, scores: n
     return labels
 
 
-def table_rows(table: LesionTable, slice_numbers: np.ndarray) -> list[dict]:
-    """Lesions as JSON-ready dicts; ``slice_numbers[z]`` = the slice's number in its dataset (e.g. PNG name)."""
+@dataclass(frozen=True)
+class LesionMask:
+    """One lesion's voxels: ``mask`` (bool, ``(z, y, x)``) = the union of its boxes inside its
+    voxel box, whose first voxel is ``origin`` (z1, y1, x1) of the volume."""
+
+    origin: tuple[int, int, int]
+    mask: np.ndarray
+
+    def region(self) -> tuple[slice, slice, slice]:
+        """The mask's place in the volume: ``volume[m.region()]`` has the mask's shape."""
+        return tuple(slice(o, o + n) for o, n in zip(self.origin, self.mask.shape))   # type: ignore[return-value]
+
+
+def lesion_masks(table: LesionTable, z: np.ndarray, boxes: np.ndarray,
+                 shape_zyx: tuple[int, int, int]) -> list[LesionMask]:
+    """Per lesion (table order) the union of its boxes' voxels, overlaps with other lesions included."""
+    vox = box_voxels(np.asarray(boxes).reshape(-1, 4), shape_zyx[1:])
+    zs = np.asarray(z, dtype=np.int64).reshape(-1)
+    out = []
+    for i in range(len(table)):
+        x1, y1, z1, x2, y2, z2 = (int(v) for v in table.voxel_box[i])
+        mask = np.zeros((z2 - z1 + 1, y2 - y1 + 1, x2 - x1 + 1), dtype=bool)
+        for j in np.flatnonzero(table.box_lesion == i):
+            bx1, by1, bx2, by2 = vox[j]
+            mask[zs[j] - z1, by1 - y1:by2 - y1 + 1, bx1 - x1:bx2 - x1 + 1] = True
+        out.append(LesionMask((z1, y1, x1), mask))
+    return out
+
+
+@dataclass(frozen=True)
+class LabelCoverage:
+    """How much of each lesion (table order) the label volume shows.
+
+    ``voxels`` (L,): its mask's voxels; ``in_label_map`` (L,): those carrying its id in the
+    label volume; ``covered_by``: per lesion, the ids (ascending) holding its other voxels.
+    """
+
+    voxels: np.ndarray
+    in_label_map: np.ndarray
+    covered_by: list[tuple[int, ...]]
+
+    def hidden(self, ids: np.ndarray) -> dict[int, tuple[int, ...]]:
+        """Lesions with no voxel in the label volume: id -> the ids covering it."""
+        return {int(ids[i]): self.covered_by[i] for i in np.flatnonzero(self.in_label_map == 0)}
+
+
+def label_coverage(table: LesionTable, masks: list[LesionMask], labels: np.ndarray) -> LabelCoverage:
+    """Compare each lesion's mask (:func:`lesion_masks`) with the label volume (:func:`label_volume`)."""
+    voxels = np.zeros(len(table), dtype=np.int64)
+    shown = np.zeros(len(table), dtype=np.int64)
+    covered: list[tuple[int, ...]] = []
+    for i, m in enumerate(masks):
+        under = labels[m.region()][m.mask]
+        lid = int(table.id[i])
+        voxels[i] = under.size
+        shown[i] = int((under == lid).sum())
+        covered.append(tuple(int(v) for v in np.unique(under) if v != lid and v != 0))
+    return LabelCoverage(voxels, shown, covered)
+
+
+def table_rows(table: LesionTable, slice_numbers: np.ndarray,
+               coverage: LabelCoverage | None = None) -> list[dict]:
+    """Lesions as JSON-ready dicts; ``slice_numbers[z]`` = the slice's number in its dataset (e.g. PNG name).
+
+    With ``coverage``: also ``voxels``, ``voxels_in_label_map`` and ``covered_by`` (a list of ids).
+    """
     rows = []
     for i in range(len(table)):
         x1, y1, z1, x2, y2, z2 = (int(v) for v in table.voxel_box[i])
@@ -166,6 +237,9 @@ def table_rows(table: LesionTable, slice_numbers: np.ndarray) -> list[dict]:
             "long_axis_mm": round(float(table.long_mm[i]), 2), "short_axis_mm": round(float(table.short_mm[i]), 2),
             "volume_ml": round(float(table.volume_ml[i]), 4),
         })
+        if coverage is not None:
+            rows[-1].update(voxels=int(coverage.voxels[i]), voxels_in_label_map=int(coverage.in_label_map[i]),
+                            covered_by=list(coverage.covered_by[i]))
     return rows
 
 
@@ -173,5 +247,5 @@ COLUMNS: tuple[str, ...] = (
     "id", "score", "n_boxes", "key_slice", "slice_first", "slice_last",
     "voxel_x1", "voxel_y1", "voxel_z1", "voxel_x2", "voxel_y2", "voxel_z2",
     "lps_x_min_mm", "lps_y_min_mm", "lps_z_min_mm", "lps_x_max_mm", "lps_y_max_mm", "lps_z_max_mm",
-    "long_axis_mm", "short_axis_mm", "volume_ml",
+    "long_axis_mm", "short_axis_mm", "volume_ml", "voxels", "voxels_in_label_map", "covered_by",
 )

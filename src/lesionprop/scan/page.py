@@ -4,7 +4,9 @@ Boxes are in the pixel frame of the display-orientation slices (0-based continuo
 see :mod:`lesionprop.scan.lesions`); figures use the soft-tissue window (W 400, L 40).
 Lesions are listed best score first; each shows its key slice (the slice of its
 largest box) with the box, a close-up of the key slice and of the slices above
-and below (with the lesion's box where it has one there), size, volume and score.
+and below (with the lesion's box where it has one there), size, volume, score and
+how many of its voxels the label volume shows (a lesion with none is flagged, and
+the page's warnings list it).
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ h1 { font-size: 22px; margin-bottom: 4px; } .meta { color: #555; font-size: 13px
 .cap { font-size: 11px; color: #666; text-align: center; margin-top: 2px; }
 table.facts { border-collapse: collapse; font-size: 13px; } table.facts td { padding: 2px 8px 2px 0; }
 .score { font-size: 20px; font-weight: 600; } .none { padding: 24px; background: #fff; border: 1px solid #ddd; }
+.warn { background: #fff4e0; border: 1px solid #e0a040; border-radius: 6px; padding: 8px 12px; font-size: 14px; }
+.hidden { border-color: #e0a040; } .flag { color: #a05a00; font-weight: 600; }
 """
 
 
@@ -101,13 +105,31 @@ def _fig(path: str | None, caption: str) -> str:
             f'alt="{html.escape(caption)}"></a><div class="cap">{html.escape(caption)}</div></figure>')
 
 
+def _label_map_fact(row: dict) -> tuple[str, str] | None:
+    """The "label map" line of a lesion: its voxels in lesions.nii.gz, and which lesions cover the rest."""
+    if "voxels_in_label_map" not in row:
+        return None
+    shown, total, by = row["voxels_in_label_map"], row["voxels"], row["covered_by"]
+    text = f"{shown} of {total} voxels"
+    if by:
+        text += (" (all" if shown == 0 else " (the rest") + " under lesion " + ", ".join(
+            f"<a href='#lesion-{i}'>{i}</a>" for i in by) + ")"
+    if shown == 0:
+        text = f"<span class='flag'>hidden: {text}</span>"
+    return "label map", text
+
+
 def write_page(out: Path, title: str, facts: list[tuple[str, str]], rows: list[dict],
-               figures: list[dict[str, str]], notes: list[str]) -> Path:
-    """``out/index.html``: header facts, then one block per lesion (``rows`` best score first)."""
+               figures: list[dict[str, str]], notes: list[str], warnings: list[str] = (),
+               seg_note: str | None = None) -> Path:
+    """``out/index.html``: header facts, warnings, notes, then one block per lesion (``rows`` best score first);
+    ``seg_note`` (which form the DICOM SEG has) goes next to the SEG's link."""
     e = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1>",
              "<div class='meta'>" + " &middot; ".join(f"{e(k)}: {e(v)}" for k, v in facts) + "</div>"]
+    for warning in warnings:
+        parts.append(f"<p class='warn'>{e(warning)}</p>")
     for note in notes:
         parts.append(f"<p class='meta'>{e(note)}</p>")
     if not rows:
@@ -124,15 +146,24 @@ def write_page(out: Path, title: str, facts: list[tuple[str, str]], rows: list[d
                        f"y {row['lps_y_min_mm']:.1f}..{row['lps_y_max_mm']:.1f}, "
                        f"z {row['lps_z_min_mm']:.1f}..{row['lps_z_max_mm']:.1f}"),
         ]
+        label_fact = _label_map_fact(row)
+        if label_fact is not None:
+            facts_rows.append(label_fact)
         table = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in facts_rows)
+        hidden = " hidden" if row.get("voxels_in_label_map") == 0 else ""
         parts.append(
-            f"<div class='lesion' id='lesion-{row['id']}'>"
+            f"<div class='lesion{hidden}' id='lesion-{row['id']}'>"
             + _fig(fig.get("slice"), f"slice {row['key_slice']}")
             + _fig(fig.get("above"), "above") + _fig(fig.get("key"), "key slice") + _fig(fig.get("below"), "below")
             + f"<div><div class='score'>Lesion {row['id']} &middot; score {row['score']:.3f}</div>"
             f"<table class='facts'>{table}</table></div></div>")
+    seg = ""
+    if (out / "lesions_seg.dcm").is_file():
+        seg = ", <a href='lesions_seg.dcm'>lesions_seg.dcm</a> (DICOM SEG, one segment per lesion" + (
+            f": <span id='seg-form'>{e(seg_note)}</span>" if seg_note else "") + ")"
     parts.append("<p class='meta'>Files: <a href='lesions.csv'>lesions.csv</a>, <a href='lesions.json'>"
-                 "lesions.json</a>, <a href='lesions.nii.gz'>lesions.nii.gz</a> (label volume).</p></body></html>")
+                 "lesions.json</a>, <a href='lesions.nii.gz'>lesions.nii.gz</a> (label volume: one id per voxel, "
+                 f"a better score wins overlaps){seg}.</p></body></html>")
     path = out / "index.html"
     with atomic_write(path) as fh:
         fh.write("\n".join(parts))
