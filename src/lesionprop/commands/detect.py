@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-from lesionprop.commands.arguments import count, finite_float
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="DICOM series folder, NIfTI file (.nii / .nii.gz), or ROOT/Images_png/SERIES")
@@ -20,10 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (created; files in it are replaced)")
     p.add_argument("--tta", choices=("none", "flip", "scales", "flip+scales"), default="none",
                    help="test-time augmentation: horizontal flip, the scales of the config, or both")
-    p.add_argument("--score", type=finite_float, default=0.5, help="keep boxes scoring at least this (default 0.5)")
+    p.add_argument("--score", type=float, default=0.5, help="keep boxes scoring at least this (default 0.5)")
     p.add_argument("--link-iou", type=float, default=0.5, help="IoU linking boxes of adjacent slices (default 0.5)")
     p.add_argument("--max-gap", type=int, default=1, help="link across up to this many slices (default 1)")
-    p.add_argument("--max-lesions", type=count(1), default=100, help="report at most this many lesions (best first)")
+    p.add_argument("--max-lesions", type=int, default=100, help="report at most this many lesions (best first)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     p.add_argument("--seg-memory-gb", type=float, default=None,
                    help="memory budget (GiB) for the DICOM SEG with every lesion whole; above it the SEG is "
