@@ -16,6 +16,7 @@ import pytest
 from lesionprop.cli import main
 from lesionprop.data.volumes import LPS_TO_RAS, load_ct, spacing_affine, voxel_to_patient
 from lesionprop.scan.lesions import box_voxels, label_coverage, label_volume, lesion_masks, lesion_table
+from lesionprop.scan.outputs import stacked_seg_bytes
 
 
 # ---------------------------------------------------------------- pure maths
@@ -205,7 +206,7 @@ def test_seg_crop_box_and_display_region_agree(transpose, flip_rows, flip_cols):
     meta = {"transpose": transpose, "flip_rows": flip_rows, "flip_cols": flip_cols}
     t, z, boxes, scores, shape = _covered_case((5, 20, 28))
     masks = lesion_masks(t, z, boxes, shape)
-    plan = plan_seg(masks, shape, meta)
+    plan = plan_seg(masks, shape, meta, crop=True)
     full = np.zeros((*shape, len(masks)), dtype=np.uint8)
     for k, m in enumerate(masks):
         full[(*m.region(), k)] = m.mask
@@ -225,14 +226,16 @@ def test_plan_seg_switches_form_at_the_budget(monkeypatch):
 
     t, z, boxes, scores, shape = _covered_case((4, 64, 64))
     masks = lesion_masks(t, z, boxes, shape)
-    plan = outputs.plan_seg(masks, shape, {})
+    whole = outputs.plan_seg(masks, shape, {})                                    # default: whole slices
+    assert whole.box == (0, 64, 0, 64) and whole.stacked_bytes == outputs.stacked_seg_bytes(2, 64, 64, 3, 2 + 1 + 1)
+    plan = outputs.plan_seg(masks, shape, {}, crop=True)
     assert plan.form == outputs.STACKED and plan.budget_bytes == 2 ** 30
     assert plan.box == (0, 12, 0, 16) and plan.frame_shape == (12, 16)           # 12 columns widened to 16
     assert plan.stacked_bytes == outputs.stacked_seg_bytes(2, 12, 16, 3, 2 + 1 + 1)
-    assert outputs.plan_seg(masks, shape, {}, plan.stacked_bytes).form == outputs.STACKED
-    assert outputs.plan_seg(masks, shape, {}, plan.stacked_bytes - 1).form == outputs.LABEL_MAP
+    assert outputs.plan_seg(masks, shape, {}, plan.stacked_bytes, crop=True).form == outputs.STACKED
+    assert outputs.plan_seg(masks, shape, {}, plan.stacked_bytes - 1, crop=True).form == outputs.LABEL_MAP
     monkeypatch.setattr(outputs, "SEG_MEMORY_GIB", plan.stacked_bytes / 2 ** 30 / 2)   # read at call time
-    assert outputs.plan_seg(masks, shape, {}).form == outputs.LABEL_MAP
+    assert outputs.plan_seg(masks, shape, {}, crop=True).form == outputs.LABEL_MAP
 
 
 _ORIENTATIONS = {"axial": (1.0, 0, 0, 0, 1.0, 0), "mirrored": (-1.0, 0, 0, 0, 1.0, 0),
@@ -245,13 +248,14 @@ def test_dicom_seg_cropped_frames_land_on_the_lesion_voxels(tmp_path, orientatio
     placed by their Image Position (Patient) alone, give back every lesion's whole mask."""
     import highdicom as hd
 
-    from lesionprop.scan.outputs import write_dicom_seg
+    from lesionprop.scan.outputs import plan_seg, write_dicom_seg
 
     vol = load_ct(_synthetic_series(tmp_path / "s", _ORIENTATIONS[orientation]))
     assert vol.meta["transpose"] == (orientation == "transposed")
     t, z, boxes, scores, shape = _covered_case(vol.hu.shape)
     masks = lesion_masks(t, z, boxes, shape)
-    assert write_dicom_seg(tmp_path / "seg.dcm", vol, masks, t.id, t.score) == 3
+    plan = plan_seg(masks, shape, vol.meta, crop=True)                         # detect --seg-crop
+    assert write_dicom_seg(tmp_path / "seg.dcm", vol, masks, t.id, t.score, plan=plan) == 3
     got, seg = _seg_in_display(tmp_path / "seg.dcm", vol)
     assert int(seg.Rows) * int(seg.Columns) < 24 * 32                              # cropped frames
     assert {fg.DerivationImageSequence[0].SourceImageSequence[0].SpatialLocationsPreserved
@@ -298,7 +302,9 @@ def test_dicom_seg_holds_every_lesion_with_its_whole_mask(four_slices, tmp_path)
     assert [int(s.SegmentNumber) for s in seg.SegmentSequence] == [1, 2, 3]
     assert [s.TrackingID for s in seg.SegmentSequence] == ["lesion 1", "lesion 2", "lesion 3"]
     assert int(seg.NumberOfFrames) == 2 + 1 + 1                        # (segment, slice) pairs with voxels
-    assert (int(seg.Rows), int(seg.Columns)) == (12, 16)               # the lesions' union box, 8-column aligned
+    assert (int(seg.Rows), int(seg.Columns)) == vol.hu.shape[1:]       # whole slices (no --seg-crop)
+    assert {fg.DerivationImageSequence[0].SourceImageSequence[0].SpatialLocationsPreserved
+            for fg in seg.PerFrameFunctionalGroupsSequence} == {"YES"}
     uids = [sop_uids(pydicom.dcmread(f))[1] for f in vol.files]
     ref = seg.ReferencedSeriesSequence[0]                               # every slice referenced, not only framed ones
     assert {r.ReferencedSOPInstanceUID for r in ref.ReferencedInstanceSequence} == set(uids)
@@ -377,7 +383,8 @@ def test_detect_reports_the_lesion_hidden_in_the_label_volume(four_slices, tmp_p
     assert meta["lesions"][2]["covered_by"] == [1]
     assert meta["dicom_seg"]["form"] == "stacked" and meta["dicom_seg"]["lesions_absent"] == []
     assert meta["dicom_seg"]["memory_budget_bytes"] == 2 ** 30
-    assert meta["dicom_seg"]["stacked_bytes_needed"] == 2 * 12 * 16 * (3 + 9) + 12 * 16 * 3 + 2 * 4 * 24
+    rows_, cols_ = load_ct(four_slices).hu.shape[1:]                     # whole-slice frames (no --seg-crop)
+    assert meta["dicom_seg"]["stacked_bytes_needed"] == stacked_seg_bytes(2, rows_, cols_, 3, 2 + 1 + 1)
     lab = np.asarray(nib.load(str(out / "lesions.nii.gz")).dataobj)
     assert set(np.unique(lab)) == {0, 1, 2}
     page = (out / "index.html").read_text()
@@ -401,14 +408,18 @@ def test_detect_over_the_seg_budget_writes_the_label_map_form(four_slices, tmp_p
         monkeypatch.setattr(outputs, "SEG_MEMORY_GIB", 1e-9)
     assert main(["detect", str(four_slices), "--checkpoint", str(stub), "--out", str(out)] + extra) == 0
     printed = capsys.readouterr().out
+    rows_, cols_ = load_ct(four_slices).hu.shape[1:]                     # whole-slice frames (no --seg-crop)
+    from lesionprop.scan.run import _size
+
+    need = outputs.stacked_seg_bytes(2, rows_, cols_, 3, 2 + 1 + 1)
     note = ("label-map form, one lesion per voxel as in lesions.nii.gz (the stacked form needs "
-            "5376 bytes > budget 1 bytes, --seg-memory-gb); no voxel in the SEG: 3; partial: 2")
+            f"{_size(need)} > budget 1 bytes, --seg-memory-gb); no voxel in the SEG: 3; partial: 2")
     assert f"DICOM SEG: {note}" in printed.splitlines()
     assert "listed in lesions.csv and the page (the SEG describes them, without voxels)" in printed
     meta = json.loads((out / "lesions.json").read_text())
     assert meta["dicom_seg"] == {
-        "form": "label_map", "segments": 3, "stacked_bytes_needed": 5376, "memory_budget_bytes": 1,
-        "frames_slices": 2, "frame_rows": 12, "frame_columns": 16, "frame_first_row": 0, "frame_first_column": 0,
+        "form": "label_map", "segments": 3, "stacked_bytes_needed": need, "memory_budget_bytes": 1,
+        "frames_slices": 2, "frame_rows": rows_, "frame_columns": cols_, "frame_first_row": 0, "frame_first_column": 0,
         "lesions_absent": [3], "lesions_partial": [2]}
     assert [r["voxels_in_label_map"] for r in _csv(out / "lesions.csv")] == ["128", "32", "0"]
     page = (out / "index.html").read_text()

@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seg-memory-gb", type=float, default=None,
                    help="memory budget (GiB) for the DICOM SEG with every lesion whole; above it the SEG is "
                         "written from the label volume, one lesion per voxel (default 1)")
+    p.add_argument("--seg-crop", action="store_true",
+                   help="DICOM SEG frames cover only the lesions' region, not whole slices (less memory; "
+                        "some viewers mishandle such frames)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--seg-memory-gb must be > 0, got {args.seg_memory_gb}")
     res = detect(args.src, args.checkpoint, args.out, tta=args.tta, score=args.score, iou=args.link_iou,
                  max_gap=args.max_gap, max_lesions=args.max_lesions, device=args.device,
-                 seg_memory_gb=args.seg_memory_gb)
+                 seg_memory_gb=args.seg_memory_gb, seg_crop=args.seg_crop)
     seg = f", DICOM SEG with {res.seg_segments} segments (one per lesion)" if res.seg_segments else ""
     print(f"{res.lesions} lesions from {res.boxes} boxes on {res.slices} slices -> {res.out}/index.html, "
           f"lesions.csv, lesions.json, lesions.nii.gz{seg}")

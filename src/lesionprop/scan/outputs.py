@@ -171,8 +171,12 @@ def _widen(lo: int, hi: int, size: int, multiple: int) -> tuple[int, int]:
 
 
 def plan_seg(masks: list[LesionMask], shape_zyx: tuple[int, int, int], meta: dict,
-             budget_bytes: int | None = None) -> SegPlan:
-    """The SEG's frames, crop box and form (see :class:`SegPlan`); ``budget_bytes`` None: :data:`SEG_MEMORY_GIB`."""
+             budget_bytes: int | None = None, crop: bool = False) -> SegPlan:
+    """The SEG's frames, crop box and form (see :class:`SegPlan`); ``budget_bytes`` None: :data:`SEG_MEMORY_GIB`.
+
+    ``crop`` False (default): frames are whole slices, which every viewer places; True: frames
+    cover only the lesions' union box (less memory; highdicom and pydicom read them, but some
+    viewers mishandle SEG frames smaller than their images: OHIF/Viewers#1761, Weasis#693)."""
     if budget_bytes is None:
         budget_bytes = int(SEG_MEMORY_GIB * 2 ** 30)
     shape_yx = tuple(int(v) for v in shape_zyx[1:])
@@ -186,8 +190,8 @@ def plan_seg(masks: list[LesionMask], shape_zyx: tuple[int, int, int], meta: dic
         h, w = m.mask.shape[1:][::-1] if meta.get("transpose") else m.mask.shape[1:]
         corners.append((r, r + h, c, c + w))
     a = np.array(corners)
-    c1, c2 = _widen(int(a[:, 2].min()), int(a[:, 3].max()), stored[1], 8)
-    box = (int(a[:, 0].min()), int(a[:, 1].max()), c1, c2)
+    c1, c2 = _widen(int(a[:, 2].min()), int(a[:, 3].max()), stored[1], 8) if crop else (0, stored[1])
+    box = (int(a[:, 0].min()), int(a[:, 1].max()), c1, c2) if crop else (0, stored[0], 0, stored[1])
     need = stacked_seg_bytes(frames.size, box[1] - box[0], c2 - c1, len(masks),
                              sum(m.mask.shape[0] for m in masks))
     form = STACKED if need <= budget_bytes else LABEL_MAP

@@ -72,12 +72,14 @@ def _source(src: Path) -> str:
 
 def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str = "none", score: float = 0.5,
            iou: float = 0.5, max_gap: int = 1, max_lesions: int = 100, device: str | None = None,
-           progress: bool = True, seg_memory_gb: float | None = None) -> DetectResult:
+           progress: bool = True, seg_memory_gb: float | None = None,
+           seg_crop: bool = False) -> DetectResult:
     """Run the whole workflow (module docstring); returns counts.
 
     ``seg_memory_gb``: memory budget (GiB) of the DICOM SEG's stacked form, default
     :data:`lesionprop.scan.outputs.SEG_MEMORY_GIB`; above it the SEG is written from the
-    label volume (:func:`lesionprop.scan.outputs.plan_seg`).
+    label volume (:func:`lesionprop.scan.outputs.plan_seg`).  ``seg_crop``: SEG frames cover only
+    the lesions' region instead of whole slices (less memory; some viewers mishandle them).
     """
     from lesionprop.data.volumes import write_series
     from lesionprop.engine.checkpoint import resolve_checkpoint, shipped_name
@@ -126,7 +128,7 @@ def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str
     plan, seg = None, None
     if vol.source == "dicom" and len(table):
         budget = None if seg_memory_gb is None else int(seg_memory_gb * 2 ** 30)
-        plan = plan_seg(masks, vol.hu.shape, vol.meta, budget)
+        plan = plan_seg(masks, vol.hu.shape, vol.meta, budget, crop=seg_crop)
         seg = seg_record(plan, table.id, coverage)
     header = {"source": str(src), "input_kind": vol.source, "checkpoint": str(ckpt), "shipped_detector": shipped,
               "tta": tta,
