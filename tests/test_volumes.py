@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import nibabel as nib
 import numpy as np
@@ -77,3 +79,15 @@ def test_write_series_names_merges_and_refuses(tmp_path):
         write_series(tmp_path, "patient1", hu, (1, 1, 1))
     with pytest.raises(ValueError, match="spacing must be 3 positive"):
         write_series(tmp_path, "000002_01_01", hu, (1, 0, 1))
+
+
+@pytest.mark.parametrize("row, message", [
+    ("000001_01_01,\"0.7, 0.7, 2.5\",\"8, 8\",\"20, 10\"", "line 2, column Slice_range = '20, 10': expected first <= last"),
+    ("000001_01_01,\"0.7, 0.7, 2.5\",\"8, 8\",\"0, 10\"", "line 2, column Slice_range = '0, 10'"),
+    ("000001_01_01,\"0.7, 0, 2.5\",\"8, 8\",\"1, 10\"", "line 2: Image_size '8, 8' and Spacing_mm_px_ '0.7, 0, 2.5' must be"),
+])
+def test_series_info_values_are_checked(tmp_path, row, message):
+    path = tmp_path / "series_info.csv"
+    path.write_text("Series,Spacing_mm_px_,Image_size,Slice_range,Source\n" + row + ",import\n")
+    with pytest.raises(ValueError, match=re.escape(f"{path}, {message}")):
+        read_series_info(path)

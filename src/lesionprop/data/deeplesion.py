@@ -86,6 +86,12 @@ def read_series_info(path: str | os.PathLike) -> dict[str, SeriesInfo]:
                 sr = floats_text(row["Slice_range"], 2, "Slice_range")
             except (ValueError, TypeError) as exc:
                 raise AnnotationError(f"{path}, line {reader.line_num}: {exc}") from None
+            if not 1 <= sr[0] <= sr[1]:
+                raise AnnotationError(f"{path}, line {reader.line_num}, column Slice_range = {row['Slice_range']!r}: "
+                                      "expected first <= last, both >= 1")
+            if not (size[0] >= 1 and size[1] >= 1 and all(v > 0 for v in sp)):
+                raise AnnotationError(f"{path}, line {reader.line_num}: Image_size {row['Image_size']!r} and "
+                                      f"Spacing_mm_px_ {row['Spacing_mm_px_']!r} must be positive")
             out[row["Series"]] = SeriesInfo(row["Series"], sp, (int(size[0]), int(size[1])),  # type: ignore[arg-type]
                                             (int(sr[0]), int(sr[1])), row.get("Source") or "")
     return out
