@@ -59,10 +59,10 @@ def run_label_tool(args: argparse.Namespace, name: str, algorithm: Callable, whe
     rows = read_annotations(args.annotations)
     preds = load_predictions(args.predictions, rows, args.skip_bad_rows)
     new = algorithm(rows, preds)
+    write_with_new_rows(rows, {args.out: new})   # every input row unchanged, then the new rows
+    print(f"{name}: {len(new)} new row(s) on {len(set(new.file_name.tolist()))} {where} -> {args.out}")
     score = getattr(args, "score", None)
     if score is not None and len(preds) and not (preds.scores > score).any():
         print(f"{name}: note: no prediction scores above --score {score:g} (the highest is "
               f"{float(preds.scores.max()):g}), so nothing passes that threshold", file=sys.stderr)
-    write_with_new_rows(rows, {args.out: new})   # every input row unchanged, then the new rows
-    print(f"{name}: {len(new)} new row(s) on {len(set(new.file_name.tolist()))} {where} -> {args.out}")
     return 0
