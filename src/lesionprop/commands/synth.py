@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lesionprop.commands.arguments import int_list
 
 
 def _intervals(text: str) -> tuple[tuple[float, float], ...]:
@@ -17,13 +18,6 @@ def _intervals(text: str) -> tuple[tuple[float, float], ...]:
         return tuple((float(a), float(b)) for a, b in pairs)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected MM:WEIGHT pairs like 1:0.48,2:0.03,5:0.49, got {text!r}") from None
-
-
-def _labels(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integer labels, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed -> identical files")
     parser.add_argument("--background", default=None, help="real CT (DICOM folder or NIfTI) to insert lesions into")
     parser.add_argument("--organ-mask", default=None, help="NIfTI label map aligned with --background")
-    parser.add_argument("--organ-labels", type=_labels, default=d.organ_labels,
+    parser.add_argument("--organ-labels", type=int_list, default=d.organ_labels,
                         help="labels of --organ-mask that host lesions (default 5 = liver in TotalSegmentator)")
     parser.add_argument("--image-size", type=int, default=d.image_size, help="slice size in px (default 512)")
     parser.add_argument("--z-extent", type=float, default=d.z_extent_mm, help="mm of slices per series (default 60)")
