@@ -11,7 +11,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from lesionprop.commands.arguments import prediction_output, unit_interval
+from lesionprop.commands.arguments import prediction_output
 from lesionprop.fileio import atomic_write, check_distinct_outputs, check_output_file
 from lesionprop.labels.link import drop_short, link_boxes, summarize_lesions
 from lesionprop.predictions import COLUMNS, output_format, read_predictions
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(an existing Lesion_id column is replaced); CSV, or Arrow IPC / Parquet by suffix")
     parser.add_argument("--lesions", type=prediction_output,
                         help="also write one row per lesion: " + ",".join(LESION_COLUMNS) + " (format by suffix)")
-    parser.add_argument("--iou", type=unit_interval, default=0.5,
+    parser.add_argument("--iou", type=float, default=0.5,
                         help="a box joins a lesion when IoU(its last box, box) > this (default 0.5)")
     parser.add_argument("--max-gap", type=int, default=1,
                         help="a lesion's last box may be up to this many slices back (1: consecutive "

@@ -158,7 +158,7 @@ def seg_record(plan, ids: np.ndarray, coverage) -> dict:
     from lesionprop.scan.outputs import LABEL_MAP
 
     label_map = plan.form == LABEL_MAP
-    absent = [int(ids[i]) for i in np.flatnonzero(coverage.in_label_map == 0)] if label_map else []
+    absent = sorted(coverage.hidden(ids)) if label_map else []
     partial = ([int(ids[i]) for i in np.flatnonzero((coverage.in_label_map > 0) &
                                                    (coverage.in_label_map < coverage.voxels))]
                if label_map else [])
