@@ -282,3 +282,10 @@ def test_help_shows_each_default_once(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "IoU for a hit (default 0.5)" in text and "(default 0.5) (default" not in text
     assert "(default: 0.5,1,2,4,8)" in text
+
+
+def test_no_command_is_a_usage_error_with_the_command_list(capsys):
+    assert main([]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert "propagate" in out.err and "choose a COMMAND" in out.err

@@ -76,9 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = None
     parser = build_parser(command)
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
+    if args.command is None:                     # no command: the help, as a usage error (exit 2)
+        parser.print_help(sys.stderr)
+        print("\nlesionprop: error: choose a COMMAND (lesionprop COMMAND --help for its options)", file=sys.stderr)
+        return 2
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
