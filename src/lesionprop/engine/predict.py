@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from lesionprop.annotations import Annotations, Source, read_annotations, series_geometry
 from lesionprop.boxes import pixel_to_file

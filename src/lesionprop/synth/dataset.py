@@ -278,7 +278,7 @@ def generate_dataset(out: str | os.PathLike, series: int = 100, seed: int = 0, b
 
 
 def _run_all(tasks: list[SeriesTask], bg: Any, opt: SynthOptions) -> list[SeriesResult]:
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     workers = opt.workers or min(os.cpu_count() or 1, 4)
     workers = min(workers, len(tasks))
