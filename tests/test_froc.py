@@ -173,9 +173,14 @@ def test_result_repr_is_one_line_and_to_pandas_tables_the_rates():
 
 
 def test_plot_froc_returns_a_figure_and_leaves_the_matplotlib_backend_alone(tmp_path):
+    import os
     import subprocess
     import sys
+    from pathlib import Path
 
+    import lesionprop
+
+    env = {**os.environ, "PYTHONPATH": str(Path(lesionprop.__file__).resolve().parents[1])}   # this checkout's package
     # in a fresh interpreter: a notebook's inline backend must survive the plot (it was switched to Agg)
     code = ("import matplotlib; matplotlib.use('svg')\n"
             "from lesionprop.eval.froc import FrocResult\n"
@@ -186,7 +191,7 @@ def test_plot_froc_returns_a_figure_and_leaves_the_matplotlib_backend_alone(tmp_
             "fig = plot_froc(r)\n"
             "print(type(fig).__name__, len(fig.axes), matplotlib.get_backend())\n"
             f"plot_froc(r, {str(tmp_path / 'f.png')!r})\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.split() == ["Figure", "1", "svg"]
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
