@@ -422,3 +422,30 @@ def test_truth_csv_gets_the_same_checks(tiny_synth, tmp_path):
     with pytest.raises(AnnotationError, match=re.escape(
             f"truth.csv, line 5, column Slice_range = '{hi}, {lo}': first slice {hi} is after the last {lo}")):
         read_complete_labels(bad)
+
+
+def test_to_pandas_spreads_the_vector_columns_and_names_splits_and_types(tmp_path):
+    from helpers import make_lesion
+
+    rows = [make_lesion("000003_01_02_007.png", (10, 20, 30, 44), split=3, lesion_type=4, z=5.0),
+            make_lesion("000001_01_01_002.png", (1, 2, 3, 4), split=1, source="mined", score=0.75, noisy=1)]
+    write_annotations(tmp_path / "DL_info.csv", rows)
+    ann = read_annotations(tmp_path / "DL_info.csv")
+    frame = ann.to_pandas()
+    assert len(frame) == 2 and frame["file_name"].tolist() == ["000003_01_02_007.png", "000001_01_01_002.png"]
+    np.testing.assert_array_equal(frame[["x1", "y1", "x2", "y2"]].to_numpy(), ann.boxes)
+    assert frame["split"].tolist() == ["test", "train"]
+    assert frame["lesion_type_name"].tolist() == ["liver", "unknown"]
+    assert frame["source"].tolist() == ["human", "mined"] and frame["score"].iloc[1] == 0.75
+    assert frame["noisy"].tolist() == [False, True] and frame["spacing_z"].tolist() == [5.0, 1.0]
+    assert frame[["series", "slice_index", "patient", "series_id"]].iloc[0].tolist() == ["000003_01_02", 7, 3, 2]
+    assert (frame["image_height"] == 512).all() and frame["long_axis_px"].iloc[0] == 24.0
+    frame.loc[0, "x1"] = -1.0                        # a copy: the table does not change
+    assert ann.boxes[0, 0] == 10.0
+    assert list(Annotations.empty().to_pandas().columns) == list(frame.columns)
+
+
+def test_to_pandas_keeps_extra_columns(tiny_synth):
+    truth = read_annotations(tiny_synth / "truth.csv")
+    frame = truth.to_pandas()
+    assert len(frame) == len(truth) and frame["Lesion_id"].tolist() == truth.extra("Lesion_id").tolist()

@@ -153,3 +153,55 @@ def test_curve_matches_mulan_loop(dets, gts):
                  if p.file_names[j] in images]
     fp, sens = froc_loop(images, loop_dets, pad={n: 1.0 for n in images})    # make_lesion: 0.8 mm pixels
     assert res.fp_curve.tolist() == fp and res.sens_curve.tolist() == sens
+
+
+# ---------------------------------------------------------------- in a notebook
+
+def test_result_repr_is_one_line_and_to_pandas_tables_the_rates():
+    res = evaluate(lesions_abcd(), dets_abcd())
+    text = repr(res)
+    assert "\n" not in text and "fp_curve" not in text and "images=3, lesions=4" in text
+    assert "0.5: 0.5000" in text                      # sensitivity at 0.5 FPs per image, as a fraction
+    table = res.to_pandas()
+    assert list(table.columns) == ["images", "lesions", "0.5", "1", "2", "4", "8"]
+    assert table.index.tolist() == ["all"]
+    np.testing.assert_allclose(table.loc["all", ["0.5", "1", "2", "4", "8"]].to_numpy(float), res.sensitivity)
+    assert table.loc["all", "images"] == 3 and table.loc["all", "lesions"] == 4
+    full = res.to_pandas(breakdown=True)
+    assert full.index[0] == "all" and "type liver" in full.index and "interval <= 2 mm" in full.index
+    assert full.loc["type liver", "lesions"] == res.by_type["liver"].lesions == 3
+
+
+def test_plot_froc_returns_a_figure_and_leaves_the_matplotlib_backend_alone(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import lesionprop
+
+    env = {**os.environ, "PYTHONPATH": str(Path(lesionprop.__file__).resolve().parents[1])}   # this checkout's package
+    # in a fresh interpreter: a notebook's inline backend must survive the plot (it was switched to Agg)
+    code = ("import matplotlib; matplotlib.use('svg')\n"
+            "from lesionprop.eval.froc import FrocResult\n"
+            "from lesionprop.eval.plot import plot_froc\n"
+            "import numpy as np\n"
+            "r = FrocResult((0.5, 1.0), np.array([0.4, 0.6]), 2, 3, np.array([0.0, 0.5, 1.5]), "
+            "np.array([0.3, 0.4, 0.6]))\n"
+            "fig = plot_froc(r)\n"
+            "print(type(fig).__name__, len(fig.axes), matplotlib.get_backend())\n"
+            f"plot_froc(r, {str(tmp_path / 'f.png')!r})\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["Figure", "1", "svg"]
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_froc_draws_into_given_axes():
+    from matplotlib.figure import Figure
+
+    from lesionprop.eval.plot import plot_froc
+
+    fig = Figure()
+    left, right = fig.subplots(1, 2)
+    assert plot_froc(evaluate(lesions_abcd(), dets_abcd()), ax=right) is fig
+    assert len(right.lines) == 2 and not left.lines

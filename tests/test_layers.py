@@ -91,3 +91,28 @@ def test_no_import_cycles():
         if m not in state:
             visit(m, [m])
     assert cycles == []
+
+
+def _third_party_uses() -> list[tuple[str, str]]:
+    """(module, what) for every ``import X`` / ``from X import``, and every ``X.use(...)`` call."""
+    out = []
+    for path in PACKAGE.rglob("*.py"):
+        name = _module_name(path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                out += [(name, a.name) for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                out.append((name, node.module))
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "use" \
+                    and isinstance(node.func.value, ast.Name):
+                out.append((name, f"{node.func.value.id}.use()"))
+    return out
+
+
+def test_notebook_safe_progress_bars_and_figures():
+    """In Jupyter: progress bars from tqdm.auto (plain tqdm prints text lines in a notebook), and no
+    pyplot or matplotlib.use() in the package (it switched a notebook's inline backend to Agg)."""
+    uses = _third_party_uses()
+    assert any(what == "tqdm.auto" for _, what in uses)
+    assert [(m, w) for m, w in uses if w == "tqdm" or w.startswith("tqdm.") and w != "tqdm.auto"] == []
+    assert [(m, w) for m, w in uses if w in ("matplotlib.pyplot", "matplotlib.use()", "pylab")] == []

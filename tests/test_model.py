@@ -200,3 +200,27 @@ def test_shipped_backbones_load_into_the_cpu_preset(name):
     model = build_detector(cfg.model, cfg.data.num_slices)
     for k, v in model.backbone.body.state_dict().items():
         assert torch.equal(v, state[k].to(v.dtype)), k
+
+
+def test_config_overrides_from_python_as_a_mapping():
+    """From a notebook: dotted keys -> values, no YAML text; the same checks as --set."""
+    cfg = load_config(preset="tiny", overrides={"train.iterations": 7, "data.window": (-200, 300),
+                                                "model.pretrained": None})
+    assert cfg.train.iterations == 7 and cfg.data.window == (-200.0, 300.0) and cfg.model.pretrained is None
+    assert cfg == load_config(preset="tiny", overrides=["train.iterations=7", "data.window=[-200, 300]"])
+    with pytest.raises(ValueError, match="unknown config key.*iteratons"):
+        load_config(overrides={"train.iteratons": 7})
+    with pytest.raises(ValueError, match="config key train.iterations: expected int"):
+        load_config(overrides={"train.iterations": "many"})
+    with pytest.raises(ValueError, match="a list of section.key=value strings or a mapping"):
+        load_config(overrides="train.iterations=7")
+
+
+def test_load_model_takes_a_shipped_name_and_a_device_string():
+    from lesionprop.engine.predict import load_model
+
+    model, cfg = load_model("synthetic-cpu-detector")          # device defaults to the CPU
+    assert not model.training and cfg.model.backbone == "resnet18"
+    assert next(model.parameters()).device.type == "cpu"
+    model2, _ = load_model("synthetic-cpu-detector", "cpu")
+    assert next(model2.parameters()).device.type == "cpu"

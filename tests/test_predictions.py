@@ -217,3 +217,33 @@ def test_old_mac_line_ends_huge_fields_and_long_values_give_short_one_line_error
     quoted = write(tmp_path, HEADER + "\n" + '"' + "0" * 200_000 + '",1,2,3,4,0.5\n', "quoted.csv")
     with pytest.raises(PredictionError, match="line 3: field larger than field limit"):
         read_predictions(quoted)
+
+
+def test_to_pandas_has_the_file_columns_in_file_order(tmp_path):
+    names = ["000002_01_01_005.png", "000001_01_01_010.png"]
+    write_predictions(tmp_path / "p.csv", names, [[1, 2, 3, 4], [5.5, 6, 7, 8]], [0.25, 0.75])
+    frame = read_predictions(tmp_path / "p.csv").to_pandas()
+    assert list(frame.columns) == ["File_name", "x1", "y1", "x2", "y2", "score"]
+    assert frame["File_name"].tolist() == names
+    np.testing.assert_array_equal(frame[["x1", "y1", "x2", "y2"]].to_numpy(), [[1, 2, 3, 4], [5.5, 6, 7, 8]])
+    assert frame["score"].tolist() == [0.25, 0.75]
+    frame.to_csv(tmp_path / "again.csv", index=False)         # pandas writes a file the reader takes back
+    assert read_predictions(tmp_path / "again.csv").scores.tolist() == [0.25, 0.75]
+    assert len(Predictions.from_arrays([], np.zeros((0, 4)), []).to_pandas()) == 0
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".arrow"])
+def test_write_refuses_a_box_the_reader_would_refuse(tmp_path, suffix):
+    path = tmp_path / f"p{suffix}"
+    boxes = [[0, 0, 1, 1], [2, 0, 1, 1]]            # row 1: x2 < x1
+    with pytest.raises(PredictionError, match=r"row 1 \(000001_01_01_011.png\): x2 < x1.*nothing written"):
+        write_predictions(path, ["000001_01_01_010.png", "000001_01_01_011.png"], boxes, [0.5, 0.5])
+    with pytest.raises(PredictionError, match="row 0.*NaN"):
+        write_predictions(path, ["000001_01_01_010.png"], [[0, 0, 1, 1]], [float("nan")])
+    assert not path.exists()
+
+
+def test_read_error_names_the_python_argument_too(tmp_path):
+    path = write(tmp_path, "File_name,x1,y1,x2,y2,score\n000001_01_01_010.png,2,0,1,1,0.5\n")
+    with pytest.raises(PredictionError, match="skip_bad_rows=True"):
+        read_predictions(path)

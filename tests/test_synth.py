@@ -240,3 +240,30 @@ def test_cli_preview_and_comparison(shared_data, tmp_path, capsys):
     geo = series_geometry(out)
     assert {g.spacing[2] for g in geo.values()} == {2.0} and {g.slice_range for g in geo.values()} == {(1, 5)}
     assert main(["synth", "--out", str(out), "--series", "1", "--quiet"]) == 2      # not empty
+
+
+def test_worker_processes_from_a_script_without_main_guard_raise_instead_of_hanging(tmp_path):
+    """Each worker imports the calling script; without ``if __name__ == "__main__":`` the workers die
+    at start.  multiprocessing.Pool started them again for ever (the script hung); now it is an error
+    that says what to do."""
+    import os
+    import subprocess
+    import sys
+
+    import lesionprop
+
+    env = {**os.environ, "PYTHONPATH": str(Path(lesionprop.__file__).resolve().parents[1])}   # this checkout's package
+    call = (f"generate_dataset({str(tmp_path / 'out')!r}, series=2, image_size=64, z_extent_mm=6.0, workers=2, "
+            "progress=False, overwrite=True)")
+    head = "from lesionprop.synth.dataset import generate_dataset\n"
+    for body, guarded in ((call, False), ("if __name__ == '__main__':\n    " + call, True)):
+        script = tmp_path / "make_data.py"
+        script.write_text(head + body + "\n")
+        run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path, env=env)
+        if guarded:
+            assert run.returncode == 0, run.stderr[-2000:]
+            assert len(read_annotations(tmp_path / "out" / "truth.csv")) > 0
+        else:
+            assert run.returncode != 0
+            assert 'if __name__ == "__main__":' in run.stderr and "workers=1" in run.stderr

@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -269,8 +269,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def load_config(path: str | Path | None = None, preset: str | None = None,
-                overrides: Sequence[str] = ()) -> Config:
-    """Build the config: defaults <- preset <- YAML file <- dotted overrides."""
+                overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
+    """Build the config: defaults <- preset <- YAML file <- dotted overrides.
+
+    ``overrides``: ``"section.key=value"`` strings (the value read as YAML, as ``--set`` does) or,
+    from Python, a mapping of dotted keys to values: ``{"train.iterations": 200}``.
+    """
     data: dict = {}
     if preset:
         data = _preset_dict(preset)
@@ -284,8 +288,12 @@ def load_config(path: str | Path | None = None, preset: str | None = None,
         except ValueError as exc:
             raise ValueError(f"{p}: {exc}") from None
         data = _deep_merge(data, from_file)
-    for ov in overrides:
-        keys, value = parse_override(ov)
+    if isinstance(overrides, str):
+        raise ValueError(f"overrides must be a list of section.key=value strings or a mapping, got the string "
+                         f"{overrides!r}")
+    pairs = ([(str(k).split("."), v) for k, v in overrides.items()] if isinstance(overrides, Mapping)
+             else [parse_override(ov) for ov in overrides])
+    for keys, value in pairs:
         node = data
         for k in keys[:-1]:
             node = node.setdefault(k, {})

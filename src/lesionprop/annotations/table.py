@@ -199,6 +199,12 @@ TYPED: dict[str, tuple[Any, tuple[int, ...]]] = {
     "age": (np.float64, ()), "split": (np.int64, ()), "source": (object, ()), "score": (np.float64, ()),
     "line": (np.int64, ()),
 }
+#: vector columns -> their DataFrame columns (:meth:`Annotations.to_pandas`); image_size is (height, width)
+_SPREAD: dict[str, tuple[str, ...]] = {
+    "boxes": ("x1", "y1", "x2", "y2"), "diameters_px": ("long_axis_px", "short_axis_px"),
+    "location": ("location_x", "location_y", "location_z"), "slice_range": ("slice_first", "slice_last"),
+    "spacing": ("spacing_x", "spacing_y", "spacing_z"), "image_size": ("image_height", "image_width"),
+}
 
 
 class Annotations:
@@ -245,6 +251,29 @@ class Annotations:
 
     def __repr__(self) -> str:
         return f"Annotations({len(self)} rows{f' from {self.path}' if self.path else ''})"
+
+    def to_pandas(self):
+        """The rows as a pandas DataFrame (one row per box, file order), for looking at in a notebook:
+        the typed columns with vector columns spread out (``x1 y1 x2 y2`` file frame, ``spacing_x/y/z``,
+        ...), ``split`` as its name, ``lesion_type_name``, then the extra columns (e.g. ``Lesion_id``)
+        as text.  A copy: changing it changes nothing here."""
+        import pandas as pd
+
+        splits = np.array(["?", "train", "val", "test"], dtype=object)
+        cols: dict[str, Any] = {"file_name": self.file_name.astype(str), "series": self.series.astype(str),
+                                "slice_index": self.slice_index, "patient": self.patient, "study": self.study,
+                                "series_id": self.series_id}
+        for name, parts in _SPREAD.items():
+            for j, part in enumerate(parts):
+                cols[part] = getattr(self, name)[:, j].copy()
+        cols.update(lesion_type=self.lesion_type,
+                    lesion_type_name=[LESION_TYPES.get(int(t), str(int(t))) for t in self.lesion_type],
+                    noisy=self.noisy, gender=self.gender.astype(str), age=self.age,
+                    split=splits[np.where((self.split >= 1) & (self.split <= 3), self.split, 0)],
+                    source=self.source.astype(str), score=self.score)
+        for name in self.extras:
+            cols[name] = self.extra(name).astype(str)
+        return pd.DataFrame({k: np.array(v, copy=True) for k, v in cols.items()})
 
     @classmethod
     def empty(cls) -> "Annotations":

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from lesionprop.annotations import Annotations, Source, read_annotations, series_geometry
 from lesionprop.boxes import pixel_to_file
@@ -147,7 +147,9 @@ def flatten(names: list[str], boxes: list[np.ndarray], scores: list[np.ndarray]
     return rows, pixel_to_file(all_boxes), all_scores
 
 
-def load_model(checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, Config]:
+def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Config]:
+    """The detector of ``checkpoint`` (a file, a run directory or a shipped name such as
+    ``synthetic-cpu-detector``) on ``device``, in eval mode, and the config it was trained with."""
     state = load_checkpoint(checkpoint)
     cfg = config_from_dict(state["config"])
     # the weights come from the checkpoint: never read the ImageNet file again

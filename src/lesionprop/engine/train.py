@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from lesionprop.config import Config, config_from_dict, save_config, training_signature
 from lesionprop.annotations import Split, read_annotations, series_geometry

@@ -208,6 +208,26 @@ class FrocResult:
     lesion_fp: np.ndarray | None = field(default=None, repr=False)
     lesion_rows: Annotations | None = field(default=None, repr=False)
 
+    def __repr__(self) -> str:       # the curve and breakdowns are long: to_pandas() shows the breakdowns
+        sens = ", ".join(f"{f:g}: {s:.4f}" for f, s in zip(self.fps, self.sensitivity))
+        return (f"FrocResult(split={self.split!r}, images={self.images}, lesions={self.lesions}, iou={self.iou:g}, "
+                f"convention={self.convention!r}, sensitivity at FPs per image {{{sens}}})")
+
+    def to_pandas(self, breakdown: bool = False):
+        """Sensitivity at each rate as a pandas DataFrame: one row ``all`` (columns ``images``,
+        ``lesions`` and one per rate, named ``f"{fp:g}"``: ``"0.5"``, ``"1"``, ...); with
+        ``breakdown`` also a row per slice interval, lesion type and size group."""
+        import pandas as pd
+
+        rates = [f"{f:g}" for f in self.fps]
+        rows = {"all": [self.images, self.lesions, *[float(s) for s in self.sensitivity]]}
+        if breakdown:
+            for kind, groups in (("interval", self.by_interval), ("type", self.by_type), ("size", self.by_size)):
+                for name, sub in groups.items():
+                    rows[f"{kind} {name}"] = [sub.images, sub.lesions, *[float(s) for s in sub.sensitivity]]
+        frame = pd.DataFrame.from_dict(rows, orient="index", columns=["images", "lesions", *rates])
+        return frame.astype({"images": "int64", "lesions": "int64"})
+
     def to_dict(self, breakdown: bool = False, curve: bool = False) -> dict:
         out = {"fps": [float(f) for f in self.fps], "sensitivity": [float(s) for s in self.sensitivity],
                "images": int(self.images), "lesions": int(self.lesions)}

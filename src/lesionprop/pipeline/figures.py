@@ -65,15 +65,13 @@ def _draw(ax, boxes: np.ndarray, color: str, style: str = "-", width: float = 1.
 
 def render_cases(root: Path, cases: Sequence[Lesion], rows_by: dict[str, list[Lesion]],
                  truth_by: dict[str, list[Lesion]], key_names: set[str], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure      # no pyplot: the caller's backend (a notebook's) stays as it is
 
     from lesionprop.data.slices import SliceReader
 
     reader = SliceReader(root)
-    fig, axes = plt.subplots(len(cases), 3, figsize=(9, 3.1 * len(cases)), squeeze=False)
+    fig = Figure(figsize=(9, 3.1 * len(cases)))
+    axes = fig.subplots(len(cases), 3, squeeze=False)
     lo, hi = DISPLAY_WINDOW
     for row_axes, case in zip(axes, cases):
         key = _key_slice_of(case, key_names)
@@ -101,7 +99,6 @@ def render_cases(root: Path, cases: Sequence[Lesion], rows_by: dict[str, list[Le
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
-    plt.close(fig)
 
 
 def draw_label_figures(root: Path, annotations: Path, truth: Path | None, label_files: dict[str, Path],

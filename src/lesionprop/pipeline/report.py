@@ -157,13 +157,11 @@ def _csv_text(official: Any, truth: Any | None, fps: Sequence[float]) -> str:
 
 
 def froc_plot(results: dict[str, FrocResult], truth: dict[str, FrocResult], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure      # no pyplot: the caller's backend (a notebook's) stays as it is
 
     panels = [("official key-slice labels", results)] + ([("complete truth labels", truth)] if truth else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    fig = Figure(figsize=(6 * len(panels), 4.5))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (title, res) in zip(axes[0], panels):
         for v, r in res.items():
             fp = np.asarray(r.fp_curve)
@@ -181,7 +179,6 @@ def froc_plot(results: dict[str, FrocResult], truth: dict[str, FrocResult], path
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
-    plt.close(fig)
 
 
 def initialisation(model: Any) -> str:

@@ -97,7 +97,7 @@ def _train_round(cfg: Config, root: Path, runner: StageRunner, jobs: list[tuple[
     import time
     from concurrent.futures import ProcessPoolExecutor
 
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     if len(jobs) == 1:
         name, fp, ann, run = jobs[0]

@@ -27,7 +27,8 @@ import numpy as np
 
 from lesionprop.fileio import require_file
 from lesionprop.predictions.table import (
-    BINARY_SUFFIXES, COLUMNS, PredictionError, Predictions, _binary_format, _object_array, check_rows, output_format,
+    BINARY_SUFFIXES, COLUMNS, PredictionError, Predictions, _bad_values, _binary_format, _object_array, _value_problem,
+    check_rows, output_format,
 )
 
 __all__ = ["BINARY_SUFFIXES", "COLUMNS", "PredictionError", "Predictions", "check_rows", "output_format",
@@ -65,12 +66,18 @@ def write_predictions(path: str | os.PathLike, file_names: Sequence[str], boxes:
     """Write predictions atomically: a CSV, or Arrow IPC / Parquet by the suffix of ``path``
     (see :data:`BINARY_SUFFIXES`).  CSV numbers are written with the shortest text that
     reads back to the same float64 (exact round trip; see :mod:`lesionprop.numtext`);
-    binary files hold the float64 values themselves."""
+    binary files hold the float64 values themselves.  A box the readers would refuse (NaN, x2 < x1,
+    y2 < y1) raises :class:`PredictionError` naming the row, and nothing is written."""
     names = _object_array(file_names)
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if not (len(names) == len(b) == len(s)):
         raise ValueError(f"write_predictions: {len(names)} names, {len(b)} boxes, {len(s)} scores")
+    bad = np.flatnonzero(_bad_values(b, s))
+    if bad.size:           # a file the readers would refuse: say so now, not at the next read
+        i = int(bad[0])
+        raise PredictionError(f"write_predictions {path}: row {i} ({names[i]}): {_value_problem(b[i], s[i])}; "
+                              f"{bad.size} bad row(s), nothing written")
     fmt = output_format(path)
     if fmt != "csv":
         from lesionprop.predictions.binary import write_binary

@@ -103,6 +103,16 @@ class Predictions:
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
+    def to_pandas(self):
+        """The boxes as a pandas DataFrame with the file's columns (:data:`COLUMNS`: ``File_name``,
+        ``x1 y1 x2 y2`` file frame, ``score``), file order; a copy."""
+        import pandas as pd
+
+        frame = {"File_name": self.file_names.astype(str)}
+        frame.update({c: self.boxes[:, j].copy() for j, c in enumerate(COLUMNS[1:5])})
+        frame["score"] = self.scores.copy()
+        return pd.DataFrame(frame)
+
     @classmethod
     def from_arrays(cls, file_names: Sequence[str], boxes: np.ndarray, scores: np.ndarray) -> "Predictions":
         """In-memory predictions; raises ValueError on a bad name, NaN or x2 < x1."""
@@ -275,7 +285,7 @@ def check_rows(codes: np.ndarray, uniques: pa.Array, boxes: np.ndarray, scores: 
         problems[i + 2 if lines is None else int(lines[i])] = problem(i, bool(value_bad[i]), bool(name_bad[i]))
     if problems and not skip_bad_rows:
         ln = min(problems)
-        raise PredictionError(f"{path}, {where(ln)}: {problems[ln]} (use --skip-bad-rows to skip bad rows)")
+        raise PredictionError(f"{path}, {where(ln)}: {problems[ln]} (--skip-bad-rows, or skip_bad_rows=True in Python, skips bad rows)")
     if bad_rows.size:
         keep = np.ones(len(codes), dtype=bool)
         keep[bad_rows] = False

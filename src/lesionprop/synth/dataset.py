@@ -24,6 +24,8 @@ import multiprocessing as mp
 import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -278,7 +280,7 @@ def generate_dataset(out: str | os.PathLike, series: int = 100, seed: int = 0, b
 
 
 def _run_all(tasks: list[SeriesTask], bg: Any, opt: SynthOptions) -> list[SeriesResult]:
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     workers = opt.workers or min(os.cpu_count() or 1, 4)
     workers = min(workers, len(tasks))
@@ -291,13 +293,21 @@ def _run_all(tasks: list[SeriesTask], bg: Any, opt: SynthOptions) -> list[Series
                 results.append(_run_task(t))
                 bar.update()
             return results
-        # fresh worker processes (no fork of a parent that may hold OpenCV / torch thread pools)
+        # fresh worker processes (no fork of a parent that may hold OpenCV / torch thread pools).  An
+        # executor, not mp.Pool: a worker that dies while starting is an error here, where a Pool
+        # would start it again for ever (a script without the __main__ guard hung that way)
         ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(workers, initializer=_init_pool_worker, initargs=(bg,)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_pool_worker, initargs=(bg,)) as pool:
             results = []
-            for r in pool.imap(_run_task, tasks, chunksize=1):
-                results.append(r)
-                bar.update()
+            try:
+                for r in pool.map(_run_task, tasks):
+                    results.append(r)
+                    bar.update()
+            except BrokenProcessPool as exc:
+                raise RuntimeError(
+                    f"a synth worker process died ({exc}). Each of the {workers} workers imports the main "
+                    "script: in a script, call generate_dataset under `if __name__ == \"__main__\":`, "
+                    "or pass workers=1 (no worker processes)") from exc
             return results
     finally:
         bar.close()

@@ -15,10 +15,7 @@ from lesionprop.data.layout import decode_png, parse_file_name, slice_path
 
 
 def write_preview(root: Path, path: Path, n: int = 8) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure      # no pyplot: the caller's backend (a notebook's) stays as it is
     from matplotlib.patches import Rectangle
 
     from lesionprop.fileio import save_figure
@@ -33,7 +30,8 @@ def write_preview(root: Path, path: Path, n: int = 8) -> Path:
     chosen = ranked[:n]
     cols = min(4, max(1, len(chosen)))
     rows = max(1, (len(chosen) + cols - 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    fig = Figure(figsize=(3.2 * cols, 3.4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, name in zip(axes.ravel(), chosen):
@@ -50,5 +48,4 @@ def write_preview(root: Path, path: Path, n: int = 8) -> Path:
     fig.suptitle("truth boxes: labeled (red), unlabeled (yellow)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
-    plt.close(fig)
     return path
