@@ -25,8 +25,9 @@ with this checkout's ``src``:
   commands on it, their outputs checked byte-identical to the CSV-input outputs;
 * pyarrow's CSV parser alone on the predictions CSV (the floor of any reader built on it),
   and from it a bound on the three commands from the CSV;
-* the per-box loops of ``reference_loops.py`` on the first ``--loop-subset`` key
-  slices (checked equal to the vectorised functions there), extrapolated linearly;
+* the per-box loops of ``reference_loops.py`` on every key slice (checked equal to the
+  vectorised functions there; ``--loop-subset N``: the first N key slices, extrapolated
+  linearly, a quicker but rougher figure);
 * TTA weighted box fusion on ``--tta-slices`` random slices (4 views x 50 boxes):
   today's, this code's and ``ensemble_boxes.weighted_boxes_fusion``.
 
@@ -321,7 +322,8 @@ def main() -> None:
     ap.add_argument("--old", type=Path, default=Path("/tmp/lesionprop_old"), help="checkout of today's code (74189d5)")
     ap.add_argument("--key-slices", type=int, default=22919)
     ap.add_argument("--dlinfo-rows", type=int, default=100_000)
-    ap.add_argument("--loop-subset", type=int, default=2000)   # ~2-3 s of loops: a 300-slice subset (0.2-0.3 s) moved 16.7 -> 25.8 s extrapolated
+    ap.add_argument("--loop-subset", type=int, default=0,
+                    help="time the loops on the first N key slices and extrapolate (0: all of them, ~35 s)")
     ap.add_argument("--tta-slices", type=int, default=200)
     ap.add_argument("--fingerprint-series", type=int, default=1000,
                     help="series folders (x 87 empty slice files) for the dataset fingerprint step; 0: skip")
@@ -405,13 +407,14 @@ def main() -> None:
                          "", fmt(sets[k]), "", check))
             print(rows[-1], flush=True)
 
-        lp = run.step(new_src, "loops", ann=str(paths["ann"]), preds=str(paths["preds"]), subset=args.loop_subset,
-                      bench=str(REPO / "benchmarks"))
+        lp = run.step(new_src, "loops", ann=str(paths["ann"]), preds=str(paths["preds"]),
+                      subset=args.loop_subset or args.key_slices, bench=str(REPO / "benchmarks"))
         scale = args.key_slices / lp["keys"]
         loops = (lp["mine"] + lp["propagate"] + lp["distill"]) * scale
         loops_cpu = (lp["mine_cpu"] + lp["propagate_cpu"] + lp["distill_cpu"]) * scale
-        rows.append((f"per-box loops (reference_loops.py), {lp['keys']} key slices x {scale:.1f}", "",
-                     f"{loops:.1f} s (cpu {loops_cpu:.1f})", "", f"vectorised output equal on the subset: {lp['same']}"))
+        on = "every key slice" if scale == 1 else f"{lp['keys']} key slices x {scale:.1f}"
+        rows.append((f"per-box loops (reference_loops.py), {on}", "",
+                     f"{loops:.1f} s (cpu {loops_cpu:.1f})", "", f"vectorised output equal: {lp['same']}"))
         def speedup(k: str) -> str:
             return (f"{loops / totals[k][0]:.1f}x ({totals[k][0]:.1f} s); cpu {loops_cpu / totals[k][1]:.1f}x "
                     f"({totals[k][1]:.1f} s)")
@@ -429,7 +432,7 @@ def main() -> None:
         loops4, loops4_cpu = loops + lp["mm_lp"] * scale, loops_cpu + lp["mm_lp_cpu"] * scale
         rows.append((f"per-box loops of the four label sets (the three + propagation over human and mined "
                      f"rows for MM + LP)", "", f"{loops4:.1f} s (cpu {loops4_cpu:.1f})", "",
-                     f"vectorised output equal on the subset: {lp['same']}"))
+                     f"vectorised output equal: {lp['same']}"))
         for k, what in (("now", "CSV"), ("arrow", "Arrow IPC")):
             rows.append((f"`lesionprop label-sets` (four sets, one read) vs the loops of the same four sets, "
                          f"{what} predictions", "", f"{loops4 / sets[k]['wall']:.1f}x ({sets[k]['wall']:.1f} s); cpu "

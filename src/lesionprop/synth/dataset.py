@@ -306,8 +306,9 @@ def _run_all(tasks: list[SeriesTask], bg: Any, opt: SynthOptions) -> list[Series
             except BrokenProcessPool as exc:
                 raise RuntimeError(
                     f"a synth worker process died ({exc}). Each of the {workers} workers imports the main "
-                    "script: in a script, call generate_dataset under `if __name__ == \"__main__\":`, "
-                    "or pass workers=1 (no worker processes)") from exc
+                    "script: from a script, call generate_dataset under `if __name__ == \"__main__\":` "
+                    "(or pass workers=1: no worker processes); otherwise a worker may have run out of "
+                    "memory") from exc
             return results
     finally:
         bar.close()
