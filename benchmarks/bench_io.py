@@ -254,11 +254,13 @@ elif op == "loops":
     from lesionprop.predictions import read_predictions
     ann = read_annotations(args["ann"])
     preds = read_predictions(args["preds"])
-    keys = list(dict.fromkeys(ann.file_name.tolist()))[: args["subset"]]
-    sub = ann.take(np.isin(ann.file_name, keys))
+    keys = set(list(dict.fromkeys(ann.file_name.tolist()))[: args["subset"]])
+    # set lookups: np.isin on two object (string) arrays compares every pair (minutes at full size)
+    sub = ann.take(np.fromiter((f in keys for f in ann.file_name.tolist()), bool, len(ann)))
     rows = sub.rows()
     series = set(np.asarray(sub.series).tolist())
-    sp = preds.subset(np.isin(preds.series_names[preds.series_index], list(series)))
+    kept = [i for i, s in enumerate(preds.series_names.tolist()) if s in series]
+    sp = preds.subset(np.isin(preds.series_index, kept))
     def as_rows(x):
         rs = x.rows() if hasattr(x, "rows") else list(x)
         return [(r.file_name, tuple(float(v) for v in r.box), str(r.source), float(r.score)) for r in rs]
