@@ -259,7 +259,7 @@ class Annotations:
         as text.  A copy: changing it changes nothing here."""
         import pandas as pd
 
-        splits = np.array(["?", "train", "val", "test"], dtype=object)
+        splits = np.array(["?"] + [s.name.lower() for s in Split], dtype=object)    # index = Train_Val_Test
         cols: dict[str, Any] = {"file_name": self.file_name.astype(str), "series": self.series.astype(str),
                                 "slice_index": self.slice_index, "patient": self.patient, "study": self.study,
                                 "series_id": self.series_id}
