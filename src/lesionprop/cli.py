@@ -8,11 +8,14 @@ when their command runs, so ``lesionprop --help`` stays fast (no torch import).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+import traceback
 from typing import Sequence
 
 from lesionprop import __version__
+from lesionprop.errors import InputError, LesionpropError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -36,8 +39,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class CommandError(Exception):
-    """An error for the user: printed as one line, exit status 2."""
+class CommandError(InputError):
+    """A command's own argument check failed: printed as one line, exit status 2."""
+
+
+#: OS errors of the machine, not of lesionprop (a full disk, a read-only or forbidden path): the
+#: user fixes them, so they are one line naming the file, like a LesionpropError
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT}
 
 
 class _DefaultsHelp(argparse.HelpFormatter):
@@ -83,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    except (CommandError, FileNotFoundError, ValueError) as exc:
+    except LesionpropError as exc:
         print(f"lesionprop {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -92,6 +100,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:         # output piped into `head` and closed early
         sys.stderr.close()
         return 0
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            return _bug(args.command)
+        print(f"lesionprop {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception:               # noqa: BLE001  (anything else is ours to fix)
+        return _bug(args.command)
+
+
+def _bug(command: str) -> int:
+    """An error no input explains: show its traceback and say whose it is (exit status 1)."""
+    traceback.print_exc()
+    print(f"lesionprop {command}: internal error: the traceback above is a bug in lesionprop, not a "
+          "problem with your input; please report it with the command you ran", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -41,13 +41,14 @@ import numpy as np
 
 from lesionprop.annotations import LESION_TYPES, Annotations, Lesion, Source, Split, as_annotations
 from lesionprop.data.layout import IMAGES_DIR, parse_file_name
+from lesionprop.errors import InputError
 from lesionprop.fileio import require_file
 
 UNKNOWN_ID = 9
 SLICE_MODES = ("key", "labeled")
 
 
-class CocoError(ValueError):
+class CocoError(InputError):
     """A malformed COCO file: the message names the file and the offending entry."""
 
 
@@ -126,7 +127,7 @@ def lesions_to_coco(lesions: Annotations | Iterable[Lesion], *, split: str = "al
     of any Source (pseudo-labels included), annotations = all those rows.
     """
     if slices not in SLICE_MODES:
-        raise ValueError(f"slices must be one of {', '.join(SLICE_MODES)}, got {slices!r}")
+        raise InputError(f"slices must be one of {', '.join(SLICE_MODES)}, got {slices!r}")
     rows = as_annotations(lesions).select(split, sources=(Source.HUMAN,) if slices == "key" else None,
                                           drop_noisy=False)
     images = rows.by_key_slice()

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lesionprop.errors import InputError
 from lesionprop.fileio import require_file
 
 UNIT_RE = re.compile(r"^(\d{6}_\d{2}_\d{2})_(\d+)-(\d+)(?:\.annot)?$")
@@ -57,11 +58,11 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
-        raise ValueError(f"{self.path}: the pickle holds a {module}.{name} object; only dicts, lists, tuples, "
+        raise InputError(f"{self.path}: the pickle holds a {module}.{name} object; only dicts, lists, tuples, "
                          "numbers, strings and numpy arrays are read (nothing in the file was run)")
 
     def persistent_load(self, pid: Any) -> Any:
-        raise ValueError(f"{self.path}: the pickle refers to a persistent object; refused")
+        raise InputError(f"{self.path}: the pickle refers to a persistent object; refused")
 
 
 def load_pickle(path: str | Path) -> Any:
@@ -72,7 +73,7 @@ def load_pickle(path: str | Path) -> Any:
     except ValueError:
         raise
     except Exception as exc:          # truncated or not a pickle
-        raise ValueError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
     _check_plain(obj, path)
     return obj
 
@@ -91,7 +92,7 @@ def _check_plain(obj: Any, path) -> None:
                 stack.extend(x.ravel().tolist())
             continue
         if not isinstance(x, _PLAIN):
-            raise ValueError(f"{path}: the pickle holds a {type(x).__name__}; only dicts, lists, tuples, "
+            raise InputError(f"{path}: the pickle holds a {type(x).__name__}; only dicts, lists, tuples, "
                              "numbers, strings and numpy arrays are read")
         if isinstance(x, dict):
             stack.extend(x.keys())
@@ -104,7 +105,7 @@ def parse_unit(name: str, path: str | Path = "") -> tuple[str, int, int]:
     """``'{series}_{top}-{bottom}[.annot]'`` -> (series, top, bottom)."""
     m = UNIT_RE.match(str(name))
     if not m or int(m.group(3)) < int(m.group(2)):
-        raise ValueError(f"{path}: sub-volume name {name!r} is not '{{series}}_{{top}}-{{bottom}}' "
+        raise InputError(f"{path}: sub-volume name {name!r} is not '{{series}}_{{top}}-{{bottom}}' "
                          "(e.g. 000001_01_01_103-115)")
     return m.group(1), int(m.group(2)), int(m.group(3))
 
@@ -160,7 +161,7 @@ def _units(names: Sequence[str], path) -> tuple[np.ndarray, ...]:
     canon = [unit_name(*p) for p in parsed]
     if len(set(canon)) != len(canon):
         dup = next(c for c in canon if canon.count(c) > 1)
-        raise ValueError(f"{path}: sub-volume {dup} appears twice")
+        raise InputError(f"{path}: sub-volume {dup} appears twice")
     return (np.asarray(canon, dtype=object), np.asarray([p[0] for p in parsed], dtype=object),
             np.asarray([p[1] for p in parsed], dtype=np.int64), np.asarray([p[2] for p in parsed], dtype=np.int64))
 
@@ -170,20 +171,20 @@ def _rows(value: Any, ncol: int, where: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: expected a list of {ncol}-number boxes, got {type(value).__name__}") from None
+        raise InputError(f"{where}: expected a list of {ncol}-number boxes, got {type(value).__name__}") from None
     if arr.size == 0:
         return np.zeros((0, ncol))
     if arr.ndim != 2 or arr.shape[1] != ncol:
-        raise ValueError(f"{where}: expected an n x {ncol} array of boxes, got shape {arr.shape}")
+        raise InputError(f"{where}: expected an n x {ncol} array of boxes, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{where}: non-finite number in {arr[~np.isfinite(arr).all(1)][0].tolist()}")
+        raise InputError(f"{where}: non-finite number in {arr[~np.isfinite(arr).all(1)][0].tolist()}")
     return arr
 
 
 def _check_3d(boxes: np.ndarray, where: str) -> None:
     bad = np.flatnonzero((boxes[:, 3] < boxes[:, 0]) | (boxes[:, 4] < boxes[:, 1]) | (boxes[:, 5] < boxes[:, 2]))
     if bad.size:
-        raise ValueError(f"{where}: box {int(bad[0])} = {boxes[bad[0]].tolist()} has an end before its start")
+        raise InputError(f"{where}: box {int(bad[0])} = {boxes[bad[0]].tolist()} has an end before its start")
 
 
 def labels_from_3d(names: Sequence[str], per_unit: Sequence[np.ndarray], *, source: str, path) -> CompleteLabels:
@@ -199,10 +200,10 @@ def lens_labels(obj: Any, path, split: str = "test") -> CompleteLabels:
     """The LENS pickle ``{'val'|'test': {unit: n x 6 [x1, y1, z1, x2, y2, z2]}}`` (series z)."""
     if not isinstance(obj, dict) or split not in obj:
         keys = list(obj)[:4] if isinstance(obj, dict) else type(obj).__name__
-        raise ValueError(f"{path}: a LENS pickle has a {split!r} part; found {keys}")
+        raise InputError(f"{path}: a LENS pickle has a {split!r} part; found {keys}")
     part = obj[split]
     if not isinstance(part, dict):
-        raise ValueError(f"{path}: [{split!r}] is a {type(part).__name__}, expected a dict of sub-volumes")
+        raise InputError(f"{path}: [{split!r}] is a {type(part).__name__}, expected a dict of sub-volumes")
     names = list(part)
     return labels_from_3d(names, [_rows(part[n], 6, f"{path}: [{split!r}][{n!r}]") for n in names],
                           source="lens", path=path)
@@ -227,17 +228,17 @@ def harvester2d_labels(obj: dict, path) -> CompleteLabels:
     for u, n in enumerate(names):
         per_slice = obj[n]
         if not isinstance(per_slice, dict):
-            raise ValueError(f"{path}: [{n!r}] is a {type(per_slice).__name__}, expected {{slice z: boxes}}")
+            raise InputError(f"{path}: [{n!r}] is a {type(per_slice).__name__}, expected {{slice z: boxes}}")
         for z, value in per_slice.items():
             where = f"{path}: [{n!r}][{z!r}]"
             if isinstance(z, (bool, str, bytes)) or not np.isfinite(float(z)) or float(z) != int(float(z)):
-                raise ValueError(f"{where}: slice key must be an integer position inside the sub-volume")
+                raise InputError(f"{where}: slice key must be an integer position inside the sub-volume")
             r = _rows(value, 6, where)
             if r.size and ((r[:, 2] < r[:, 0]) | (r[:, 3] < r[:, 1])).any():
-                raise ValueError(f"{where}: a box has x2 < x1 or y2 < y1: {r[0].tolist()}")
+                raise InputError(f"{where}: a box has x2 < x1 or y2 < y1: {r[0].tolist()}")
             zz = int(float(z))
             if not 0 <= zz <= bottom[u] - top[u]:
-                raise ValueError(f"{where}: slice {zz} is outside the sub-volume (0..{bottom[u] - top[u]})")
+                raise InputError(f"{where}: slice {zz} is outside the sub-volume (0..{bottom[u] - top[u]})")
             boxes.append(r[:, :4])
             slices.append(np.full(len(r), top[u] + zz, np.int64))
             unit.append(np.full(len(r), u, np.int64))
@@ -250,7 +251,7 @@ def harvester2d_labels(obj: dict, path) -> CompleteLabels:
 def detect_format(obj: Any, path) -> str:
     """``lens`` / ``harvester-2d`` / ``harvester-3d`` from a loaded pickle's layout."""
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a dict at the top of the pickle, got {type(obj).__name__}")
+        raise InputError(f"{path}: expected a dict at the top of the pickle, got {type(obj).__name__}")
     keys = set(obj)
     if keys and keys <= {"val", "test", "train"}:
         return "lens"
@@ -259,7 +260,7 @@ def detect_format(obj: Any, path) -> str:
         return "harvester-2d"
     if first is None or isinstance(first, (list, tuple, np.ndarray)):
         return "harvester-3d"
-    raise ValueError(f"{path}: cannot tell the pickle's layout (values are {type(first).__name__}); "
+    raise InputError(f"{path}: cannot tell the pickle's layout (values are {type(first).__name__}); "
                      "give --truth-format")
 
 
@@ -341,12 +342,12 @@ def truth_labels(rows: Any, units: Sequence[tuple[str, int, int]] | None = None,
 
     ann = as_annotations(rows)
     if len(ann) and "Lesion_id" not in ann.extras:
-        raise ValueError(f"{path}, line 1: no Lesion_id column{TRUTH_HINT}")
+        raise InputError(f"{path}, line 1: no Lesion_id column{TRUTH_HINT}")
     texts = ann.extra("Lesion_id") if "Lesion_id" in ann.extras else np.full(len(ann), "", dtype=object)
     for i, text in enumerate(texts.tolist()):
         if not text.strip().lstrip("-").isdigit():
             where = f"line {int(ann.line[i])}" if ann.line[i] > 0 else f"row {i + 1} ({ann.file_name[i]})"
-            raise ValueError(f"{path}, {where}, column Lesion_id = {text!r}: not an integer{TRUTH_HINT}")
+            raise InputError(f"{path}, {where}, column Lesion_id = {text!r}: not an integer{TRUTH_HINT}")
     keep = ann.mask(split, sources=None, drop_noisy=False)
     sel = ann.take(keep)
     ids = [int(t) for t in texts[keep].tolist()]
@@ -383,7 +384,7 @@ def read_complete_labels(path: str | Path, fmt: str = "auto", *, split: str = "t
     ``units`` (truth.csv only) the sub-volumes."""
     path = Path(path)
     if fmt not in FORMATS + ("auto",):
-        raise ValueError(f"truth format must be one of auto, {', '.join(FORMATS)}; got {fmt!r}")
+        raise InputError(f"truth format must be one of auto, {', '.join(FORMATS)}; got {fmt!r}")
     if fmt == "auto":
         fmt = "truth-csv" if path.suffix.lower() == ".csv" else None
     if fmt == "truth-csv":
@@ -395,7 +396,7 @@ def read_complete_labels(path: str | Path, fmt: str = "auto", *, split: str = "t
     if fmt == "lens":
         return lens_labels(obj, path, split)
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a dict of sub-volumes, got {type(obj).__name__}")
+        raise InputError(f"{path}: expected a dict of sub-volumes, got {type(obj).__name__}")
     return harvester2d_labels(obj, path) if fmt == "harvester-2d" else harvester3d_labels(obj, path)
 
 
@@ -443,14 +444,14 @@ def read_linked_predictions(path: str | Path, labels: CompleteLabels) -> Detecti
     ids = pd.read_csv(path, usecols=lambda c: c == "Lesion_id", dtype=str, keep_default_na=False,
                       skip_blank_lines=False)
     if "Lesion_id" not in ids.columns:
-        raise ValueError(f"{path}, line 1: no Lesion_id column; link the boxes into lesions first "
+        raise InputError(f"{path}, line 1: no Lesion_id column; link the boxes into lesions first "
                          "(lesionprop link --predictions P --out BOXES.csv)")
     text = ids["Lesion_id"].to_numpy(dtype=object)[preds.lines - 2]
     num = pd.to_numeric(pd.Series(text), errors="coerce").to_numpy()
     bad = np.flatnonzero(~np.isfinite(num) | (num != np.round(num)))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"{path}, line {int(preds.lines[i])}: column Lesion_id = {text[i]!r} is not an integer")
+        raise InputError(f"{path}, line {int(preds.lines[i])}: column Lesion_id = {text[i]!r} is not an integer")
     return detections_from_boxes(labels, preds.series_names[preds.series_index], preds.slices, preds.boxes,
                                  preds.scores, num.astype(np.int64))
 
@@ -461,10 +462,10 @@ def read_prediction_pickle(path: str | Path, labels: CompleteLabels, split: str 
     obj = load_pickle(path)
     if isinstance(obj, dict) and set(obj) and set(obj) <= {"val", "test", "train"}:
         if split not in obj:
-            raise ValueError(f"{path}: no {split!r} part (found {sorted(obj)})")
+            raise InputError(f"{path}: no {split!r} part (found {sorted(obj)})")
         obj = obj[split]
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a dict of sub-volumes, got {type(obj).__name__}")
+        raise InputError(f"{path}: expected a dict of sub-volumes, got {type(obj).__name__}")
     index = {n: i for i, n in enumerate(labels.units)}
     units, rows, outside = [], [], 0
     for name, value in obj.items():

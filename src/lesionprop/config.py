@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from lesionprop.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -172,17 +174,17 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(a, value, key)
             except (TypeError, ValueError):
                 continue
-        raise ValueError(f"config key {key}: cannot use {value!r}")
+        raise ConfigError(f"config key {key}: cannot use {value!r}")
     if origin is tuple:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"config key {key}: expected a list, got {value!r}")
+            raise ConfigError(f"config key {key}: expected a list, got {value!r}")
         inner = args[0] if args else Any
         return tuple(_coerce(inner, v, key) for v in value)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"config key {key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"config key {key}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is bool:
         if isinstance(value, str):
@@ -190,22 +192,22 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return True
             if value.lower() in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(f"config key {key}: expected true/false, got {value!r}")
+            raise ConfigError(f"config key {key}: expected true/false, got {value!r}")
         if not isinstance(value, (bool, int)) or value not in (0, 1):
-            raise ValueError(f"config key {key}: expected true/false, got {value!r}")
+            raise ConfigError(f"config key {key}: expected true/false, got {value!r}")
         return bool(value)
     if tp in (int, float, str):
         # YAML already typed the value: no str(None) == 'None', no bool as number, no NaN rate
         if isinstance(value, (bool, list, tuple, dict)) or value is None:
-            raise ValueError(f"config key {key}: expected {tp.__name__}, got {value!r}")
+            raise ConfigError(f"config key {key}: expected {tp.__name__}, got {value!r}")
         try:
             out = tp(value)
         except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"config key {key}: expected {tp.__name__}, got {value!r}") from None
+            raise ConfigError(f"config key {key}: expected {tp.__name__}, got {value!r}") from None
         if tp is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"config key {key}: expected an integer, got {value!r}")
+            raise ConfigError(f"config key {key}: expected an integer, got {value!r}")
         if tp is float and not math.isfinite(out):
-            raise ValueError(f"config key {key}: expected a finite number, got {value!r}")
+            raise ConfigError(f"config key {key}: expected a finite number, got {value!r}")
         return out
     return value
 
@@ -213,12 +215,12 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 def _build(cls: type, values: dict[str, Any] | None, prefix: str = "") -> Any:
     values = values or {}
     if not isinstance(values, dict):
-        raise ValueError(f"config section {prefix or '<root>'}: expected a mapping, got {values!r}")
+        raise ConfigError(f"config section {prefix or '<root>'}: expected a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise ValueError(f"unknown config key(s) in {prefix or '<root>'}: {', '.join(sorted(unknown))}; "
+        raise ConfigError(f"unknown config key(s) in {prefix or '<root>'}: {', '.join(sorted(unknown))}; "
                          f"known: {', '.join(sorted(names))}")
     kwargs = {k: _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
     return cls(**kwargs)
@@ -240,13 +242,13 @@ def _read_yaml(path: Path | Any, label: str) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{label}: not a UTF-8 text file (byte at offset {exc.start})") from None
+        raise ConfigError(f"{label}: not a UTF-8 text file (byte at offset {exc.start})") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"{label}: not valid YAML: {' '.join(str(exc).split())}") from None
+        raise ConfigError(f"{label}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{label}: expected a mapping at the top level")
+        raise ConfigError(f"{label}: expected a mapping at the top level")
     if "preset" in data:
         base = _preset_dict(str(data.pop("preset")))
         data = _deep_merge(base, data)
@@ -256,14 +258,14 @@ def _read_yaml(path: Path | Any, label: str) -> dict:
 def _preset_dict(name: str) -> dict:
     f = resources.files("lesionprop.configs") / f"{name}.yaml"
     if not f.is_file():
-        raise ValueError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
     return _read_yaml(f, f"preset {name}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     import yaml                  # imported where used: ~12 ms of every command's start
     if "=" not in text:
-        raise ValueError(f"override must look like section.key=value, got {text!r}")
+        raise ConfigError(f"override must look like section.key=value, got {text!r}")
     key, value = text.split("=", 1)
     return key.strip().split("."), yaml.safe_load(value)
 
@@ -286,10 +288,10 @@ def load_config(path: str | Path | None = None, preset: str | None = None,
         try:
             _build(Config, from_file)              # name the file when its own keys are wrong
         except ValueError as exc:
-            raise ValueError(f"{p}: {exc}") from None
+            raise ConfigError(f"{p}: {exc}") from None
         data = _deep_merge(data, from_file)
     if isinstance(overrides, str):
-        raise ValueError(f"overrides must be a list of section.key=value strings or a mapping, got the string "
+        raise ConfigError(f"overrides must be a list of section.key=value strings or a mapping, got the string "
                          f"{overrides!r}")
     pairs = ([(str(k).split("."), v) for k, v in overrides.items()] if isinstance(overrides, Mapping)
              else [parse_override(ov) for ov in overrides])

@@ -17,6 +17,7 @@ import numpy as np
 
 from lesionprop.annotations import LESION_TYPES, Annotations, Split, read_annotations, series_geometry
 from lesionprop.data.layout import IMAGES_DIR, list_series, list_slices, series_dir
+from lesionprop.errors import MissingInputError
 from lesionprop.fileio import require_folder
 
 
@@ -46,7 +47,7 @@ def summarize(root: str | os.PathLike, annotations: str | os.PathLike | None = N
     ann = read_annotations(path) if (annotations or path.is_file()) else Annotations.empty()
     folders = {s: set(list_slices(series_dir(root, s))) for s in list_series(root)}
     if not (root / IMAGES_DIR).is_dir() and not len(ann):
-        raise FileNotFoundError(f"{root}: neither Images_png/ nor DL_info.csv found")
+        raise MissingInputError(f"{root}: neither Images_png/ nor DL_info.csv found")
     geometry = series_geometry(root, ann)
     groups = ann.by_key_slice()
     missing = sorted(str(f) for f, s, k in zip(groups.file_names, groups.series, groups.slices.tolist())

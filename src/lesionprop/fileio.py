@@ -9,14 +9,16 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, TextIO
 
+from lesionprop.errors import InputError, LesionpropError, MissingInputError
 
-class OutputWriteError(OSError, ValueError):
+
+class OutputWriteError(LesionpropError, OSError, ValueError):
     """Writing an output failed (full disk, read-only folder, ...): one line naming the file; the
     previous file, if any, is unchanged.  An OSError (same errno) and a ValueError (the CLI's
     exit code 2)."""
 
 
-class PathKindError(ValueError):
+class PathKindError(InputError):
     """A folder where a file is expected, or a file where a folder is: one line naming the option
     (when a command checks its arguments) and the path.  A ValueError: the CLI's exit code 2."""
 
@@ -97,7 +99,7 @@ def refuse_overwrite_of_inputs(out: str | os.PathLike, *inputs: str | os.PathLik
         if inp is None:
             continue
         if Path(inp).resolve() == out_p:
-            raise ValueError(f"refusing to overwrite input file {inp}: choose another {option}")
+            raise InputError(f"refusing to overwrite input file {inp}: choose another {option}")
 
 
 def check_output_file(out: str | os.PathLike, *inputs: str | os.PathLike | None, option: str = "--out") -> None:
@@ -133,7 +135,7 @@ def check_distinct_outputs(outputs: dict[str, str | os.PathLike | None]) -> None
             continue
         key = Path(value).resolve()
         if key in seen:
-            raise ValueError(f"{seen[key]} and {option} both name {value}: give two different files")
+            raise InputError(f"{seen[key]} and {option} both name {value}: give two different files")
         seen[key] = option
 
 
@@ -144,7 +146,7 @@ def require_file(path: str | os.PathLike, what: str) -> Path:
     if p.is_dir():
         raise PathKindError(f"{what} {p} is a folder, expected a file")
     if not p.is_file():
-        raise FileNotFoundError(f"{what} not found: {p}")
+        raise MissingInputError(f"{what} not found: {p}")
     return p
 
 
@@ -155,7 +157,7 @@ def require_folder(path: str | os.PathLike, what: str) -> Path:
     if p.exists() and not p.is_dir():
         raise PathKindError(f"{what} {p} is a file, expected a folder")
     if not p.is_dir():
-        raise FileNotFoundError(f"{what} not found: {p}")
+        raise MissingInputError(f"{what} not found: {p}")
     return p
 
 
@@ -166,7 +168,7 @@ def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> None:
         fig.savefig(fh, format=fmt, **savefig_kwargs)
 
 
-class LockHeldError(RuntimeError, ValueError):
+class LockHeldError(LesionpropError, RuntimeError, ValueError):
     """Another process holds the lock of an output or run folder (the message names it: pid, host)."""
 
 

@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from lesionprop.annotations import Annotations
+from lesionprop.errors import InputError
 from lesionprop.predictions import Predictions
 
 _SHIFT = np.int64(1 << 32)
@@ -322,7 +323,7 @@ def key_slices(ann: Annotations, vocab: Vocab) -> KeySlices:
 def check_threshold(name: str, value: float) -> float:
     value = float(value)
     if not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+        raise InputError(f"{name} must be a finite number, got {value!r}")
     return value
 
 
@@ -330,12 +331,12 @@ def check_iou(value: float) -> float:
     """An IoU threshold in [0, 1) (a test ``IoU > tau`` with tau < 0 would pass every pair)."""
     value = float(value)
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"iou must be in [0, 1), got {value!r}")
+        raise InputError(f"iou must be in [0, 1), got {value!r}")
     return value
 
 
 def check_offsets(offsets: Sequence[int]) -> tuple[int, ...]:
     out = tuple(int(o) for o in offsets)
     if not out or any(o == 0 for o in out) or len(set(out)) != len(out):
-        raise ValueError(f"offsets must be distinct non-zero integers, got {list(offsets)}")
+        raise InputError(f"offsets must be distinct non-zero integers, got {list(offsets)}")
     return out

@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from lesionprop.errors import InputError
+
 _POW10_F = 10.0 ** np.arange(23)
 _POW10_I = 10 ** np.arange(19, dtype=np.int64)
 _EXACT_INT = 2.0 ** 53
@@ -136,7 +138,7 @@ def text_field(codes: np.ndarray, uniques: Sequence[str]) -> list[np.ndarray]:
     for s in uniques:
         s = str(s)
         if "\0" in s:
-            raise ValueError(f"text with a NUL character cannot be written: {s!r}")
+            raise InputError(f"text with a NUL character cannot be written: {s!r}")
         if any(c in s for c in _QUOTE_CHARS):
             s = '"' + s.replace('"', '""') + '"'
         enc.append(s.encode("utf-8"))

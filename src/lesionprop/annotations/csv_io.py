@@ -39,6 +39,7 @@ from lesionprop.annotations.table import (
     COLUMNS, LESION_TYPES, SOURCE_COLUMNS, SOURCES, AnnotationError, Annotations, Lesion, concat, floats_text,
 )
 from lesionprop.data.layout import SLICE_NAME_PATTERN, parse_file_name
+from lesionprop.errors import InputError
 from lesionprop.fileio import atomic_write, require_file
 
 _BOM = b"\xef\xbb\xbf"
@@ -395,7 +396,7 @@ def _parse_row(values: Sequence[str], header: Sequence[str]) -> Lesion:
     age = float(age_text) if age_text and age_text.lower() != "nan" else float("nan")
     source = v.get("Source", "").strip() or "human"
     if source not in SOURCES:
-        raise ValueError(f"Source must be one of {', '.join(SOURCES)}, got {source!r}")
+        raise InputError(f"Source must be one of {', '.join(SOURCES)}, got {source!r}")
     score_text = v.get("Score", "").strip()
     score = float(score_text) if score_text else float("nan")
     box = floats_text(v["Bounding_boxes"], 4, "Bounding_boxes")

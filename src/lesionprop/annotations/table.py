@@ -38,6 +38,7 @@ from lesionprop.data.deeplesion import (  # noqa: F401  (AnnotationError: re-exp
     AnnotationError, SeriesInfo, floats_text, join_text, num_text, read_series_info,
 )
 from lesionprop.data.layout import parse_file_name, series_name, slice_file_name
+from lesionprop.errors import InputError
 
 COLUMNS: tuple[str, ...] = (
     "File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_index",
@@ -68,7 +69,7 @@ class Split(enum.IntEnum):
             return cls[value.upper()]
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and int(value) in (1, 2, 3):
             return cls(int(value))
-        raise ValueError(f"split must be one of train, val, test, all; got {value!r}")
+        raise InputError(f"split must be one of train, val, test, all; got {value!r}")
 
 
 class Source(str, enum.Enum):

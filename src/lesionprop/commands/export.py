@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from lesionprop.errors import MissingInputError
+
 FORMATS = ("coco",)
 
 
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, args.annotations)
     root = Path(args.data)
     if not root.is_dir():
-        raise FileNotFoundError(f"--data {root}: no such folder")
+        raise MissingInputError(f"--data {root}: no such folder")
     coco = lesions_to_coco(read_annotations(args.annotations), split=args.split, slices=args.slices,
                            description=f"lesionprop export of {Path(args.annotations).name} "
                                        f"(split {args.split}, {args.slices} slices)")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lesionprop.data.deeplesion import read_series_info
 from lesionprop.data.layout import list_series, series_dir
+from lesionprop.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     src, root = Path(args.src), Path(args.out)
     check_output_folder(root)
     if root.resolve() == src.resolve() or src.resolve() in root.resolve().parents:
-        raise ValueError(f"--out {root} must not be inside the input {src}")
+        raise InputError(f"--out {root} must not be inside the input {src}")
     name = check_series_name(args.series_name) if args.series_name else _next_series_name(root)
     vol = load_ct(src)
     info = write_series(root, name, vol.hu, vol.spacing, source=f"import:{vol.source}", overwrite=args.overwrite)

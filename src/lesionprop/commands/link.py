@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lesionprop.commands.arguments import prediction_output
+from lesionprop.errors import InputError
 from lesionprop.fileio import atomic_write, check_distinct_outputs, check_output_file
 from lesionprop.labels.link import drop_short, link_boxes, summarize_lesions
 from lesionprop.predictions import COLUMNS, output_format, read_predictions
@@ -64,11 +65,11 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.lesions, args.predictions, option="--lesions")
     check_distinct_outputs({"--out": args.out, "--lesions": args.lesions})
     if not 0.0 <= args.iou < 1.0:
-        raise ValueError(f"--iou must be in [0, 1), got {args.iou}")
+        raise InputError(f"--iou must be in [0, 1), got {args.iou}")
     if args.max_gap < 1:
-        raise ValueError(f"--max-gap must be at least 1, got {args.max_gap}")
+        raise InputError(f"--max-gap must be at least 1, got {args.max_gap}")
     if args.min_slices < 1:
-        raise ValueError(f"--min-slices must be >= 1, got {args.min_slices}")
+        raise InputError(f"--min-slices must be >= 1, got {args.min_slices}")
     preds = read_predictions(args.predictions)
     if binary_format(args.predictions):
         raw = read_frame(args.predictions)

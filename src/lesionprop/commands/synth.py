@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from lesionprop.commands.arguments import int_list
+from lesionprop.errors import MissingInputError
 
 
 def _intervals(text: str) -> tuple[tuple[float, float], ...]:
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
         compare = Path(args.compare)
         if not compare.is_file():
-            raise FileNotFoundError(f"--compare file not found: {compare}")
+            raise MissingInputError(f"--compare file not found: {compare}")
         print(comparison_table(read_annotations(Path(args.out) / "DL_info.csv"), read_annotations(compare),
                                str(compare)))
     if args.preview:

@@ -32,6 +32,7 @@ from lesionprop.data.deeplesion import SeriesInfo
 from lesionprop.data.layout import parse_file_name
 from lesionprop.data.sample import crop_sample, crop_window, flip_sample, sample_for
 from lesionprop.data.slices import SliceReader
+from lesionprop.errors import InputError
 
 #: Boxes narrower or lower than this (sample pixels) after clipping are dropped.
 MIN_BOX_SIZE = 1e-2
@@ -103,11 +104,11 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.scale = float(scale)
         self.epoch = 0
         if cfg.aug_crop_px < 0 or 0 < cfg.aug_crop_px < 3:
-            raise ValueError(f"data.aug_crop_px must be 0 (whole slices) or a crop size of at least 3 pixels, "
+            raise InputError(f"data.aug_crop_px must be 0 (whole slices) or a crop size of at least 3 pixels, "
                              f"got {cfg.aug_crop_px}")
         missing = sorted({it.series for it in self.items} - set(geometry))
         if missing:
-            raise ValueError(f"no spacing known for series {', '.join(missing[:5])}"
+            raise InputError(f"no spacing known for series {', '.join(missing[:5])}"
                              f"{' ...' if len(missing) > 5 else ''} (not in series_info.csv or the annotations)")
         self.reader = reader if reader is not None else SliceReader(
             root, cache=True, cache_dir=cfg.cache_dir, max_cache_bytes=int(cfg.cache_mb) << 20)

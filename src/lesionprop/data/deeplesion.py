@@ -17,10 +17,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from lesionprop.errors import InputError
 from lesionprop.fileio import atomic_write
 
 
-class AnnotationError(ValueError):
+class AnnotationError(InputError):
     """A malformed annotation or series file: the message names file, line, column and value."""
 
 
@@ -42,7 +43,7 @@ def floats_text(text: str, n: int | None, col: str) -> tuple[float, ...]:
     parts = [p.strip() for p in text.split(",")] if text.strip() else []
     vals = tuple(float(p) for p in parts)
     if n is not None and len(vals) != n:
-        raise ValueError(f"expected {n} numbers in {col}, got {len(vals)}")
+        raise InputError(f"expected {n} numbers in {col}, got {len(vals)}")
     return vals
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lesionprop.errors import InputError
 from lesionprop.fileio import atomic_write
 
 #: Offset of DeepLesion's 16-bit PNGs: stored value = HU + 32768.
@@ -31,7 +32,7 @@ _SLICE_NAME = re.compile(SLICE_NAME_PATTERN)
 _SERIES = re.compile(SERIES_PATTERN)
 
 
-class SliceReadError(ValueError):
+class SliceReadError(InputError):
     """A slice PNG that is missing, unreadable or not a single-channel 16-bit image."""
 
 
@@ -42,7 +43,7 @@ def series_name(patient: int, study: int, series_id: int) -> str:
 
 def check_series_name(name: str) -> str:
     if not _SERIES.match(name):
-        raise ValueError(f"series name must look like PPPPPP_SS_SS (patient_study_series), got {name!r}")
+        raise InputError(f"series name must look like PPPPPP_SS_SS (patient_study_series), got {name!r}")
     return name
 
 
@@ -55,7 +56,7 @@ def parse_file_name(name: str) -> tuple[str, int]:
     """``'000089_01_01_038.png'`` -> ``('000089_01_01', 38)``; ValueError otherwise."""
     m = _SLICE_NAME.match(name)
     if not m:
-        raise ValueError(f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {name!r}")
+        raise InputError(f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {name!r}")
     return m.group(1), int(m.group(2))
 
 

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from lesionprop.data.layout import HU_OFFSET
+from lesionprop.errors import InputError
 
 if TYPE_CHECKING:
     from lesionprop.config import DataConfig
@@ -95,7 +96,7 @@ def slice_positions(center: int, z_interval_mm: float, num_slices: int,
                     slice_interval_mm: float) -> list[float]:
     """Fractional slice positions of the ``num_slices`` channels (centre in the middle)."""
     if num_slices < 1 or num_slices % 2 == 0:
-        raise ValueError(f"num_slices must be odd and positive (3 x M with M odd), got {num_slices}")
+        raise InputError(f"num_slices must be odd and positive (3 x M with M odd), got {num_slices}")
     half = num_slices // 2
     z = float(z_interval_mm)
     if not math.isfinite(z) or z <= 0:
@@ -148,14 +149,14 @@ def build_sample(reader: "SliceReader", series: str, slice_index: int, z_interva
     inside = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))    # where it lands in the crop
     lo, hi = float(window[0]), float(window[1])
     if not hi > lo:
-        raise ValueError(f"window must have hi > lo, got {window}")
+        raise InputError(f"window must have hi > lo, got {window}")
     gain = 255.0 / (hi - lo)
     bias = -lo * gain
 
     def plane(idx: int) -> np.ndarray:
         hu = center if idx == c else reader.read_hu(series, idx, toward=c)
         if hu.shape != center.shape:
-            raise ValueError(f"series {series}: slice {idx} has shape {hu.shape}, slice {c} {center.shape}")
+            raise InputError(f"series {series}: slice {idx} has shape {hu.shape}, slice {c} {center.shape}")
         return hu[sy0:sy1, sx0:sx1]
 
     positions = slice_positions(c, z_interval_mm, num_slices, slice_interval_mm)
@@ -220,7 +221,7 @@ def crop_window(size: tuple[int, int], crop: int, boxes: np.ndarray, u: tuple[fl
     than ``crop`` is kept whole.  Returns ``(x0, y0, x1, y1)`` in sample pixels.
     """
     if crop < 3:
-        raise ValueError(f"crop size must be at least 3 pixels, got {crop}")
+        raise InputError(f"crop size must be at least 3 pixels, got {crop}")
     h, w = int(size[0]), int(size[1])
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     centre = None

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from lesionprop.data.layout import IMAGES_DIR, SliceReadError, decode_png, list_slices, series_dir, slice_path
+from lesionprop.errors import MissingInputError
 
 
 def _listing(folder: Path) -> dict[int, os.stat_result]:
@@ -53,7 +54,7 @@ class SliceReader:
                  cache_dir: str | os.PathLike | None = None, max_cache_bytes: int = 1 << 30):
         self.root = Path(root)
         if not (self.root / IMAGES_DIR).is_dir():
-            raise FileNotFoundError(f"no Images_png folder in dataset root {self.root}")
+            raise MissingInputError(f"no Images_png folder in dataset root {self.root}")
         self.cache = bool(cache)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.max_cache_bytes = int(max_cache_bytes)

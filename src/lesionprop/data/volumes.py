@@ -41,10 +41,11 @@ import numpy as np
 
 from lesionprop.data.deeplesion import SeriesInfo, read_series_info, write_series_info
 from lesionprop.data.layout import check_series_name, list_slices, series_dir, write_slice
+from lesionprop.errors import InputError, MissingInputError
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
-class VolumeError(ValueError):
+class VolumeError(InputError):
     """Bad CT input: the message names the file and what is wrong with it."""
 
 
@@ -69,7 +70,7 @@ def load_ct(path: str | os.PathLike) -> CTVolume:
     """Read a DICOM series folder or a NIfTI file into a :class:`CTVolume`."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"CT input not found: {p}")
+        raise MissingInputError(f"CT input not found: {p}")
     if p.is_dir():
         return load_dicom_series(p)
     if is_nifti(p):
@@ -360,7 +361,7 @@ def load_label_volume(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float,
     """A NIfTI label map (e.g. TotalSegmentator organs) in the same display orientation -> (uint16 labels, spacing)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"label volume not found: {path}")
+        raise MissingInputError(f"label volume not found: {path}")
     if not is_nifti(path):
         raise VolumeError(f"{path}: a label map must be a NIfTI file (.nii / .nii.gz)")
     vol, spacing, _ = _nifti_display(path, integer_labels=True)
@@ -377,10 +378,10 @@ def write_slices(root: str | os.PathLike, series: str, hu: np.ndarray, first_sli
     check_series_name(series)
     hu = np.asarray(hu)
     if hu.ndim != 3 or hu.shape[0] == 0:
-        raise ValueError(f"series {series}: expected a (Z, Y, X) volume, got shape {hu.shape}")
+        raise InputError(f"series {series}: expected a (Z, Y, X) volume, got shape {hu.shape}")
     folder = series_dir(root, series)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
-        raise ValueError(f"series folder {folder} already exists (use --overwrite to replace it)")
+        raise InputError(f"series folder {folder} already exists (use --overwrite to replace it)")
     if folder.exists() and overwrite:
         for entry in list_slices(folder).values():
             os.unlink(entry.path)
@@ -409,7 +410,7 @@ def write_series(root: str | os.PathLike, series_name: str, hu: np.ndarray, spac
     """
     sp = tuple(float(s) for s in spacing)
     if len(sp) != 3 or not all(np.isfinite(sp)) or min(sp) <= 0:
-        raise ValueError(f"series {series_name}: spacing must be 3 positive numbers (x, y, z) mm, got {spacing}")
+        raise InputError(f"series {series_name}: spacing must be 3 positive numbers (x, y, z) mm, got {spacing}")
     write_slices(root, series_name, hu, first_slice=first_slice, overwrite=overwrite)
     info = SeriesInfo(series_name, sp, (int(hu.shape[1]), int(hu.shape[2])),  # type: ignore[arg-type]
                       (first_slice, first_slice + hu.shape[0] - 1), source)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from lesionprop.errors import InputError
+
 
 @lru_cache(maxsize=4)
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -39,9 +41,9 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
     def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int,
                  rank: int = 0, world: int = 1) -> None:
         if n == 0:
-            raise ValueError("no training images")
+            raise InputError("no training images")
         if batch_size % world:
-            raise ValueError(f"train.batch_size={batch_size} must be a multiple of the number of processes ({world})")
+            raise InputError(f"train.batch_size={batch_size} must be a multiple of the number of processes ({world})")
         self.n, self.batch, self.seed, self.start, self.stop = n, batch_size, seed, start, stop
         self.local = batch_size // world
         self.rank = rank

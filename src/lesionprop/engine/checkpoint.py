@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lesionprop.errors import InputError, MissingInputError
 from lesionprop.fileio import atomic_write
 
 
@@ -68,7 +69,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if p.is_dir():
         p = p / "best.pt"
     if not p.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {p} (give a checkpoint file, a run directory holding "
+        raise MissingInputError(f"checkpoint not found: {p} (give a checkpoint file, a run directory holding "
                                 f"best.pt, or a shipped detector: {', '.join(SHIPPED_DETECTORS)})")
     return p
 
@@ -98,16 +99,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         foreign = re.search(r"Unsupported global: GLOBAL \S+", str(exc))
         if foreign:              # a torch file holding objects the weights-only loader does not rebuild
-            raise ValueError(f"{p}: refused to load: the file holds objects other than tensors and plain "
+            raise InputError(f"{p}: refused to load: the file holds objects other than tensors and plain "
                              f"containers ({foreign.group(0)}); nothing in it was run") from None
-        raise ValueError(f"{p} is not a lesionprop checkpoint (torch could not load it as one: "
+        raise InputError(f"{p} is not a lesionprop checkpoint (torch could not load it as one: "
                          f"{_load_failure(p, exc)})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         from lesionprop.model.pretrain import SHIPPED_DETECTORS
 
         bare = isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())
         hint = (" (weights only, e.g. an export_backbone file: no config to build the model from)" if bare else "")
-        raise ValueError(f"{p} is not a lesionprop checkpoint (no 'model' / 'config' entries){hint}; a training "
+        raise InputError(f"{p} is not a lesionprop checkpoint (no 'model' / 'config' entries){hint}; a training "
                          f"run's checkpoint or a shipped detector name works: {', '.join(SHIPPED_DETECTORS)}")
     return state
 

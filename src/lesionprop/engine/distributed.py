@@ -13,6 +13,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from lesionprop.errors import InputError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -26,7 +28,7 @@ class DistInfo:
         return self.rank == 0
 
 
-class DeviceError(ValueError):
+class DeviceError(InputError):
     """A ``--device`` value this machine cannot use: one line naming the option and value (CLI exit 2)."""
 
 

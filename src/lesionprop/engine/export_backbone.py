@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from lesionprop.engine.checkpoint import load_checkpoint
+from lesionprop.errors import InputError
 from lesionprop.fileio import atomic_write
 from lesionprop.model.pretrain import backbone_state, detector_state
 
@@ -26,7 +27,7 @@ def export_backbone(checkpoint: str | Path, out: str | Path, *, whole: bool = Fa
     state = detector_state(model_state) if whole else backbone_state(model_state)
     out = Path(out)
     if out.resolve() == Path(checkpoint).resolve():
-        raise ValueError(f"{out}: refusing to overwrite the input checkpoint")
+        raise InputError(f"{out}: refusing to overwrite the input checkpoint")
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out, "wb") as fh:
         torch.save(state, fh)

@@ -32,6 +32,7 @@ from lesionprop.data.layout import slice_file_name, slice_path
 from lesionprop.engine import distributed
 from lesionprop.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from lesionprop.engine.tta import merge_views, tta_views
+from lesionprop.errors import InputError
 from lesionprop.fileio import refuse_overwrite_of_inputs
 from lesionprop.model.detector import build_detector
 
@@ -51,9 +52,9 @@ def slice_names(ann: Annotations, data_root: str | Path, slices: str, split: str
                 window: int | None = None) -> list[str]:
     """File names to predict on (see the module docstring), in annotation order."""
     if slices not in SLICE_MODES:
-        raise ValueError(f"slices must be one of {', '.join(SLICE_MODES)}, got {slices!r}")
+        raise InputError(f"slices must be one of {', '.join(SLICE_MODES)}, got {slices!r}")
     if window is not None and (int(window) != window or window < 0):
-        raise ValueError(f"window must be an integer >= 0, got {window!r}")
+        raise InputError(f"window must be an integer >= 0, got {window!r}")
     human = ann.select(split, sources=(Source.HUMAN,), drop_noisy=False)
     groups = human.by_key_slice()
     keys = [str(f) for f in groups.file_names]
@@ -177,7 +178,7 @@ def predict(checkpoint: str | Path, data_root: str | Path, annotations_path: str
     lesions = read_annotations(annotations_path) if annotations_path is not None else Annotations.empty()
     if file_names is None:
         if annotations_path is None:
-            raise ValueError("predict needs an annotation file or explicit file_names")
+            raise InputError("predict needs an annotation file or explicit file_names")
         file_names = slice_names(lesions, data_root, slices, split, window)
     geometry = series_geometry(data_root, lesions)
     model, cfg = load_model(ckpt, dist.device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bisect import bisect_right
 
 from lesionprop.config import TrainConfig
+from lesionprop.errors import InputError
 
 
 def scaled_lr(cfg: TrainConfig) -> float:
@@ -24,7 +25,7 @@ def build_optimizer(cfg: TrainConfig, params: list) -> "torch.optim.Optimizer":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    raise InputError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
 
 
 def milestones(cfg: TrainConfig) -> list[int]:

@@ -39,10 +39,11 @@ from lesionprop.engine.checkpoint import (load_checkpoint, rng_state, save_check
                                           set_rng_state)
 from lesionprop.engine.schedule import build_optimizer, build_schedule
 from lesionprop.engine.validate import Validator
+from lesionprop.errors import InputError, LesionpropError, MissingInputError
 from lesionprop.model.detector import build_detector
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(LesionpropError, FloatingPointError):
     """The loss became NaN or infinite: training stops (lower the lr or check the data)."""
 
 
@@ -64,7 +65,7 @@ def _check_resume_config(cfg: Config, saved: dict[str, Any], path: Path) -> None
     then = training_signature(config_from_dict(saved))
     diff = [f"{s}.{k}" for s in now for k in now[s] if then[s].get(k) != now[s][k]]
     if diff:
-        raise ValueError(f"--resume: the config differs from the one in {path} at {', '.join(diff[:6])} "
+        raise InputError(f"--resume: the config differs from the one in {path} at {', '.join(diff[:6])} "
                          "(a resumed run may change train.iterations and the logging, checkpoint and "
                          "data-loading settings only)")
 
@@ -82,7 +83,7 @@ def train(cfg: Config, data_root: str | Path, annotations_path: str | Path, run_
     lesions = read_annotations(annotations_path)
     train_rows = lesions.select(Split.TRAIN, sources=None, drop_noisy=False)
     if not len(train_rows):
-        raise ValueError(f"{annotations_path}: no rows with Train_Val_Test = 1 (train split)")
+        raise InputError(f"{annotations_path}: no rows with Train_Val_Test = 1 (train split)")
     geometry = series_geometry(data_root, lesions)
     items = items_from_boxes(train_rows.file_name, train_rows.boxes)
     dataset = DetectionDataset(data_root, items, cfg.data, geometry=geometry,
@@ -91,7 +92,7 @@ def train(cfg: Config, data_root: str | Path, annotations_path: str | Path, run_
 
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if not resume and last_path.exists():
-        raise ValueError(f"{run_dir} already holds a run (last.pt): use --resume or another --out")
+        raise InputError(f"{run_dir} already holds a run (last.pt): use --resume or another --out")
     seed_everything(tc.seed)
     model = build_detector(cfg.model, cfg.data.num_slices)
     if init_checkpoint is not None:
@@ -107,7 +108,7 @@ def train(cfg: Config, data_root: str | Path, annotations_path: str | Path, run_
     start, best = 0, None
     if resume:
         if not last_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint {last_path}")
+            raise MissingInputError(f"--resume: no checkpoint {last_path}")
         state = load_checkpoint(last_path)
         _check_resume_config(cfg, state["config"], last_path)
         model.load_state_dict(state["model"])
@@ -193,12 +194,12 @@ def train(cfg: Config, data_root: str | Path, annotations_path: str | Path, run_
     distributed.barrier()
     if it == start and start >= tc.iterations:
         if not best_path.is_file():
-            raise ValueError(f"{run_dir}: finished at iteration {it} but best.pt is missing "
+            raise InputError(f"{run_dir}: finished at iteration {it} but best.pt is missing "
                              "(validation never improved on the stored best?)")
         if dist.main:
             print(f"lesionprop train: {run_dir} is already finished (iteration {it} of {tc.iterations}); "
                   "raise train.iterations to train on")
     elif math.isnan(loss_value) and it == start:
-        raise ValueError(f"nothing to train: the run is already at iteration {it} of {tc.iterations}")
+        raise InputError(f"nothing to train: the run is already at iteration {it} of {tc.iterations}")
     return TrainResult(run_dir, last_path, best_path if best_path.exists() else last_path, it, loss_value,
                        best, log.records)

@@ -20,13 +20,15 @@ import numpy as np
 import torch
 from torchvision.ops import nms
 
+from lesionprop.errors import InputError
+
 TTA_MODES = ("none", "flip", "scales", "flip+scales")
 
 
 def tta_views(mode: str, scales: tuple[float, ...]) -> list[tuple[float, bool]]:
     """``(scale, flipped)`` pairs of a TTA mode."""
     if mode not in TTA_MODES:
-        raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {mode!r}")
+        raise InputError(f"tta must be one of {', '.join(TTA_MODES)}, got {mode!r}")
     ss = tuple(scales) if "scales" in mode else (1.0,)
     flips = (False, True) if "flip" in mode else (False,)
     return list(itertools.product(ss, flips))
@@ -106,4 +108,4 @@ def merge_views(views: list[tuple[np.ndarray, np.ndarray]], method: str, iou: fl
         return weighted_box_fusion(views, iou, max_boxes)
     if method == "nms":
         return merge_nms(views, iou, max_boxes)
-    raise ValueError(f"predict.merge must be wbf or nms, got {method!r}")
+    raise InputError(f"predict.merge must be wbf or nms, got {method!r}")

@@ -33,6 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lesionprop.errors import InputError
 from lesionprop.eval.froc import Outcomes, sensitivity_at
 
 #: the field's headline average: mean sensitivity at these FPs per image
@@ -44,7 +45,7 @@ CHUNK_ELEMENTS = 1 << 22
 def draw_weights(n_units: int, n_boot: int, rng: np.random.Generator | int | None) -> np.ndarray:
     """``(n_boot, n_units)`` int64 multiplicities: each row draws ``n_units`` units with replacement."""
     if n_units < 1 or n_boot < 1:
-        raise ValueError(f"need at least one unit and one resample, got {n_units} units, {n_boot} resamples")
+        raise InputError(f"need at least one unit and one resample, got {n_units} units, {n_boot} resamples")
     rng = np.random.default_rng(rng)
     draws = rng.integers(0, n_units, size=(n_boot, n_units))
     flat = draws + (np.arange(n_boot, dtype=np.int64) * n_units)[:, None]
@@ -116,7 +117,7 @@ def resampled_sensitivity(outcomes: Outcomes, weights: np.ndarray, rates: Sequen
 def percentile_ci(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval of ``samples`` along axis 0 (NaN resamples ignored)."""
     if not 0.0 < level < 1.0:
-        raise ValueError(f"confidence level must be in (0, 1), got {level!r}")
+        raise InputError(f"confidence level must be in (0, 1), got {level!r}")
     q = np.nanquantile(np.asarray(samples, dtype=np.float64), [(1 - level) / 2, (1 + level) / 2], axis=0)
     return q[0], q[1]
 

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lesionprop.errors import InputError
 from lesionprop.eval.bootstrap import MEAN_FPS, draw_weights, percentile_ci, point_sensitivity, sample_statistics
 from lesionprop.eval.froc import Outcomes
 
@@ -101,7 +102,7 @@ def paired_samples(outcomes: Sequence[Outcomes], fps: Sequence[float], weights: 
     for o in outcomes[1:]:
         if o.units.shape != units.shape or not np.array_equal(o.units, units) \
                 or not np.array_equal(o.image_unit, outcomes[0].image_unit):
-            raise ValueError("paired comparison needs the same test images and patients for every variant")
+            raise InputError("paired comparison needs the same test images and patients for every variant")
     point = np.stack([point_sensitivity(o, fps) for o in outcomes])
     point_mean = np.asarray([point_sensitivity(o, MEAN_FPS).mean() for o in outcomes])
     both = [sample_statistics(o, weights, fps) for o in outcomes]
@@ -113,7 +114,7 @@ def paired_comparison(outcomes: Sequence[Outcomes], names: Sequence[str], fps: S
                       weights: np.ndarray | None = None) -> Comparison:
     """Paired bootstrap over the patients shared by every variant's evaluation."""
     if not outcomes:
-        raise ValueError("nothing to compare")
+        raise InputError("nothing to compare")
     if weights is None:
         weights = draw_weights(outcomes[0].units.size, n_boot, seed)
     point, pmean, samples, msamples = paired_samples(outcomes, fps, weights)
@@ -130,7 +131,7 @@ def pooled_comparison(runs: Sequence[Sequence[Outcomes]], names: Sequence[str], 
     draw for all variants of the run); the statistic is the mean over runs.
     """
     if not runs:
-        raise ValueError("no runs to pool")
+        raise InputError("no runs to pool")
     rng = np.random.default_rng(seed)
     parts = [paired_samples(r, fps, draw_weights(r[0].units.size, n_boot, rng)) for r in runs]
     point, pmean, samples, msamples = (np.mean([p[i] for p in parts], axis=0) for i in range(4))

@@ -21,6 +21,7 @@ from lesionprop.complete_labels import (
     CompleteLabels, Detections3D, read_complete_labels, read_linked_predictions, read_prediction_pickle,
     units_from_key_slices,
 )
+from lesionprop.errors import InputError
 from lesionprop.eval.harvester import HARVESTER_FPS, HARVESTER_IOU, evaluate_harvester
 from lesionprop.eval.lens import LENS_FPS, LENS_IOBB, ProtocolResult, evaluate_lens
 
@@ -33,7 +34,7 @@ def load_truth(truth: str | Path, fmt: str = "auto", *, split: str = "test", ann
     """Ground truth for a complete-label protocol (``annotations``: Annotations)."""
     units = units_from_key_slices(annotations, split, window) if annotations is not None else None
     if units is not None and not units:
-        raise ValueError(f"no key slices of split {split!r} in the annotations: no sub-volumes to evaluate")
+        raise InputError(f"no key slices of split {split!r} in the annotations: no sub-volumes to evaluate")
     return read_complete_labels(truth, fmt, split=split, units=units)
 
 
@@ -49,10 +50,10 @@ def evaluate_complete(protocol: str, labels: CompleteLabels, dets: Detections3D,
                       iobb: float = LENS_IOBB) -> ProtocolResult:
     """Run ``lens`` or ``harvester`` (their own FP rates when ``fps`` is None)."""
     if protocol not in ("lens", "harvester"):
-        raise ValueError(f"complete-label protocol must be lens or harvester, got {protocol!r}")
+        raise InputError(f"complete-label protocol must be lens or harvester, got {protocol!r}")
     fps = DEFAULT_RATES[protocol] if fps is None else tuple(float(f) for f in fps)
     if not fps or any(not np.isfinite(f) or f < 0 for f in fps):
-        raise ValueError(f"fps must be non-negative numbers, got {list(fps)}")
+        raise InputError(f"fps must be non-negative numbers, got {list(fps)}")
     if protocol == "lens":
         return evaluate_lens(labels, dets, iobb=iobb, fps=fps)
     return evaluate_harvester(labels, dets, iou=iou, fps=fps)

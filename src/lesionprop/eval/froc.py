@@ -48,6 +48,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from lesionprop.annotations import LESION_TYPES, Annotations, Lesion, Source, as_annotations
+from lesionprop.errors import InputError
 from lesionprop.grouping import Vocab, segment_pairs, slice_keys
 from lesionprop.predictions import Predictions
 
@@ -143,7 +144,7 @@ def froc_curve(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndar
     never found).
     """
     if np.asarray(gt_image).size == 0:
-        raise ValueError("no lesions to evaluate")
+        raise InputError("no lesions to evaluate")
     pad = (1.0 if plus1 else 0.0) if pad is None else pad
     order, is_fp, found_at = match_detections(det_image, det_boxes, det_scores, gt_image, gt_boxes, iou=iou,
                                               pad=pad)
@@ -165,7 +166,7 @@ def sensitivity_at(fp_curve: np.ndarray, sens_curve: np.ndarray, rates: Sequence
     if convention == "mulan":
         return np.interp(rates, fp, s)
     if convention != "3dce":
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     if fp.size == 1:
         return np.full(rates.shape, s[0])
     hi = np.clip(np.searchsorted(fp, rates, side="left"), 1, fp.size - 1)
@@ -258,7 +259,7 @@ def image_pads(spacing_x: np.ndarray, names: Sequence[str]) -> np.ndarray:
     bad = ~(np.isfinite(sx) & (sx > 0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"key slice {names[i]}: Spacing_mm_px_ x must be a positive number for the MULAN IoU "
+        raise InputError(f"key slice {names[i]}: Spacing_mm_px_ x must be a positive number for the MULAN IoU "
                          f"(+0.8 mm / spacing), got {sx[i]!r}")
     return MULAN_PIXEL_MM / sx
 
@@ -268,14 +269,14 @@ def evaluate(lesions: Annotations | Iterable[Lesion], predictions: Predictions, 
              truth: Annotations | Iterable[Lesion] | None = None, convention: str = "mulan") -> FrocResult:
     """Evaluate ``predictions`` on the key slices of ``split`` (see the module docstring)."""
     if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     fps = tuple(float(f) for f in fps)
     if not fps or any(not np.isfinite(f) or f < 0 for f in fps):
-        raise ValueError(f"fps must be non-negative numbers, got {list(fps)}")
+        raise InputError(f"fps must be non-negative numbers, got {list(fps)}")
     keyrows = as_annotations(lesions).select(split, sources=(Source.HUMAN,), drop_noisy=True)
     images = keyrows.by_key_slice()
     if not len(images):
-        raise ValueError(f"no lesions in split {split!r} after dropping Possibly_noisy != 0 rows")
+        raise InputError(f"no lesions in split {split!r} after dropping Possibly_noisy != 0 rows")
     names = images.file_names.astype(str)
     if truth is None:
         gts = keyrows
@@ -303,7 +304,7 @@ def evaluate(lesions: Annotations | Iterable[Lesion], predictions: Predictions, 
     det_img, det_boxes, det_scores = det_img[on], predictions.boxes[on], predictions.scores[on]
     gt_boxes = gts.boxes
     if gt_img.size == 0:
-        raise ValueError("no lesions to evaluate")
+        raise InputError("no lesions to evaluate")
     first = images.first_row
     spacing_x = keyrows.spacing[first, 0]
     pad = image_pads(spacing_x, names) if convention == "mulan" else np.ones(len(names))

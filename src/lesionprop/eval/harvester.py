@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lesionprop.errors import InputError
 from lesionprop.eval.froc import pair_iou_padded
 from lesionprop.eval.lens import ProtocolResult, add_breakdowns, ap_from_found, protocol_result, unit_pairs
 from lesionprop.grouping import slice_keys
@@ -80,7 +81,7 @@ def harvester_froc(det_unit: np.ndarray, det_scores: np.ndarray, box_lesion: np.
     (the maximum over their slices); their per-slice boxes ``box_lesion`` (Q,) into P,
     ``box_slice`` (Q,), ``boxes`` (Q, 4).  Returns the result and ``found_at``."""
     if int(n_units) <= 0:
-        raise ValueError("no sub-volumes to evaluate")
+        raise InputError("no sub-volumes to evaluate")
     det_unit = np.asarray(det_unit, dtype=np.int64)
     box_lesion = np.asarray(box_lesion, dtype=np.int64)
     hd, hg = harvester_hits(box_lesion, det_unit[box_lesion], box_slice, boxes, gt_unit, gt_slice, gt_boxes,
@@ -96,10 +97,10 @@ def evaluate_harvester(labels, dets, *, iou: float = HARVESTER_IOU,
     """Harvester protocol on :class:`~lesionprop.complete_labels.CompleteLabels` (2D boxes)
     and :class:`~lesionprop.complete_labels.Detections3D` (with per-slice boxes)."""
     if not labels.has2d:
-        raise ValueError(f"the harvester protocol needs per-slice ground-truth boxes; the {labels.source} truth "
+        raise InputError(f"the harvester protocol needs per-slice ground-truth boxes; the {labels.source} truth "
                          "has 3D boxes only (use --protocol lens)")
     if not dets.has2d:
-        raise ValueError("the harvester protocol needs each detection's per-slice boxes (a CSV from "
+        raise InputError("the harvester protocol needs each detection's per-slice boxes (a CSV from "
                          "lesionprop link), not 3D boxes only")
     n_units = len(labels.units)
     result, found_at = harvester_froc(dets.unit, dets.scores, dets.box_lesion, dets.box_slice, dets.boxes2d,

@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from lesionprop.errors import InputError
 from lesionprop.eval.froc import SIZE_GROUPS, Outcomes, SubResult, size_group
 from lesionprop.grouping import segment_pairs
 
@@ -118,7 +119,7 @@ def read_curve(fp_curve: np.ndarray, sens_curve: np.ndarray, rates: Sequence[flo
     if ties == "last":
         return np.interp(rates, fp, s, left=0.0, right=s[-1])
     if ties != "first":
-        raise ValueError(f"ties must be 'last' or 'first', got {ties!r}")
+        raise InputError(f"ties must be 'last' or 'first', got {ties!r}")
     i = np.searchsorted(fp, rates, side="left")
     ic = np.clip(i, 0, fp.size - 1)
     lo = np.clip(i - 1, 0, fp.size - 1)
@@ -237,7 +238,7 @@ def protocol_result(protocol: str, scores: np.ndarray, det_unit: np.ndarray, gt_
                     ) -> tuple[ProtocolResult, np.ndarray, np.ndarray]:
     """The pooled curve and sensitivities from the hits; also ``(order, found_at)``."""
     if len(gt_unit) == 0:
-        raise ValueError(f"no lesions to evaluate in {n_units} sub-volume(s)")
+        raise InputError(f"no lesions to evaluate in {n_units} sub-volume(s)")
     order, is_fp, found_at = rank_and_match(scores, len(gt_unit), hit_det, hit_gt)
     fp, sens, found = curve(order, is_fp, found_at, n_units)
     result = ProtocolResult(protocol, tuple(float(f) for f in fps), read_curve(fp, sens, fps, ties), int(n_units),
@@ -273,7 +274,7 @@ def lens_froc(det_unit: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarra
               fps: Sequence[float] = LENS_FPS) -> tuple[ProtocolResult, np.ndarray]:
     """LENS FROC on arrays (unit ids in ``[0, n_units)``).  Returns the result and ``found_at``."""
     if int(n_units) <= 0:
-        raise ValueError("no sub-volumes to evaluate")
+        raise InputError("no sub-volumes to evaluate")
     hd, hg = lens_hits(det_unit, det_boxes, gt_unit, gt_boxes, iobb)
     result, _, found_at = protocol_result("lens", det_scores, det_unit, gt_unit, hd, hg, n_units, fps, "last")
     result.mean = float(np.mean(result.sensitivity)) if len(result.fps) else float("nan")
@@ -291,7 +292,7 @@ def evaluate_lens(labels, dets, *, iobb: float = LENS_IOBB, fps: Sequence[float]
     :class:`~lesionprop.complete_labels.Detections3D`, with breakdowns and bootstrap outcomes
     (resampling unit: the patient)."""
     if not labels.has3d:
-        raise ValueError(f"the lens protocol needs 3D ground-truth boxes; the {labels.source} truth has "
+        raise InputError(f"the lens protocol needs 3D ground-truth boxes; the {labels.source} truth has "
                          "per-slice boxes only (use --protocol harvester)")
     n_units = len(labels.units)
     result, found_at = lens_froc(dets.unit, dets.boxes3d, dets.scores, labels.lesion_unit, labels.boxes3d,

@@ -7,6 +7,7 @@ import os
 
 from pathlib import Path
 
+from lesionprop.errors import InputError
 from lesionprop.eval.froc import FrocResult
 from lesionprop.fileio import check_output_file, save_figure
 
@@ -25,7 +26,7 @@ def check_plot_path(path: str | os.PathLike, *inputs: str | os.PathLike | None, 
     suffix = Path(path).suffix.lstrip(".").lower()
     formats = figure_formats()
     if suffix and suffix not in formats:
-        raise ValueError(f"{option} {path}: matplotlib cannot write .{suffix} files; use one of "
+        raise InputError(f"{option} {path}: matplotlib cannot write .{suffix} files; use one of "
                          + ", ".join(f".{f}" for f in formats))
 
 
@@ -70,7 +71,7 @@ def plot_forest(comparison, path: str | os.PathLike | None = None, title: str | 
     c = comparison
     others = list(range(1, len(c.names)))
     if not others:
-        raise ValueError("a forest plot needs at least two variants")
+        raise InputError("a forest plot needs at least two variants")
     labels = [f"{f:g} FPs" for f in c.fps] + ["mean 0.5-8"]
     fig = Figure(figsize=(3.2 * len(others) + 1.2, 0.35 * len(labels) + 1.6), dpi=120)
     axes = fig.subplots(1, len(others), sharex=True, sharey=True, squeeze=False)

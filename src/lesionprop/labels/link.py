@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lesionprop.errors import InputError
 from lesionprop.grouping import pair_iou, segment_pairs
 
 _SHIFT = np.int64(1 << 32)
@@ -111,9 +112,9 @@ def link_boxes(series: np.ndarray, slices: np.ndarray, boxes: np.ndarray, scores
     series, slices, boxes, scores = _check_inputs(series, slices, boxes, scores)
     iou = float(iou)
     if not 0.0 <= iou < 1.0:
-        raise ValueError(f"link_boxes: iou must be in [0, 1), got {iou!r}")
+        raise InputError(f"link_boxes: iou must be in [0, 1), got {iou!r}")
     if int(max_gap) != max_gap or max_gap < 1:
-        raise ValueError(f"link_boxes: max_gap must be an integer >= 1, got {max_gap!r}")
+        raise InputError(f"link_boxes: max_gap must be an integer >= 1, got {max_gap!r}")
     n = series.size
     if n == 0:
         return np.zeros(0, np.int64)

@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from lesionprop.annotations import Annotations, Lesion, Source, as_annotations
+from lesionprop.errors import InputError
 from lesionprop.grouping import (
     KeySlices, PredIndex, Vocab, check_iou, check_offsets, first_per_group, key_slices, overlap_iou,
     segment_pairs, slice_keys,
@@ -39,7 +40,7 @@ def propagate_arrays(ks: KeySlices, index: PredIndex, *, iou: float, offsets: Se
     indices) to propagate and, for each, the position in ``ks.rows`` of the reference
     box it is attributed to; in output order, each prediction once."""
     if keep not in ("best", "all"):
-        raise ValueError(f"keep must be 'best' or 'all', got {keep!r}")
+        raise InputError(f"keep must be 'best' or 'all', got {keep!r}")
     ref_key = np.repeat(np.arange(ks.keys.size, dtype=np.int64), ks.count)
     key_set = np.sort(ks.keys)
     parts: list[tuple[np.ndarray, ...]] = []

@@ -31,6 +31,8 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from lesionprop.errors import InputError, MissingInputError
+
 BLOCKS = {"resnet50": (resnet.Bottleneck, [3, 4, 6, 3]),
           "resnet18": (resnet.BasicBlock, [2, 2, 2, 2]),
           "resnet10": (resnet.BasicBlock, [1, 1, 1, 1])}
@@ -46,7 +48,7 @@ def norm_layer(kind: str) -> type[nn.Module] | partial:
     if kind == "gn":
         # 8 groups divides every width used here (>= 16 channels)
         return lambda c: nn.GroupNorm(min(8, c), c)
-    raise ValueError(f"model.norm must be one of {', '.join(NORMS)}, got {kind!r}")
+    raise InputError(f"model.norm must be one of {', '.join(NORMS)}, got {kind!r}")
 
 
 class SlimResNet(nn.Module):
@@ -87,7 +89,7 @@ def load_imagenet(body: nn.Module, path: str | Path) -> None:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file not found: {path} (weights are never downloaded)")
+        raise MissingInputError(f"pretrained weights file not found: {path} (weights are never downloaded)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
@@ -97,10 +99,10 @@ def load_imagenet(body: nn.Module, path: str | Path) -> None:
     own = body.state_dict()
     missing = [k for k in own if k not in state and not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
     if missing:
-        raise ValueError(f"{path}: not a state dict for this backbone; missing {missing[:3]} ...")
+        raise InputError(f"{path}: not a state dict for this backbone; missing {missing[:3]} ...")
     for k, v in state.items():
         if k in own and own[k].shape != v.shape:
-            raise ValueError(f"{path}: tensor {k} has shape {tuple(v.shape)}, the backbone needs {tuple(own[k].shape)}")
+            raise InputError(f"{path}: tensor {k} has shape {tuple(v.shape)}, the backbone needs {tuple(own[k].shape)}")
     body.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
@@ -112,9 +114,9 @@ def build_backbone(name: str, *, fpn_channels: int, base_width: int = 64, norm: 
     ``pretrained`` also selects the ``auto`` norm; the file is read only when ``load_pretrained``.
     """
     if name not in BLOCKS:
-        raise ValueError(f"model.backbone must be one of {', '.join(BLOCKS)}, got {name!r}")
+        raise InputError(f"model.backbone must be one of {', '.join(BLOCKS)}, got {name!r}")
     if not 0 <= trainable_layers <= 5:
-        raise ValueError(f"model.trainable_layers must be in 0..5, got {trainable_layers}")
+        raise InputError(f"model.trainable_layers must be in 0..5, got {trainable_layers}")
     block, layers = BLOCKS[name]
     if norm == "auto":
         norm = "frozen_bn" if pretrained else "gn"
@@ -124,10 +126,10 @@ def build_backbone(name: str, *, fpn_channels: int, base_width: int = 64, norm: 
     elif block is resnet.BasicBlock:
         body = SlimResNet(layers, base_width, norm_cls)
     else:
-        raise ValueError(f"model.base_width={base_width} is only supported for basic-block ResNets, not {name}")
+        raise InputError(f"model.base_width={base_width} is only supported for basic-block ResNets, not {name}")
     if pretrained:
         if base_width != 64:
-            raise ValueError(f"model.pretrained needs base_width 64 (ImageNet layout), got {base_width}")
+            raise InputError(f"model.pretrained needs base_width 64 (ImageNet layout), got {base_width}")
         if load_pretrained:
             load_imagenet(body, pretrained)
     if not pretrained and trainable_layers < 5:

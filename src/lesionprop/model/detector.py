@@ -25,6 +25,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from lesionprop.config import ModelConfig
+from lesionprop.errors import InputError
 from lesionprop.model.backbone import build_backbone
 from lesionprop.model.pretrain import load_backbone, load_detector
 from lesionprop.model.context import ContextBackbone, ContextRoIPool, central_features
@@ -84,13 +85,13 @@ def build_detector(cfg: ModelConfig, num_slices: int, *, load_pretrained: bool =
     the same holds for ``cfg.init_backbone`` and ``cfg.init_detector`` (:mod:`lesionprop.model.pretrain`).
     """
     if num_slices < 3 or num_slices % 3 or (num_slices // 3) % 2 == 0:
-        raise ValueError(f"num_slices must be 3 x M with M odd (a central group), got {num_slices}")
+        raise InputError(f"num_slices must be 3 x M with M odd (a central group), got {num_slices}")
     m = num_slices // 3
     starts = [k for k in ("pretrained", "init_backbone", "init_detector") if getattr(cfg, k)]
     if len(starts) > 1:
-        raise ValueError(f"model.{' and model.'.join(starts)} exclude each other: choose one")
+        raise InputError(f"model.{' and model.'.join(starts)} exclude each other: choose one")
     if len(cfg.anchor_sizes) != 5:
-        raise ValueError(f"model.anchor_sizes needs one size per FPN level (5), got {list(cfg.anchor_sizes)}")
+        raise InputError(f"model.anchor_sizes needs one size per FPN level (5), got {list(cfg.anchor_sizes)}")
     body = build_backbone(cfg.backbone, fpn_channels=cfg.fpn_channels, base_width=cfg.base_width,
                           norm=cfg.norm, trainable_layers=cfg.trainable_layers, pretrained=cfg.pretrained,
                           load_pretrained=load_pretrained)
@@ -98,7 +99,7 @@ def build_detector(cfg: ModelConfig, num_slices: int, *, load_pretrained: bool =
         load_backbone(body, cfg.init_backbone)
     backbone = ContextBackbone(body, m)
     if not cfg.anchor_octaves or any(not o > 0 for o in cfg.anchor_octaves):
-        raise ValueError(f"model.anchor_octaves must be positive factors, got {list(cfg.anchor_octaves)}")
+        raise InputError(f"model.anchor_octaves must be positive factors, got {list(cfg.anchor_octaves)}")
     sizes = anchor_sizes(cfg.anchor_sizes, cfg.anchor_scale, cfg.anchor_octaves)
     anchors = AnchorGenerator(sizes, (tuple(cfg.aspect_ratios),) * len(sizes))
     c = backbone.out_channels

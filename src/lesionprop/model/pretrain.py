@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lesionprop.errors import InputError, MissingInputError
+
 #: name -> file in the package (``lesionprop/model/weights/``)
 SHIPPED = {"synthetic-cpu": "cpu_synth_backbone.pt", "synthetic-cpu-v1": "cpu_synth_backbone_v1.pt"}
 #: name -> whole-detector file in the package (``model.init_detector``; also a ``--checkpoint`` of
@@ -50,7 +52,7 @@ def resolve(spec: str | Path, shipped: dict[str, str] = SHIPPED, key: str = "mod
     else:
         path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"{key}: no file {path} (shipped names: {', '.join(shipped)})")
+        raise MissingInputError(f"{key}: no file {path} (shipped names: {', '.join(shipped)})")
     return path
 
 
@@ -61,7 +63,7 @@ def backbone_state(model_state: dict[str, torch.Tensor], dtype: torch.dtype = to
     prefix = "backbone.body."
     out = {k.removeprefix(prefix): v for k, v in model_state.items() if k.startswith(prefix)}
     if not out:
-        raise ValueError(f"the state dict holds no {prefix}* tensors (not a detector checkpoint?)")
+        raise InputError(f"the state dict holds no {prefix}* tensors (not a detector checkpoint?)")
     return _on_cpu(out, dtype)
 
 
@@ -69,7 +71,7 @@ def detector_state(model_state: dict[str, torch.Tensor], dtype: torch.dtype = to
                    ) -> dict[str, torch.Tensor]:
     """Every tensor of a detector state dict, floats cast to ``dtype`` (the ``--whole`` export)."""
     if not any(k.startswith("roi_heads.") for k in model_state):
-        raise ValueError("the state dict holds no roi_heads.* tensors (not a detector checkpoint?)")
+        raise InputError("the state dict holds no roi_heads.* tensors (not a detector checkpoint?)")
     return _on_cpu(model_state, dtype)
 
 
@@ -94,9 +96,9 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
-        raise ValueError(f"{path}: not a readable weights file ({first})") from None
+        raise InputError(f"{path}: not a readable weights file ({first})") from None
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a state dict (a {type(state).__name__})")
+        raise InputError(f"{path}: not a state dict (a {type(state).__name__})")
     return state
 
 
@@ -104,10 +106,10 @@ def _load_exact(module: nn.Module, state: dict[str, torch.Tensor], path: Path, w
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     if missing:
-        raise ValueError(f"{path}: not {what}; missing {missing[:3]} ({len(missing)} of {len(own)} tensors)")
+        raise InputError(f"{path}: not {what}; missing {missing[:3]} ({len(missing)} of {len(own)} tensors)")
     for k, v in own.items():
         if state[k].shape != v.shape:
-            raise ValueError(f"{path}: tensor {k} has shape {tuple(state[k].shape)}, "
+            raise InputError(f"{path}: tensor {k} has shape {tuple(state[k].shape)}, "
                              f"the model needs {tuple(v.shape)} (another model.base_width / fpn_channels?)")
     module.load_state_dict({k: state[k].to(v.dtype) for k, v in own.items()})
 

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from lesionprop.annotations import Annotations, read_annotations
 from lesionprop.config import Config, save_config, training_signature
+from lesionprop.errors import InputError, MissingInputError
 from lesionprop.eval.froc import DEFAULT_FPS, FrocResult
 from lesionprop.fileio import atomic_write
 from lesionprop.labels.sets import LABEL_FILES
@@ -54,17 +55,17 @@ def retrain_config(cfg: Config) -> Config:
 
     p = cfg.pipeline
     if p.retrain_from not in ("scratch", "baseline"):
-        raise ValueError(f"pipeline.retrain_from must be scratch or baseline, got {p.retrain_from!r}")
+        raise InputError(f"pipeline.retrain_from must be scratch or baseline, got {p.retrain_from!r}")
     if p.eval_3d_slices < 0:
-        raise ValueError(f"pipeline.eval_3d_slices must be >= 0 (0 = off), got {p.eval_3d_slices}")
+        raise InputError(f"pipeline.eval_3d_slices must be >= 0 (0 = off), got {p.eval_3d_slices}")
     changes = {}
     if p.retrain_iterations is not None:
         if p.retrain_iterations < 1:
-            raise ValueError(f"pipeline.retrain_iterations must be >= 1, got {p.retrain_iterations}")
+            raise InputError(f"pipeline.retrain_iterations must be >= 1, got {p.retrain_iterations}")
         changes["iterations"] = int(p.retrain_iterations)
     if p.retrain_base_lr is not None:
         if not p.retrain_base_lr > 0:
-            raise ValueError(f"pipeline.retrain_base_lr must be > 0, got {p.retrain_base_lr}")
+            raise InputError(f"pipeline.retrain_base_lr must be > 0, got {p.retrain_base_lr}")
         changes["base_lr"] = float(p.retrain_base_lr)
     return replace(cfg, train=replace(cfg.train, **changes)) if changes else cfg
 
@@ -170,7 +171,7 @@ def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Pip
     variants = [v for v in cfg.pipeline.variants if v in VARIANT_LABELS]
     unknown = set(cfg.pipeline.variants) - set(VARIANT_LABELS)
     if unknown:
-        raise ValueError(f"unknown pipeline variants {sorted(unknown)}; known: {', '.join(VARIANT_LABELS)}")
+        raise InputError(f"unknown pipeline variants {sorted(unknown)}; known: {', '.join(VARIANT_LABELS)}")
     if "baseline" not in variants:
         variants.insert(0, "baseline")
     retrain_cfg = retrain_config(cfg)        # checked before hours of training, not after
@@ -181,7 +182,7 @@ def _run_pipeline(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Pip
                                          cfg.pipeline.synth_args]),
                    [annotations], lambda: _synth_stage(cfg, root))
     elif not annotations.is_file():
-        raise FileNotFoundError(f"annotation file not found: {annotations}")
+        raise MissingInputError(f"annotation file not found: {annotations}")
     data_fp = dataset_fingerprint(root, annotations)
     train_cfg_fp = _training_fingerprint(cfg)
 

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lesionprop.data.layout import SLICE_NAME_PATTERN
+from lesionprop.errors import InputError
 
 COLUMNS: tuple[str, ...] = ("File_name", "x1", "y1", "x2", "y2", "score")
 _MAX_SLICE = 2**31 - 1
@@ -35,7 +36,7 @@ def _binary_format(path: str | os.PathLike) -> str | None:
     return BINARY_SUFFIXES.get(Path(path).suffix.lower())
 
 
-class PredictionError(ValueError):
+class PredictionError(InputError):
     """A malformed prediction file: the message names the file, line and value."""
 
 
@@ -128,7 +129,7 @@ class Predictions:
             i = int(bad[0])
             why = _value_problem(b[i], s[i]) or \
                 f"not a DeepLesion slice name (PPPPPP_SS_SS_III.png): {_shown(str(names[i]))}"
-            raise ValueError(f"predictions, row {i}: {why}")
+            raise InputError(f"predictions, row {i}: {why}")
         return cls(names, b, s, series_names, series_index, slices, np.arange(1, len(s) + 1, dtype=np.int64))
 
     def subset(self, mask_or_index: np.ndarray) -> "Predictions":

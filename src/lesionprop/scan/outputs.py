@@ -21,6 +21,7 @@ import numpy as np
 
 from lesionprop import __version__
 from lesionprop.data.volumes import CTVolume, to_source_grid
+from lesionprop.errors import InputError
 from lesionprop.fileio import atomic_write
 from lesionprop.scan.lesions import COLUMNS, LabelCoverage, LesionMask
 
@@ -76,7 +77,7 @@ def _referenceable(ds, f):
     """The in-memory dataset with SOP class / instance UIDs filled from the file meta when blank."""
     cls, inst = sop_uids(ds)
     if not cls or not inst:
-        raise ValueError(f"{f}: no SOPClassUID / SOPInstanceUID (dataset or file meta): a DICOM SEG cannot "
+        raise InputError(f"{f}: no SOPClassUID / SOPInstanceUID (dataset or file meta): a DICOM SEG cannot "
                          "reference this slice")
     ds.SOPClassUID, ds.SOPInstanceUID = cls, inst
     return ds
@@ -245,7 +246,7 @@ def write_dicom_seg(path: Path, vol: CTVolume, masks: list[LesionMask], lesion_i
     from pydicom.sr.codedict import codes
 
     if vol.source != "dicom":
-        raise ValueError("a DICOM SEG needs a DICOM series as input")
+        raise InputError("a DICOM SEG needs a DICOM series as input")
     ids = np.asarray(lesion_ids).reshape(-1)
     if len(masks) != ids.size or not np.array_equal(ids, np.arange(1, ids.size + 1)):
         raise ValueError(f"write_dicom_seg: lesion ids must be 1..{len(masks)} (one per mask), got {ids.tolist()}")

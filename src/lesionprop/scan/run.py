@@ -25,6 +25,7 @@ import numpy as np
 
 from lesionprop.boxes import file_to_pixel
 from lesionprop.data.volumes import CTVolume, VolumeError, load_ct, spacing_affine
+from lesionprop.errors import InputError, MissingInputError
 
 SERIES_NAME = "000001_01_01"
 
@@ -91,11 +92,11 @@ def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str
 
     src, out = Path(src), Path(out)
     if not src.exists():
-        raise FileNotFoundError(f"CT input not found: {src}")
+        raise MissingInputError(f"CT input not found: {src}")
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
-        raise ValueError(f"--out {out} must not be inside the input {src}")
+        raise InputError(f"--out {out} must not be inside the input {src}")
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, expected a folder")
+        raise InputError(f"--out {out} is a file, expected a folder")
     ckpt = resolve_checkpoint(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".detect-", dir=out) as tmp:

@@ -35,6 +35,7 @@ import numpy as np
 from lesionprop.annotations import Lesion, write_annotations
 from lesionprop.data.deeplesion import SeriesInfo, read_series_info, write_series_info
 from lesionprop.data.layout import IMAGES_DIR, series_name, slice_file_name
+from lesionprop.errors import InputError
 from lesionprop.fileio import atomic_write
 from lesionprop.synth import phantom as ph
 from lesionprop.synth.policy import PolicyLesion, choose_unlabeled
@@ -106,7 +107,7 @@ def make_options(**options: Any) -> SynthOptions:
     known = {f.name for f in fields(SynthOptions)}
     unknown = set(options) - known
     if unknown:
-        raise ValueError(f"unknown synth option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        raise InputError(f"unknown synth option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
     if "intervals" in options:
         iv = options["intervals"]
         iv = list(iv.items()) if isinstance(iv, dict) else list(iv)
@@ -116,19 +117,19 @@ def make_options(**options: Any) -> SynthOptions:
             options[key] = tuple(options[key])
     opt = SynthOptions(**options)
     if not 32 <= opt.image_size <= 1024:
-        raise ValueError(f"image_size must be in 32..1024, got {opt.image_size}")
+        raise InputError(f"image_size must be in 32..1024, got {opt.image_size}")
     if not opt.intervals or any(a <= 0 or b < 0 for a, b in opt.intervals) or sum(b for _, b in opt.intervals) <= 0:
-        raise ValueError(f"intervals must be (mm > 0, weight >= 0) pairs with a positive total, got {opt.intervals}")
+        raise InputError(f"intervals must be (mm > 0, weight >= 0) pairs with a positive total, got {opt.intervals}")
     if opt.z_extent_mm <= 0 or (opt.max_slices is not None and opt.max_slices < 1):
-        raise ValueError(f"z_extent_mm must be > 0 and max_slices >= 1, got {opt.z_extent_mm}, {opt.max_slices}")
+        raise InputError(f"z_extent_mm must be > 0 and max_slices >= 1, got {opt.z_extent_mm}, {opt.max_slices}")
     for name in ("unlabeled_share", "on_key_share", "noisy_share", "near_share"):
         if not 0 <= getattr(opt, name) <= 1 or (name == "unlabeled_share" and opt.unlabeled_share >= 1):
-            raise ValueError(f"{name} must be within [0, 1), got {getattr(opt, name)}")
+            raise InputError(f"{name} must be within [0, 1), got {getattr(opt, name)}")
     shares = opt.split_shares
     if len(shares) != 3 or any(not x >= 0 for x in shares) or not shares[0] > 0:
-        raise ValueError(f"split_shares must be three shares (train, val, test) >= 0 with train > 0, got {shares}")
+        raise InputError(f"split_shares must be three shares (train, val, test) >= 0 with train > 0, got {shares}")
     if opt.lesions_per_series < 1:
-        raise ValueError(f"lesions_per_series must be >= 1, got {opt.lesions_per_series}")
+        raise InputError(f"lesions_per_series must be >= 1, got {opt.lesions_per_series}")
     return opt
 
 
@@ -202,7 +203,7 @@ def _run_task(task: SeriesTask) -> SeriesResult:
 def _load_background(background, organ_mask) -> Any:
     if background is None:
         if organ_mask is not None:
-            raise ValueError("--organ-mask needs --background")
+            raise InputError("--organ-mask needs --background")
         return None
     from lesionprop.data.volumes import load_ct, load_label_volume
 
@@ -211,22 +212,22 @@ def _load_background(background, organ_mask) -> Any:
     if organ_mask is not None:
         organs, sp = load_label_volume(organ_mask)
         if organs.shape != vol.hu.shape or not np.allclose(sp, vol.spacing, rtol=1e-3):
-            raise ValueError(f"organ mask {organ_mask} (shape {organs.shape}, spacing {sp}) does not match "
+            raise InputError(f"organ mask {organ_mask} (shape {organs.shape}, spacing {sp}) does not match "
                              f"background {background} (shape {vol.hu.shape}, spacing {vol.spacing})")
     return vol.hu, vol.spacing, organs
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, expected a folder")
+        raise InputError(f"--out {out} is a file, expected a folder")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise ValueError(f"output folder {out} is not empty (use --overwrite to replace a synthetic dataset)")
+            raise InputError(f"output folder {out} is not empty (use --overwrite to replace a synthetic dataset)")
         info = out / "series_info.csv"
         synthetic = (out / "lesions.csv").is_file() and info.is_file() and \
             all(r.source == "synth" for r in read_series_info(info).values())
         if (out / IMAGES_DIR).exists() and not synthetic:
-            raise ValueError(f"refusing to replace {out}: it is not a dataset written by lesionprop synth "
+            raise InputError(f"refusing to replace {out}: it is not a dataset written by lesionprop synth "
                              "(no lesions.csv, or series_info.csv lists non-synthetic series)")
         shutil.rmtree(out / IMAGES_DIR, ignore_errors=True)
         for name in _OUTPUTS:
@@ -240,9 +241,9 @@ def generate_dataset(out: str | os.PathLike, series: int = 100, seed: int = 0, b
     t0 = time.perf_counter()
     opt = make_options(**options)
     if series < 1:
-        raise ValueError(f"series must be >= 1, got {series}")
+        raise InputError(f"series must be >= 1, got {series}")
     if not 0 <= seed < 2 ** 31:
-        raise ValueError(f"seed must be in 0..2**31-1, got {seed}")
+        raise InputError(f"seed must be in 0..2**31-1, got {seed}")
     out = Path(out)
     bg = _load_background(background, organ_mask)
     _prepare_out(out, opt.overwrite)

@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from lesionprop.errors import InputError
+
 # tissue labels of the phantom label map
 # (SOFT: unspecified soft tissue of a real-CT background; the phantom does not draw it)
 AIR, FAT, MUSCLE, LIVER, SPLEEN, KIDNEY, BONE, MARROW, LUNG, GAS, BOWEL, HEART, VESSEL, BLADDER, TABLE, SKIN, \
@@ -54,7 +56,7 @@ def noise_bank(seed: int, size: int = 1024, sigma_px: float = 0.8) -> np.ndarray
 def _noise_crop(bank: np.ndarray, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     h, w = shape
     if bank.shape[0] < h or bank.shape[1] < w:
-        raise ValueError(f"noise bank {bank.shape} smaller than the slice {shape}")
+        raise InputError(f"noise bank {bank.shape} smaller than the slice {shape}")
     y = int(rng.integers(0, bank.shape[0] - h + 1))
     x = int(rng.integers(0, bank.shape[1] - w + 1))
     crop = bank[y:y + h, x:x + w]

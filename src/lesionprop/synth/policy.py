@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lesionprop.errors import InputError
+
 
 @dataclass(frozen=True)
 class PolicyLesion:
@@ -33,9 +35,9 @@ def choose_unlabeled(lesions: list[PolicyLesion], share: float, on_key_share: fl
                      rng: np.random.Generator) -> tuple[set[int], set[int]]:
     """Ids of unannotated lesions, and the subset that lies on another labeled lesion's key slice."""
     if not 0 <= share < 1:
-        raise ValueError(f"unlabeled share must be in [0, 1), got {share}")
+        raise InputError(f"unlabeled share must be in [0, 1), got {share}")
     if not 0 <= on_key_share <= 1:
-        raise ValueError(f"on-key share must be in [0, 1], got {on_key_share}")
+        raise InputError(f"on-key share must be in [0, 1], got {on_key_share}")
     by_series: dict[str, list[PolicyLesion]] = {}
     for les in lesions:
         by_series.setdefault(les.series, []).append(les)

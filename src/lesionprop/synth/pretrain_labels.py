@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lesionprop.annotations import Annotations, Split, concat, read_annotations, write_annotations
+from lesionprop.errors import InputError
 
 
 def slices_nearest_key(lesion_ids: np.ndarray, slices: np.ndarray, long_diameter: np.ndarray,
@@ -32,7 +33,7 @@ def slices_nearest_key(lesion_ids: np.ndarray, slices: np.ndarray, long_diameter
     """Row mask: per lesion, its ``n`` rows whose slice is nearest to the slice of its longest
     diameter (ties: the lower slice first). One row per (lesion, slice) expected."""
     if n < 1:
-        raise ValueError(f"slices per lesion must be >= 1, got {n}")
+        raise InputError(f"slices per lesion must be >= 1, got {n}")
     keep = np.zeros(len(lesion_ids), dtype=bool)
     if keep.size == 0:
         return keep
