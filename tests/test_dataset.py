@@ -57,8 +57,12 @@ def test_inference_item_shapes_and_geometry(root):
     ds = DetectionDataset(root, items_from_lesions(rows) + items_for_slices([f"{SERIES}_009.png"]), cfg,
                           geometry=series_geometry(root, rows), train=False)
     img, target, meta = ds[0]
-    assert img.dtype == torch.float32 and img.shape == (3, 96, 128)
-    assert 0 <= float(img.min()) and float(img.max()) <= 255
+    assert img.dtype == torch.uint8 and img.shape == (3, 96, 128)          # data.sample_dtype default
+    exact = DetectionDataset(root, ds.items, DataConfig(num_slices=3, target_spacing_mm=0.4, sample_dtype="float32"),
+                             geometry=ds.geometry, train=False)[0][0]
+    assert exact.dtype == torch.float32 and 0 <= float(exact.min()) and float(exact.max()) <= 255
+    assert float((img.float() - exact).abs().max()) <= 0.5 + 1e-4               # rounded to the nearest level
+    assert torch.equal(img, torch.floor(exact + 0.5).to(torch.uint8))
     np.testing.assert_allclose(target["boxes"].numpy(), [[62, 22, 94, 42]])
     assert target["labels"].dtype == torch.int64 and target["labels"].tolist() == [1]
     assert meta["index"] == 0 and meta["file_name"] == f"{SERIES}_005.png"
@@ -154,7 +158,7 @@ def test_synthetic_dataset_loads_every_label_and_truth_row(tmp_path):
     ds = DetectionDataset(root, items, DataConfig(), geometry=geo, train=False)
     for i in range(len(ds)):
         img, target, meta = ds[i]
-        assert img.shape[0] == 9 and img.dtype == torch.float32 and meta["file_name"] == items[i].file_name
+        assert img.shape[0] == 9 and img.dtype == torch.uint8 and meta["file_name"] == items[i].file_name
         h, w = meta["geometry"].size
         b = target["boxes"].numpy()
         assert b.shape[0] == len(items[i].boxes) and (b[:, 2] <= w).all() and (b[:, 3] <= h).all()
@@ -205,7 +209,7 @@ def test_training_crops_keep_the_lesion_and_map_back(root):
 
 def test_every_shipped_preset_loads_and_the_demo_is_consistent():
     from lesionprop.config import load_config, preset_names
-    from lesionprop.pipeline.run import retrain_config
+    from lesionprop.pipeline.plan import retrain_config
 
     assert {"cpu", "demo", "resnet18", "resnet50", "tiny"} <= set(preset_names())
     for name in preset_names():

@@ -84,11 +84,47 @@ def test_pretrained_weights_from_a_local_file(tmp_path):
     assert type(fpn.body.bn1).__name__ == "FrozenBatchNorm2d"
     model = build_detector(tiny_model_cfg(backbone="resnet18", base_width=64, pretrained=str(path)), 3)
     assert model.transform.image_mean[0] == pytest.approx(0.485 * 255)
-    with pytest.raises(FileNotFoundError, match="never downloaded"):
+    with pytest.raises(FileNotFoundError, match="model.pretrained: no file .*missing.pth"):
         build_backbone("resnet18", fpn_channels=16, pretrained=tmp_path / "missing.pth")
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="not a state dict for this backbone"):
         build_backbone("resnet18", fpn_channels=16, pretrained=tmp_path / "bad.pth")
+
+
+def test_imagenet_weights_come_from_the_torch_hub_cache_or_a_one_line_error(tmp_path, monkeypatch):
+    """``model.pretrained=imagenet``: torchvision's weights file in the torch hub cache; offline and
+    not cached, an error naming the file to place there, at once (no download attempt hangs)."""
+    import time
+
+    import lesionprop.model.backbone as backbone
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(backbone, "_reachable", lambda url, timeout_s=5.0: "download.pytorch.org: no route")
+    t0 = time.time()
+    with pytest.raises(FileNotFoundError) as err:
+        backbone.pretrained_file("imagenet", "resnet18")
+    want = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert str(want) in str(err.value) and "cannot be reached (download.pytorch.org: no route)" in str(err.value)
+    assert "weights='IMAGENET1K_V1'" in str(err.value) and "\n" not in str(err.value) and time.time() - t0 < 5
+    want.parent.mkdir(parents=True)
+    torch.save(resnet18(weights=None).state_dict(), want)           # what torchvision would have cached
+    assert backbone.pretrained_file("imagenet", "resnet18") == want
+    fpn = build_backbone("resnet18", fpn_channels=16, pretrained="imagenet", trainable_layers=3)
+    assert not fpn.body.conv1.weight.requires_grad and type(fpn.body.bn1).__name__ == "FrozenBatchNorm2d"
+    with pytest.raises(ValueError, match="ImageNet weights for resnet50, resnet18, not model.backbone=resnet10"):
+        backbone.pretrained_file("imagenet", "resnet10")
+    # the real check, no monkeypatch: this machine's (or CI's) network answers or refuses within the timeout
+    t0 = time.time()
+    why = backbone._reachable("https://download.pytorch.org/models/x.pth", timeout_s=2.0)
+    assert why is None or time.time() - t0 < 10
+
+
+def test_nothing_random_is_frozen():
+    """trainable_layers freezes stages only when weights are loaded into them."""
+    fpn = build_backbone("resnet18", fpn_channels=16, trainable_layers=3)        # random: all trained
+    assert all(p.requires_grad for p in fpn.body.parameters())
+    fpn = build_backbone("resnet18", fpn_channels=16, trainable_layers=3, loaded_weights=True)
+    assert not fpn.body.conv1.weight.requires_grad and fpn.body.layer4[0].conv1.weight.requires_grad
 
 
 def test_init_backbone_round_trip_and_refusals(tmp_path):

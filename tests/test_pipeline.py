@@ -14,7 +14,7 @@ import pytest
 
 from lesionprop.config import load_config
 from lesionprop.pipeline.run import run_pipeline
-from lesionprop.pipeline.stages import StageRunner
+from lesionprop.pipeline.stages import Stage, StageRunner
 
 pytestmark = pytest.mark.slow
 
@@ -27,24 +27,43 @@ def _tiny_cfg(tmp_path: Path, extra=()):
 
 
 def test_stage_runner_skips_done_and_reruns_changed(tmp_path):
+    """The runner alone decides: same declared config and inputs -> skipped; changed -> rerun;
+    an output gone -> rerun; a body that does not write its outputs -> an error."""
     calls = []
-    out = tmp_path / "a.txt"
+    src = tmp_path / "in.txt"
+    src.write_text("a")
 
-    def make():
-        calls.append(1)
-        out.write_text("x")
+    def make(ctx):
+        calls.append(ctx.resume)
+        (ctx.run_dir / "a.txt").write_text(ctx.path("src").read_text())
 
-    r = StageRunner(tmp_path, log=lambda s: None)
-    r.run("a", "fp1", [out], make)
-    r.run("a", "fp1", [out], make)
+    stage = Stage("a", make, config=("labels.iou",), inputs=("src",), outputs=("a.txt",))
+
+    def runner(cfg):
+        return StageRunner(tmp_path / "run", cfg, sources={"src": src}, log=lambda s: None)
+
+    cfg = load_config(preset="tiny")
+    runner(cfg).run(stage)
+    runner(cfg).run(stage)
+    assert calls == [False]
+    runner(load_config(preset="tiny", overrides=["labels.score=0.5"])).run(stage)   # not declared: skipped
     assert len(calls) == 1
-    r.run("a", "fp2", [out], make)          # inputs changed -> rerun
+    runner(load_config(preset="tiny", overrides=["labels.iou=0.4"])).run(stage)     # declared key changed
     assert len(calls) == 2
-    out.unlink()
-    r.run("a", "fp2", [out], make)          # output gone -> rerun
-    assert len(calls) == 3
+    src.write_text("b")                                                             # input changed
+    runner(load_config(preset="tiny", overrides=["labels.iou=0.4"])).run(stage)
+    assert len(calls) == 3 and (tmp_path / "run" / "a.txt").read_text() == "b"
+    (tmp_path / "run" / "a.txt").unlink()                                           # output gone
+    runner(load_config(preset="tiny", overrides=["labels.iou=0.4"])).run(stage)
+    assert len(calls) == 4
     with pytest.raises(RuntimeError, match="without writing"):
-        r.run("b", "fp", [tmp_path / "never.txt"], lambda: None)
+        runner(cfg).run(Stage("b", lambda ctx: None, outputs=("never.txt",)))
+    # a stage started and cut short is resumable under the same fingerprint only
+    assert json.loads((tmp_path / "run" / "stages" / "b.started.json").read_text())["fingerprint"]
+    seen = []
+    runner(cfg).run(Stage("b", lambda ctx: (seen.append(ctx.resume), (ctx.run_dir / "never.txt").write_text("x")),
+                          outputs=("never.txt",)))
+    assert seen == [True] and not (tmp_path / "run" / "stages" / "b.started.json").exists()
 
 
 def test_pipeline_end_to_end_then_kill_and_resume(tmp_path):
@@ -171,7 +190,7 @@ def test_report_names_each_initialisation():
 
 
 def test_retrain_settings_are_checked(tmp_path):
-    from lesionprop.pipeline.run import retrain_config
+    from lesionprop.pipeline.plan import retrain_config
 
     with pytest.raises(ValueError, match="retrain_from"):
         retrain_config(_tiny_cfg(tmp_path, ["pipeline.retrain_from=imagenet"]))
@@ -191,26 +210,9 @@ def test_a_second_pipeline_in_the_same_run_folder_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     with FileLock(str(run_dir / ".pipeline.lock")):          # a pipeline already running there
-        with pytest.raises(RuntimeError, match="another lesionprop pipeline is running"):
+        with pytest.raises(RuntimeError, match="another lesionprop pipeline is running"):  # LockHeldError
             run_pipeline(_tiny_cfg(tmp_path), run_dir, log=lambda s: None)
     assert not (run_dir / "stages").exists()                 # nothing was started
-
-
-def test_a_training_folder_in_use_is_waited_for_then_refused(tmp_path):
-    from filelock import FileLock
-
-    from lesionprop.pipeline.workers import run_lock
-
-    run = tmp_path / "models" / "lp"
-    with run_lock(run):
-        pass                                                 # free: taken and released at once
-    run.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(run.parent / ".lp.lock")):             # e.g. a training left by a killed pipeline
-        t0 = time.time()
-        with pytest.raises(RuntimeError, match="still training into"):
-            with run_lock(run, timeout_s=0.5):
-                pass
-        assert time.time() - t0 >= 0.5
 
 
 def test_a_worker_whose_pipeline_already_died_exits(tmp_path):

@@ -183,28 +183,79 @@ def test_predict_cli_with_the_shipped_detector_name(tmp_path, capsys):
     assert "shipped detector: synthetic-cpu-detector" in capsys.readouterr().err
 
 
-def test_an_images_boxes_do_not_depend_on_the_other_shapes_in_its_batch():
-    """Padding a batch to its largest slice changed GroupNorm's statistics: predict by shape."""
-    from lesionprop.engine.predict import run_by_shape
+def _random_tiny_model():
     from lesionprop.model.detector import build_detector
 
     cfg = load_config(preset="tiny")
     torch.manual_seed(0)
     model = build_detector(cfg.model, cfg.data.num_slices, load_pretrained=False).eval()
     model.roi_heads.score_thresh = 0.0          # random weights: keep every box to compare
+    return cfg, model
+
+
+def test_a_slices_boxes_do_not_depend_on_its_batch_mates():
+    """Padding a batch to its largest slice changes GroupNorm's statistics; the ShapeBatcher runs
+    full batches of one padded shape, so a slice in any company gets the boxes it gets alone."""
+    from lesionprop.engine.predict import ShapeBatcher, padded_shape
+
+    cfg, model = _random_tiny_model()
     g = torch.Generator().manual_seed(1)
     small = torch.rand(cfg.data.num_slices, 64, 64, generator=g) * 255
+    near = torch.rand(cfg.data.num_slices, 60, 50, generator=g) * 255       # padded to 64 x 64 as well
     large = torch.rand(cfg.data.num_slices, 96, 128, generator=g) * 255
+    assert padded_shape(near.shape) == padded_shape(small.shape) == (cfg.data.num_slices, 64, 64)
     with torch.no_grad():
         alone = model([small])[0]
         mixed = model([small, large])[0]
-        split = run_by_shape(model, [small, large, small.flip(-1)])
-    assert len(alone["boxes"]) > 0
-    # one padded call changes the small slice's boxes: the reason for run_by_shape
+        got: dict = {}
+        batcher = ShapeBatcher(model, 3, torch.device("cpu"), None, lambda k, out: got.setdefault(k, out))
+        for key, im, flip in (("small", small, False), ("large", large, False), ("near", near, False),
+                              ("large_flip", large, True), ("small_again", small, False)):
+            batcher.add(key, im, flip)
+        assert "small" in got and "large" not in got          # the 64 x 64 bucket filled first (3 images)
+        batcher.flush()
+        flipped_alone = model([large.flip(-1)])[0]
+    assert len(alone["boxes"]) > 0 and batcher.passes == 2
+    # one padded call changes the small slice's boxes: the reason for the ShapeBatcher
     assert len(mixed["boxes"]) != len(alone["boxes"]) or not torch.allclose(mixed["boxes"], alone["boxes"])
-    torch.testing.assert_close(split[0]["boxes"], alone["boxes"])
-    torch.testing.assert_close(split[0]["scores"], alone["scores"])
-    assert split[1]["boxes"].shape[1] == 4 and split[2]["boxes"].shape[1] == 4
+    for key in ("small", "small_again"):
+        torch.testing.assert_close(got[key]["boxes"], alone["boxes"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(got[key]["scores"], alone["scores"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got["large_flip"]["boxes"], flipped_alone["boxes"], atol=1e-4, rtol=0)
+
+
+def test_every_tta_view_comes_from_one_decode_of_each_slice(blobs):
+    """--tta flip+scales decodes no more PNGs than --tta none: the views of a slice share one read."""
+    from lesionprop.annotations import series_geometry
+    from lesionprop.data.slices import SliceReader
+
+    root, ann = blobs
+    cfg, model = _random_tiny_model()
+    rows = read_annotations(ann)
+    names = slice_names(rows, root, "both", "test")
+    counts = {}
+    for tta in ("none", "flip+scales"):
+        reader = SliceReader(root, cache=False)                # no cache: every read past one sample decodes
+        out = infer(model, cfg, root, names, series_geometry(root, rows), tta=tta, progress=False, reader=reader)
+        assert [n for n in out[0]] == names
+        counts[tta] = reader.decoded
+    assert counts["none"] > 0 and counts["flip+scales"] == counts["none"]
+
+
+def test_inference_settings_come_from_the_run_not_the_checkpoint(blobs, tmp_path):
+    from lesionprop.config import inference_config
+    from lesionprop.errors import ConfigError
+
+    trained = load_config(preset="tiny", overrides=["predict.tta_scales=[0.5, 1.0]", "data.num_workers=0"])
+    run = load_config(preset="tiny", overrides=["predict.tta_scales=[1.0, 1.5]", "predict.merge=nms",
+                                                "data.num_workers=3", "data.window=[0, 100]"])
+    cfg = inference_config(trained, run)
+    assert cfg.predict == run.predict and cfg.data.num_workers == 3
+    assert cfg.data.window == trained.data.window                # the model's own setting stays
+    cfg = inference_config(trained, None, ["predict.batch_size=2", "data.cache_mb=8"])
+    assert cfg.predict.batch_size == 2 and cfg.data.cache_mb == 8 and cfg.predict.tta_scales == (0.5, 1.0)
+    with pytest.raises(ConfigError, match="data.window: at inference only"):
+        inference_config(trained, None, ["data.window=[0, 100]"])
 
 
 def test_predict_cli_refuses_a_folder_as_out_before_any_work(tmp_path, capsys):

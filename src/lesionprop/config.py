@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lesionprop.errors import ConfigError
+from lesionprop.variants import VARIANT_NAMES
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,10 @@ class DataConfig:
     aug_shift_px: int = 8                   # max shift, pixels of the stored slice
     aug_flip: bool = True
     aug_crop_px: int = 0                    # train on square crops this big holding a lesion (0: whole slices)
+    sample_dtype: str = "uint8"             # uint8 (0..255 rounded: 4x less to move between processes) | float32
     cache_dir: str | None = None            # on-disk memory-mapped slice cache (None: in memory only)
-    cache_mb: int = 1024                    # in-memory decoded-slice cache per process, MiB
-    num_workers: int = 0
+    cache_mb: int = 256                     # in-memory decoded-slice cache per loader process, MiB
+    num_workers: int | None = None          # loader processes per rank; None: chosen from the cores (engine.loader)
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,10 @@ class ModelConfig:
     """The FPN-3DCE detector (torchvision Faster R-CNN parts)."""
 
     backbone: str = "resnet50"              # resnet50 | resnet18 | resnet10
-    pretrained: str | None = None           # local ImageNet weights file; never downloaded
+    pretrained: str | None = None           # imagenet (torchvision's weights, torch hub cache) or a local file
     init_backbone: str | None = None        # ResNet + FPN weights to start from: synthetic-cpu (shipped) or a file
     init_detector: str | None = None        # whole-detector weights to start from: synthetic-cpu-detector or a file
-    trainable_layers: int = 3               # 0..5 ResNet stages trained (5 = all, for random init)
+    trainable_layers: int = 3               # 0..5 ResNet stages trained with loaded weights (random init: all)
     base_width: int = 64                    # basic-block ResNets: narrower than 64 for CPU presets
     norm: str = "auto"                      # auto (frozen_bn if pretrained else gn) | frozen_bn | bn | gn
     pixel_mean: float = 50.0                # 3DCE's mean on the 0..255 window (ImageNet stats if pretrained)
@@ -89,8 +91,12 @@ class TrainConfig:
     lr_steps: tuple[float, ...] = (34000 / 36000, 36000 / 36000)   # fractions of iterations
     lr_gamma: float = 0.1
     grad_clip: float = 10.0
-    amp: bool = True                        # CUDA only
+    amp: bool = True                        # mixed precision, CUDA only
+    amp_dtype: str = "auto"                 # auto (bf16 where the GPU has it, else fp16) | bf16 | fp16
     channels_last: bool = True              # CUDA only
+    accumulate: int = 1                     # split each rank's share of a step into this many passes (less memory)
+    shape_buckets: bool = True              # one pass per padded image shape: no image sees another's padding
+    cudnn_benchmark: bool = True            # CUDA: tune convolutions per input shape (shapes repeat)
     checkpoint_every: int = 1000
     eval_every: int = 2000                  # 0: evaluate only at the end
     log_every: int = 20
@@ -104,7 +110,8 @@ class PredictConfig:
     tta_scales: tuple[float, ...] = (0.8, 1.0, 1.2)
     merge: str = "wbf"                      # how TTA boxes are merged: wbf | nms
     merge_iou: float = 0.55
-    batch_size: int = 8
+    batch_size: int = 8                     # images (views) per forward pass, all of one shape
+    amp: bool = True                        # CUDA: bf16 where supported, else fp16
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,8 @@ class PipelineConfig:
     retrain_base_lr: float | None = None    # base lr of each retrain (None: train.base_lr); lower to fine-tune
     parallel_trainings: int = 1             # retrains run side by side (CPU threads split between them)
     eval_3d_slices: int = 0                 # n > 0: also the 3D lens evaluation on test slices K-n..K+n; 0 = off
-    variants: tuple[str, ...] = ("baseline", "dd", "lp", "mm", "mm_lp")
+    variants: tuple[str, ...] = VARIANT_NAMES       # lesionprop.variants; baseline always runs
+    extra_label_sets: dict[str, str] = field(default_factory=dict)   # name -> a label file of your own (e.g. reviewed)
     synth_series: int = 100
     synth_seed: int = 0
     synth_args: dict[str, Any] = field(default_factory=dict)
@@ -307,7 +315,8 @@ def load_config(path: str | Path | None = None, preset: str | None = None,
 #: logs or saves.  A resumed training may change them, and the pipeline does not retrain for them.
 RUN_ONLY_SETTINGS: dict[str, frozenset[str]] = {
     "data": frozenset({"num_workers", "cache_dir", "cache_mb"}),
-    "train": frozenset({"log_every", "checkpoint_every"}),
+    "train": frozenset({"log_every", "checkpoint_every", "cudnn_benchmark"}),
+    "predict": frozenset({"batch_size"}),
 }
 
 
@@ -329,13 +338,54 @@ def training_signature(cfg: Config) -> dict[str, Any]:
 
 #: settings that existed once and are ignored when a saved config (a checkpoint's) is rebuilt
 REMOVED_SETTINGS: dict[str, frozenset[str]] = {"predict": frozenset({"tta"})}
+#: what a saved config that predates a setting meant by its absence (not the setting's default)
+ABSENT_MEANT: dict[str, dict[str, Any]] = {
+    "data": {"sample_dtype": "float32"},
+    "train": {"shape_buckets": False, "amp_dtype": "fp16"},
+}
 
 
 def config_from_dict(data: dict) -> Config:
     """Rebuild a Config saved with :meth:`Config.to_dict` (e.g. from a checkpoint); settings
-    removed since (:data:`REMOVED_SETTINGS`) are dropped."""
+    removed since (:data:`REMOVED_SETTINGS`) are dropped, settings added since take the value
+    that reproduces the saved run (:data:`ABSENT_MEANT`)."""
     data = {k: ({kk: vv for kk, vv in v.items() if kk not in REMOVED_SETTINGS.get(k, ())}
                 if isinstance(v, dict) else v) for k, v in data.items()}
+    for section, meant in ABSENT_MEANT.items():
+        if isinstance(data.get(section), dict):
+            data[section] = {**meant, **data[section]}
+    return _build(Config, data)
+
+
+#: what a run may choose at inference for a trained model; everything else in ``data`` and
+#: ``model`` is the model's own (it was trained with it)
+INFERENCE_KEYS: tuple[str, ...] = ("predict",) + tuple(f"data.{k}" for k in sorted(RUN_ONLY_SETTINGS["data"]))
+
+
+def inference_config(trained: Config, run: Config | None = None,
+                     overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
+    """The config inference runs with: the trained model's, with :data:`INFERENCE_KEYS` taken from
+    the run's config ``run`` (when given) and then from ``overrides`` (``predict.merge=nms``).
+
+    The run decides TTA scales, merge, batch size, AMP, loader workers and caches, never the
+    checkpoint; an override of another key is a :class:`ConfigError` (it is the model's).
+    """
+    data = trained.to_dict()
+    if run is not None:
+        plain = run.to_dict()
+        data["predict"] = plain["predict"]
+        data["data"].update({k: plain["data"][k] for k in RUN_ONLY_SETTINGS["data"]})
+    pairs = ([(str(k).split("."), v) for k, v in overrides.items()] if isinstance(overrides, Mapping)
+             else [parse_override(ov) for ov in overrides])
+    for keys, value in pairs:
+        dotted = ".".join(keys)
+        if not any(dotted == k or dotted.startswith(k + ".") for k in INFERENCE_KEYS):
+            raise ConfigError(f"--set {dotted}: at inference only {', '.join(k + ('.*' if '.' not in k else '') for k in INFERENCE_KEYS)} "
+                              f"may change; {dotted} is the trained model's own setting")
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
     return _build(Config, data)
 
 

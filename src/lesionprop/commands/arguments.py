@@ -74,3 +74,13 @@ def prediction_output(text: str) -> str:
     except PredictionError as exc:
         raise argparse.ArgumentTypeError(str(exc).strip()) from None
     return text
+
+
+PRETRAINED_HELP = ("the backbone's starting weights: imagenet (torchvision's ImageNet weights, read from the "
+                   "torch hub cache and downloaded there when online; imagenet-v2 for IMAGENET1K_V2), a "
+                   "state-dict file, or none (random initialisation, every layer trained)")
+
+
+def pretrained_value(text: str) -> str:
+    """``--pretrained``: ``none`` -> the YAML null of ``model.pretrained``; anything else as given."""
+    return "null" if text.strip().lower() in ("none", "null", "") else text

@@ -25,7 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --annotations: the key slices of this split")
     p.add_argument("--tta", choices=("none", "flip", "scales", "flip+scales"), default="none",
                    help="test-time augmentation: horizontal flip, the scales of the config, or both")
-    p.add_argument("--batch-size", type=count(1), help="images per forward pass (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=count(1), help="images per forward pass (same as --set predict.batch_size=N)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="an inference setting: predict.* (tta_scales, merge, merge_iou, batch_size, amp) or "
+                        "data.num_workers / data.cache_mb / data.cache_dir (repeatable); the model's own "
+                        "settings come from the checkpoint")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     p.add_argument("--out", required=True, type=prediction_output, help="prediction file (File_name,x1,y1,x2,y2,score): CSV, or Arrow IPC (.arrow/.feather) / Parquet (.parquet) by suffix; other suffixes are refused")
 
@@ -70,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     file_names = series_slices(args.data, args.series) if args.series else None
     preds = predict(args.checkpoint, args.data, args.annotations, slices=args.slices, split=args.split,
                     tta=args.tta, out_csv=args.out, file_names=file_names, batch_size=args.batch_size,
-                    device=args.device, window=args.window)
-    print(f"wrote {len(preds)} boxes to {args.out}")
+                    device=args.device, window=args.window, overrides=args.overrides)
+    if preds is not None:                       # rank 0 (under torchrun the others hold no boxes)
+        print(f"wrote {len(preds)} boxes to {args.out}")
     return 0

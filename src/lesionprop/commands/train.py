@@ -7,7 +7,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from lesionprop.commands.arguments import count
+from lesionprop.commands.arguments import PRETRAINED_HELP, count, pretrained_value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", help="YAML config file")
     g.add_argument("--preset", help="preset name (resnet50, resnet18, cpu, tiny)")
     p.add_argument("--iterations", type=count(1), help="override train.iterations")
-    p.add_argument("--pretrained", help="local ImageNet weights (torchvision state dict) for the backbone")
+    p.add_argument("--pretrained", type=pretrained_value, metavar="imagenet|FILE|none",
+                   help=PRETRAINED_HELP)
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
     p.add_argument("--init", help="start from this checkpoint's weights (a run directory: its best.pt)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.iterations is not None:
         overrides.append(f"train.iterations={args.iterations}")
-    if args.pretrained:
+    if args.pretrained is not None:
         overrides.append(f"model.pretrained={args.pretrained}")
     cfg = load_config(args.config, args.preset, overrides)
     with _run_folder_lock(Path(args.out)):

@@ -85,7 +85,8 @@ def clip_boxes(boxes: np.ndarray, height: int, width: int, min_size: float = MIN
 class DetectionDataset(torch.utils.data.Dataset):
     """``(image, target, meta)`` per item.
 
-    ``image``: float32 ``(3M, H, W)``, windowed 0..255, no mean subtracted.
+    ``image``: ``(3M, H, W)``, windowed 0..255, no mean subtracted; uint8 (rounded) or float32
+    as ``data.sample_dtype`` says (:func:`to_tensor`).
     ``target``: ``{"boxes": float32 (N, 4) sample frame, "labels": int64 (N,) ones}``.
     ``meta``: ``{"index", "file_name", "series", "slice_index", "geometry"}``.
     ``geometry``: series -> :class:`SeriesInfo` (from ``deeplesion.series_geometry``).
@@ -149,7 +150,35 @@ class DetectionDataset(torch.utils.data.Dataset):
                   "labels": torch.ones(len(boxes), dtype=torch.int64)}
         meta = {"index": int(index), "file_name": item.file_name, "series": item.series,
                 "slice_index": item.slice_index, "geometry": geom}
-        return torch.from_numpy(image), target, meta
+        return to_tensor(image, self.cfg.sample_dtype), target, meta
+
+    def views(self, index: int, scales: Sequence[float]) -> list[tuple[torch.Tensor, Any]]:
+        """Inference samples of item ``index`` at each of ``scales`` (test-time scales), each slice
+        decoded once for all of them: ``[(image, geometry), ...]`` in ``scales`` order."""
+        item = self.items[index]
+        with self.reader.pinned():
+            out = []
+            for s in scales:
+                image, geom = sample_for(self.reader, item.series, item.slice_index, self.geometry[item.series],
+                                         self.cfg, scale=self.scale * s)
+                out.append((to_tensor(image, self.cfg.sample_dtype), geom))
+        return out
+
+
+#: what a sample crosses process boundaries as (``data.sample_dtype``)
+SAMPLE_DTYPES = ("uint8", "float32")
+
+
+def to_tensor(image: np.ndarray, dtype: str) -> torch.Tensor:
+    """A 0..255 float32 sample as the tensor the loader hands on: ``uint8`` rounds to the nearest
+    level (a quarter of the bytes through shared memory and to the GPU), ``float32`` keeps it."""
+    if dtype == "uint8":
+        out = np.empty(image.shape, np.uint8)
+        np.add(image, 0.5, out=out, casting="unsafe")        # 0..255 -> nearest integer (floor of x + 0.5)
+        return torch.from_numpy(out)
+    if dtype == "float32":
+        return torch.from_numpy(image)
+    raise InputError(f"data.sample_dtype must be one of {', '.join(SAMPLE_DTYPES)}, got {dtype!r}")
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, dict, dict]]) -> tuple[list[torch.Tensor], list[dict], list[dict]]:

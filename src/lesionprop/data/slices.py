@@ -23,11 +23,13 @@ cache: copy before writing to them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
 from collections import OrderedDict
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -65,13 +67,27 @@ class SliceReader:
         self._listings: dict[str, dict[int, os.stat_result]] = {}
         self._volumes: dict[str, tuple[np.ndarray, dict[int, int]]] = {}
         self._warned: set[str] = set()
+        self._pinned: dict[tuple[str, int], np.ndarray] | None = None
 
     # ------------------------------------------------------------ pickling (DataLoader workers)
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         # a worker starts with an empty in-memory cache; memmaps are re-opened lazily
-        state.update(_lru=OrderedDict(), _lru_bytes=0, _volumes={})
+        state.update(_lru=OrderedDict(), _lru_bytes=0, _volumes={}, _pinned=None)
         return state
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator["SliceReader"]:
+        """Inside the block every slice is decoded at most once, whatever the cache's size (the
+        views of one sample at several test-time scales read the same slices)."""
+        outer = self._pinned
+        if outer is None:
+            self._pinned = {}
+        try:
+            yield self
+        finally:
+            if outer is None:
+                self._pinned = None
 
     # ------------------------------------------------------------ listing
     def series_dir(self, series: str) -> Path:
@@ -130,14 +146,20 @@ class SliceReader:
             vol, pos = self._volume(series)
             return vol[pos[idx]]
         key = (series, idx)
+        if self._pinned is not None and key in self._pinned:
+            return self._pinned[key]
         if self.cache:
             hit = self._lru.get(key)
             if hit is not None:
                 self._lru.move_to_end(key)
+                if self._pinned is not None:
+                    self._pinned[key] = hit
                 return hit
         arr = decode_png(slice_path(self.root, series, idx))
         self.decoded += 1
         arr.flags.writeable = False
+        if self._pinned is not None:
+            self._pinned[key] = arr
         if self.cache and arr.nbytes <= self.max_cache_bytes:
             self._lru[key] = arr
             self._lru_bytes += arr.nbytes

@@ -16,21 +16,21 @@ with ``window=n`` (what a 3D evaluation needs: predictions on all its slices).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from lesionprop.annotations import Annotations, Source, read_annotations, series_geometry
 from lesionprop.boxes import pixel_to_file
-from lesionprop.config import Config, PredictConfig, config_from_dict
-from lesionprop.data.dataset import DetectionDataset, collate, items_for_slices, worker_context, worker_init_fn
+from lesionprop.config import Config, config_from_dict, inference_config
+from lesionprop.data.dataset import DetectionDataset, items_for_slices
 from lesionprop.data.deeplesion import SeriesInfo
 from lesionprop.data.layout import slice_file_name, slice_path
 from lesionprop.engine import distributed
 from lesionprop.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from lesionprop.engine.loader import amp_dtype, make_loader, resolve_workers
 from lesionprop.engine.tta import merge_views, tta_views
 from lesionprop.errors import InputError
 from lesionprop.fileio import refuse_overwrite_of_inputs
@@ -70,73 +70,144 @@ def slice_names(ann: Annotations, data_root: str | Path, slices: str, split: str
     return list(dict.fromkeys(chosen))
 
 
+class ShapeBatcher:
+    """Forward passes of full batches of ONE padded shape each (``batch_size`` images).
+
+    The detector pads a batch to its largest image (rounded up to 32 pixels), and GroupNorm's
+    statistics (and every convolution at the padded border) then see the padding: a slice's
+    boxes would depend on which slices share its batch.  Here each image waits in the bucket of
+    its padded shape (:func:`padded_shape`: what it is padded to when alone) until the
+    bucket is full (or :meth:`flush`), so every pass is full and an image's boxes are those it
+    gets alone.  At most ``max_waiting`` images wait; past that the fullest bucket runs.
+    ``done(key, output)`` receives each image's output (boxes, scores on the CPU, float32).
+    """
+
+    def __init__(self, model: torch.nn.Module, batch_size: int, device: torch.device, amp: torch.dtype | None,
+                 done: Callable[[Any, dict[str, torch.Tensor]], None], max_waiting: int | None = None):
+        self.model, self.batch_size, self.device, self.amp, self.done = model, max(1, batch_size), device, amp, done
+        self.max_waiting = max_waiting or 8 * self.batch_size
+        self.buckets: dict[tuple[int, ...], list[tuple[Any, torch.Tensor, bool]]] = {}
+        self.waiting = 0
+        self.passes = 0
+
+    def add(self, key: Any, image: torch.Tensor, flip: bool = False) -> None:
+        """Queue ``image`` (``flip``: mirrored left-right first, on the device)."""
+        shape = padded_shape(image.shape)
+        bucket = self.buckets.setdefault(shape, [])
+        bucket.append((key, image, flip))
+        self.waiting += 1
+        if len(bucket) >= self.batch_size:
+            self._run(shape)
+        elif self.waiting > self.max_waiting:
+            self._run(max(self.buckets, key=lambda k: len(self.buckets[k])))
+
+    def flush(self) -> None:
+        for shape in list(self.buckets):
+            self._run(shape)
+
+    def _run(self, shape: tuple[int, ...]) -> None:
+        bucket = self.buckets.pop(shape, [])
+        self.waiting -= len(bucket)
+        for start in range(0, len(bucket), self.batch_size):
+            part = bucket[start:start + self.batch_size]
+            images = [im.to(self.device, non_blocking=True) for _, im, _ in part]
+            images = [im.flip(-1) if f else im for im, (_, _, f) in zip(images, part)]
+            with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                outputs = self.model(images)
+            self.passes += 1
+            for (key, _, _), out in zip(part, outputs):
+                self.done(key, {"boxes": out["boxes"].float().cpu(), "scores": out["scores"].float().cpu()})
+
+
+def padded_shape(shape: Sequence[int], pad_to: int = 32) -> tuple[int, ...]:
+    """What the detector pads an image of ``shape`` (..., H, W) to when it is alone in its batch."""
+    return (*shape[:-2], *(-(-int(d) // pad_to) * pad_to for d in shape[-2:]))
+
+
+def _collate_views(batch: list) -> list:
+    return batch
+
+
+class _Views(torch.utils.data.Dataset):
+    """Item ``i`` -> ``(i, [(image, geometry) per scale])`` from one decode (DetectionDataset.views)."""
+
+    def __init__(self, ds: DetectionDataset, scales: list[float]):
+        self.ds, self.scales = ds, scales
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> tuple[int, list]:
+        return i, self.ds.views(i, self.scales)
+
+
+def inference_amp(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of inference (``predict.amp`` on CUDA), None for float32."""
+    return amp_dtype(device) if device.type == "cuda" and cfg.predict.amp else None
+
+
 @torch.no_grad()
 def infer(model: torch.nn.Module, cfg: Config, data_root: str | Path, file_names: list[str],
-          geometry: dict[str, SeriesInfo], *, tta: str = "none", pcfg: PredictConfig | None = None,
-          dist: distributed.DistInfo | None = None, progress: bool = True
-          ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
-    """Per slice ``(boxes (N, 4) pixel frame of the stored slice, scores (N,))``, gathered on every rank.
+          geometry: dict[str, SeriesInfo], *, tta: str = "none", dist: distributed.DistInfo | None = None,
+          progress: bool = True, reader: Any = None
+          ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]] | None:
+    """Per slice ``(boxes (N, 4) pixel frame of the stored slice, scores (N,))`` on rank 0 (None on
+    the other ranks), in ``file_names`` order.
 
-    ``file_names`` is sharded round-robin over the ranks; each rank runs batches
-    of ``pcfg.batch_size`` images, the flipped copies in the same batch.
+    ``cfg`` decides everything about inference (``predict.*``, ``data.num_workers``); its model
+    and data settings must be the model's.  ``file_names`` are sharded round-robin over the
+    ranks after sorting by (series, slice), so that neighbouring samples share decoded slices;
+    each slice is decoded once for all its test-time views, the views run in full batches of
+    one shape (:class:`ShapeBatcher`), each slice's views are merged on its own rank and only the
+    merged boxes travel to rank 0.  ``reader``: where slices come from (default: the PNG layout
+    under ``data_root``; anything with ``SliceReader.read_hu``, e.g. a CT volume in memory).
     """
-    pcfg = pcfg or cfg.predict
+    pcfg = cfg.predict
     dist = dist or distributed.setup()
     views = tta_views(tta, pcfg.tta_scales)
-    items = items_for_slices(file_names)
-    mine = list(range(dist.rank, len(items), dist.world))
-    per_item: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {i: [] for i in mine}
-    model.eval()
     scales = list(dict.fromkeys(s for s, _ in views))
-    bar = tqdm(total=len(mine) * len(scales), desc=f"predict ({tta})", disable=not (progress and dist.main),
-               dynamic_ncols=True)
-    reader = None     # one slice reader (and its decoded-slice cache) for every scale
-    for scale in scales:
-        flips = [f for s, f in views if s == scale]
-        ds = DetectionDataset(data_root, items, cfg.data, geometry=geometry, train=False, scale=scale,
-                              reader=reader)
-        reader = ds.reader
-        loader = DataLoader(Subset(ds, mine), batch_size=pcfg.batch_size, collate_fn=collate,
-                            num_workers=cfg.data.num_workers, worker_init_fn=worker_init_fn,
-                            multiprocessing_context=worker_context(cfg.data.num_workers))
-        for images, _, metas in loader:
-            batch = [im.to(dist.device) for im in images for f in flips
-                     for im in ([im.flip(-1)] if f else [im])]
-            geoms = [m["geometry"].flip() if f else m["geometry"] for m in metas for f in flips]
-            outputs = run_by_shape(model, batch)
-            for j, (out, geom) in enumerate(zip(outputs, geoms)):
-                meta = metas[j // len(flips)]
-                b = geom.to_stored(out["boxes"].float().cpu().numpy())
-                h, w = geom.stored_size
-                b[:, 0::2] = b[:, 0::2].clip(0, w)
-                b[:, 1::2] = b[:, 1::2].clip(0, h)
-                per_item[meta["index"]].append((b, out["scores"].float().cpu().numpy().astype(np.float64)))
-            bar.update(len(images))
-    bar.close()
+    flips = {s: [f for s2, f in views if s2 == s] for s in scales}
+    items = items_for_slices(file_names)
+    order = sorted(range(len(items)), key=lambda i: (items[i].series, items[i].slice_index, i))
+    mine = order[dist.rank::dist.world]
+    model.eval()
+    ds = DetectionDataset(data_root, items, cfg.data, geometry=geometry, train=False, reader=reader)
+    workers = resolve_workers(cfg.data.num_workers, dist.device)
+    loader = make_loader(_Views(ds, scales), workers=workers, device=dist.device, collate_fn=_collate_views,
+                         batch_size=max(1, pcfg.batch_size // len(views)), indices=mine)
+    pending: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    merged: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     max_boxes = cfg.model.box_detections_per_img
-    local = {i: merge_views(v, pcfg.merge, pcfg.merge_iou, max_boxes) for i, v in per_item.items()}
-    merged: dict[int, Any] = {}
-    for part in distributed.all_gather_objects(local):
-        merged.update(part)
-    names = [items[i].file_name for i in range(len(items))]
-    return names, [merged[i][0] for i in range(len(items))], [merged[i][1] for i in range(len(items))]
 
+    def done(key: tuple[int, Any], out: dict[str, torch.Tensor]) -> None:
+        index, geom = key
+        b = geom.to_stored(out["boxes"].numpy())
+        h, w = geom.stored_size
+        b[:, 0::2] = b[:, 0::2].clip(0, w)
+        b[:, 1::2] = b[:, 1::2].clip(0, h)
+        got = pending.setdefault(index, [])
+        got.append((b, out["scores"].numpy().astype(np.float64)))
+        if len(got) == len(views):
+            merged[index] = merge_views(pending.pop(index), pcfg.merge, pcfg.merge_iou, max_boxes)
 
-def run_by_shape(model: torch.nn.Module, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-    """``model(images)`` with one call per image shape, outputs in input order.
-
-    The detector pads a batch to its largest image and GroupNorm's statistics then
-    include the padding, so mixing shapes in one call would make an image's boxes
-    depend on which other slices share its batch (up to 2 points of sensitivity).
-    """
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, im in enumerate(images):
-        by_shape.setdefault(tuple(im.shape), []).append(i)
-    outputs: list[dict[str, torch.Tensor] | None] = [None] * len(images)
-    for idx in by_shape.values():
-        for i, out in zip(idx, model([images[i] for i in idx])):
-            outputs[i] = out
-    return outputs  # type: ignore[return-value]
+    batcher = ShapeBatcher(model, pcfg.batch_size, dist.device, inference_amp(cfg, dist.device), done)
+    bar = tqdm(total=len(mine), desc=f"predict ({tta})", disable=not (progress and dist.main), dynamic_ncols=True)
+    for batch in loader:
+        for i, samples in batch:
+            for (image, geom), s in zip(samples, scales):
+                for f in flips[s]:
+                    batcher.add((i, geom.flip() if f else geom), image, flip=f)
+        bar.update(len(batch))
+    batcher.flush()
+    bar.close()
+    parts = distributed.gather_to_main(merged)
+    if parts is None:
+        return None
+    everything: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for part in parts:
+        everything.update(part)
+    names = [it.file_name for it in items]
+    return names, [everything[i][0] for i in range(len(items))], [everything[i][1] for i in range(len(items))]
 
 
 def flatten(names: list[str], boxes: list[np.ndarray], scores: list[np.ndarray]
@@ -162,12 +233,17 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tu
 def predict(checkpoint: str | Path, data_root: str | Path, annotations_path: str | Path | None, *,
             slices: str = "key", split: str = "test", tta: str = "none", out_csv: str | Path | None = None,
             file_names: list[str] | None = None, batch_size: int | None = None, device: str | None = None,
-            progress: bool = True, window: int | None = None):
+            progress: bool = True, window: int | None = None, run_cfg: Config | None = None,
+            overrides: Sequence[str] | Mapping[str, Any] = ()):
     """Predict boxes (FILE frame) on the chosen slices; write ``out_csv`` on rank 0 when given.
 
     ``file_names`` overrides ``slices``/``split`` (e.g. an imported CT: the
     spacing then comes from ``DATA/series_info.csv``).  ``window``: with ``slices="range"``,
-    only K - window ... K + window of each sub-volume.  Returns ``Predictions``.
+    only K - window ... K + window of each sub-volume.  Inference settings (TTA scales, merge,
+    batch size, AMP, loader workers and caches) come from ``run_cfg`` (a run's config) and then
+    ``overrides`` (``predict.merge=nms``), never from the checkpoint's training run
+    (:func:`lesionprop.config.inference_config`).  Returns ``Predictions`` on rank 0, None on
+    the other ranks.
     """
     from lesionprop.predictions import Predictions, write_predictions
 
@@ -181,13 +257,18 @@ def predict(checkpoint: str | Path, data_root: str | Path, annotations_path: str
             raise InputError("predict needs an annotation file or explicit file_names")
         file_names = slice_names(lesions, data_root, slices, split, window)
     geometry = series_geometry(data_root, lesions)
-    model, cfg = load_model(ckpt, dist.device)
-    pcfg = cfg.predict if batch_size is None else cfg.predict.__class__(
-        **{**cfg.predict.__dict__, "batch_size": batch_size})
-    names, boxes, scores = infer(model, cfg, data_root, list(file_names), geometry, tta=tta, pcfg=pcfg,
-                                 dist=dist, progress=progress)
-    rows, fboxes, fscores = flatten(names, boxes, scores)
-    if out_csv is not None and dist.main:
-        write_predictions(out_csv, rows, fboxes, fscores)
+    model, trained = load_model(ckpt, dist.device)
+    extra = dict(overrides) if isinstance(overrides, Mapping) else list(overrides)
+    if batch_size is not None:
+        extra = {**extra, "predict.batch_size": batch_size} if isinstance(extra, dict) else \
+            extra + [f"predict.batch_size={int(batch_size)}"]
+    cfg = inference_config(trained, run_cfg, extra)
+    result = infer(model, cfg, data_root, list(file_names), geometry, tta=tta, dist=dist, progress=progress)
+    preds = None
+    if result is not None:
+        rows, fboxes, fscores = flatten(*result)
+        if out_csv is not None:
+            write_predictions(out_csv, rows, fboxes, fscores)
+        preds = Predictions.from_arrays(rows, fboxes, fscores)
     distributed.barrier()
-    return Predictions.from_arrays(rows, fboxes, fscores)
+    return preds

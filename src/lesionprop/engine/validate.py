@@ -32,14 +32,18 @@ class Validator:
         return bool(self.file_names)
 
     def __call__(self, model: torch.nn.Module) -> float:
+        """Sensitivity at 4 FPs per image of ``model`` on the val key slices; the prediction is
+        sharded over the ranks, rank 0 evaluates and every rank gets its number."""
         from lesionprop.eval.froc import evaluate
         from lesionprop.predictions import Predictions
 
-        names, boxes, scores = infer(model, self.cfg, self.data_root, self.file_names, self.geometry,
-                                     tta="none", dist=self.dist, progress=False)
-        preds = Predictions.from_arrays(*flatten(names, boxes, scores))
-        result = evaluate(self.val, preds, split="val", fps=(VAL_FPS,))
-        return sensitivity_at(result, VAL_FPS)
+        result = infer(model, self.cfg, self.data_root, self.file_names, self.geometry,
+                       tta="none", dist=self.dist, progress=False)
+        sens = None
+        if result is not None:
+            preds = Predictions.from_arrays(*flatten(*result))
+            sens = sensitivity_at(evaluate(self.val, preds, split="val", fps=(VAL_FPS,)), VAL_FPS)
+        return float(distributed.broadcast_object(sens))
 
 
 def sensitivity_at(result, fps: float) -> float:

@@ -21,10 +21,10 @@ from lesionprop.labels.distill import distill
 from lesionprop.labels.mine import mine
 from lesionprop.labels.propagate import propagate
 from lesionprop.predictions import Predictions
+from lesionprop.variants import LABEL_SETS
 
 #: label set -> its file name (the pipeline's ``labels/`` folder and ``label-sets --out-dir``)
-LABEL_FILES: dict[str, str] = {"mm": "labels_mm.csv", "lp": "labels_lp.csv", "mm_lp": "labels_mm_lp.csv",
-                               "dd": "labels_dd.csv"}
+LABEL_FILES: dict[str, str] = {v.name: str(v.label_file) for v in LABEL_SETS}
 
 
 def label_sets(rows: Annotations, preds: Predictions, cfg: LabelConfig, split: str = "train"
@@ -34,7 +34,9 @@ def label_sets(rows: Annotations, preds: Predictions, cfg: LabelConfig, split: s
     lp = propagate(rows, preds, iou=cfg.iou, offsets=cfg.offsets, keep=cfg.keep, split=split)
     mm_lp = propagate(concat([rows, mined]), preds, iou=cfg.iou, offsets=cfg.offsets, keep=cfg.keep, split=split)
     dd = distill(rows, preds, score=cfg.distill_score, offsets=cfg.offsets, split=split)
-    return {"mm": mined, "lp": lp, "mm_lp": concat([mined, mm_lp]), "dd": dd}
+    sets = {"mm": mined, "lp": lp, "mm_lp": concat([mined, mm_lp]), "dd": dd}
+    assert set(sets) == set(LABEL_FILES), "labels.sets and lesionprop.variants name different label sets"
+    return sets
 
 
 def write_label_sets(out_dir: str | os.PathLike, rows: Annotations, sets: dict[str, Annotations]

@@ -6,9 +6,11 @@ with ``out_channels`` channels: five levels for the five anchor sizes.
 
 Backbones:
 
-* ``resnet50`` (the paper), ``resnet18``: torchvision's models, ``weights=None``
-  (never downloaded); ImageNet weights come only from a local file
-  (:func:`load_imagenet`).
+* ``resnet50`` (the paper), ``resnet18``: torchvision's models.  ``model.pretrained``:
+  ``imagenet`` (torchvision's ImageNet weights, ``IMAGENET1K_V1``; ``imagenet-v2`` for
+  ``IMAGENET1K_V2``) read from the torch hub cache and downloaded there on a machine with
+  internet (:func:`pretrained_file`: offline, a one-line error naming the file to place there,
+  never a hang), or a local state-dict file (:func:`load_imagenet`).
 * ``resnet18``/``resnet10`` with ``base_width`` < 64: a narrower basic-block
   ResNet for the CPU presets (same layout and layer names, random init only).
 
@@ -20,9 +22,11 @@ single-process run with the same global batch, and it trains from scratch).
 
 from __future__ import annotations
 
-import warnings
+import os
+import socket
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -81,6 +85,75 @@ class SlimResNet(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
+#: torchvision's weight enums of the ImageNet backbones; ``model.pretrained`` names -> enum member
+IMAGENET_ENUMS = {"resnet50": "ResNet50_Weights", "resnet18": "ResNet18_Weights"}
+IMAGENET_NAMES = {"imagenet": "IMAGENET1K_V1", "imagenet-v1": "IMAGENET1K_V1", "imagenet-v2": "IMAGENET1K_V2"}
+#: seconds to wait for the weights' server before saying it cannot be reached
+CONNECT_TIMEOUT_S = 5.0
+
+
+def imagenet_weights(spec: str, backbone: str):
+    """torchvision's weights enum member for ``model.pretrained = spec`` (``imagenet``, ...)."""
+    import torchvision.models
+
+    if backbone not in IMAGENET_ENUMS:
+        raise InputError(f"model.pretrained={spec}: torchvision has ImageNet weights for "
+                         f"{', '.join(IMAGENET_ENUMS)}, not model.backbone={backbone}")
+    enum = getattr(torchvision.models, IMAGENET_ENUMS[backbone])
+    member = IMAGENET_NAMES[spec.lower()]
+    if not hasattr(enum, member):
+        raise InputError(f"model.pretrained={spec}: torchvision has no {enum.__name__}.{member}; "
+                         f"it has {', '.join(m.name for m in enum)}")
+    return getattr(enum, member)
+
+
+def _reachable(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
+    """None when a TCP connection to ``url``'s host opens within ``timeout_s``; else the reason."""
+    u = urlparse(url)
+    try:
+        socket.create_connection((u.hostname, u.port or 443), timeout=timeout_s).close()
+        return None
+    except OSError as exc:
+        return f"{u.hostname}: {exc.strerror or exc}"
+
+
+def pretrained_file(spec: str | Path, backbone: str) -> Path:
+    """The local file of ``model.pretrained``: a path, or for ``imagenet`` torchvision's weights in
+    the torch hub cache (``torch.hub.get_dir()/checkpoints``), downloaded there when the
+    server can be reached.  Offline and not cached: :class:`MissingInputError` naming the file."""
+    if str(spec).lower() not in IMAGENET_NAMES:
+        path = Path(spec)
+        if not path.is_file():
+            raise MissingInputError(f"model.pretrained: no file {path} (give a state-dict file, or imagenet "
+                                    "for torchvision's ImageNet weights)")
+        return path
+    weights = imagenet_weights(str(spec), backbone)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+    if path.is_file():
+        return path
+    why = _reachable(weights.url)
+    if why is not None:
+        raise MissingInputError(
+            f"model.pretrained={spec}: {path} is not there and {weights.url} cannot be reached ({why}). "
+            f"On a machine with internet run: python -c \"import torchvision; torchvision.models."
+            f"{backbone}(weights='{weights.name}')\" and copy the file it writes to {path} "
+            "(TORCH_HOME moves that cache), or give model.pretrained=/path/to/weights.pth")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + f".{os.getpid()}.partial")
+    hash_prefix = path.stem.rsplit("-", 1)[-1] if "-" in path.stem else None
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(60.0)          # a stalled transfer ends with an error, never hangs
+    try:
+        torch.hub.download_url_to_file(weights.url, str(partial), hash_prefix=hash_prefix, progress=True)
+        os.replace(partial, path)
+    except OSError as exc:
+        raise MissingInputError(f"model.pretrained={spec}: downloading {weights.url} to {path} failed: {exc}") from None
+    finally:
+        socket.setdefaulttimeout(old)
+        partial.unlink(missing_ok=True)
+    return path
+
+
 def load_imagenet(body: nn.Module, path: str | Path) -> None:
     """Load a local torchvision ImageNet state dict into ``body`` (the fc layer is dropped).
 
@@ -89,7 +162,7 @@ def load_imagenet(body: nn.Module, path: str | Path) -> None:
     """
     path = Path(path)
     if not path.is_file():
-        raise MissingInputError(f"pretrained weights file not found: {path} (weights are never downloaded)")
+        raise MissingInputError(f"pretrained weights file not found: {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
@@ -108,10 +181,12 @@ def load_imagenet(body: nn.Module, path: str | Path) -> None:
 
 def build_backbone(name: str, *, fpn_channels: int, base_width: int = 64, norm: str = "frozen_bn",
                    trainable_layers: int = 5, pretrained: str | Path | None = None,
-                   load_pretrained: bool = True) -> BackboneWithFPN:
+                   load_pretrained: bool = True, loaded_weights: bool = False) -> BackboneWithFPN:
     """ResNet body + torchvision FPN with a max-pool top level (5 output levels).
 
     ``pretrained`` also selects the ``auto`` norm; the file is read only when ``load_pretrained``.
+    ``trainable_layers`` freezes stages only when weights are loaded: ImageNet (``pretrained``) or
+    others (``loaded_weights``, e.g. ``model.init_backbone``); a random backbone trains whole.
     """
     if name not in BLOCKS:
         raise InputError(f"model.backbone must be one of {', '.join(BLOCKS)}, got {name!r}")
@@ -131,10 +206,9 @@ def build_backbone(name: str, *, fpn_channels: int, base_width: int = 64, norm: 
         if base_width != 64:
             raise InputError(f"model.pretrained needs base_width 64 (ImageNet layout), got {base_width}")
         if load_pretrained:
-            load_imagenet(body, pretrained)
-    if not pretrained and trainable_layers < 5:
-        warnings.warn(f"model.trainable_layers={trainable_layers} freezes randomly initialised layers "
-                      "(no model.pretrained given); use 5 to train from scratch", stacklevel=2)
+            load_imagenet(body, pretrained_file(pretrained, name))
+    elif not loaded_weights:
+        trainable_layers = 5         # nothing random is frozen: without loaded weights every stage trains
     # freeze the stem and the first stages as torchvision does (5 = train everything)
     trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
     if trainable_layers == 5:

@@ -36,8 +36,14 @@ class ContextBackbone(nn.Module):
         self.num_groups = num_groups
         self.out_channels = backbone.out_channels
 
+    #: set by the training loop on CUDA (``train.channels_last``): the batch enters the ResNet in that layout
+    channels_last = False
+
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        return self.body(groups_to_batch(x, self.num_groups))
+        x = groups_to_batch(x, self.num_groups)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.body(x)
 
 
 def central_features(features: dict[str, torch.Tensor], num_groups: int) -> "OrderedDict[str, torch.Tensor]":
@@ -66,4 +72,5 @@ class ContextRoIPool(MultiScaleRoIAlign):
         m = self.num_groups
         pooled = super().forward(features, proposals * m, image_shapes * m)     # (M*R, C, S, S), group-major
         r = pooled.shape[0] // m
-        return pooled.reshape(m, r, *pooled.shape[1:]).transpose(0, 1).reshape(r, -1, *pooled.shape[2:])
+        # explicit channel count: with no proposals (r = 0) a -1 would be ambiguous
+        return pooled.reshape(m, r, *pooled.shape[1:]).transpose(0, 1).reshape(r, m * pooled.shape[1], *pooled.shape[2:])

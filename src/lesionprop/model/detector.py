@@ -1,6 +1,6 @@
 """FPN-3DCE: torchvision Faster R-CNN with a shared multi-slice backbone (``build_detector``).
 
-Input: a list of ``B`` float tensors ``(3M, H, W)``, 0..255 windowed CT values
+Input: a list of ``B`` float or uint8 tensors ``(3M, H, W)``, 0..255 windowed CT values
 (the data layer's output, not mean-subtracted, already rescaled: the transform
 here normalises and pads but never resizes).  Targets: ``{"boxes": (N, 4)
 float32 xyxy in the input's pixel frame (0-based, continuous), "labels": (N,)
@@ -36,10 +36,19 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 class KeepSizeTransform(GeneralizedRCNNTransform):
-    """Normalise and batch (pad to a multiple of 32) without resizing: the data layer rescaled already."""
+    """Normalise and batch (pad to a multiple of 32) without resizing: the data layer rescaled already.
+
+    Accepts uint8 samples (``data.sample_dtype``) as well as float: they are made float here, on
+    the model's device, after the (4x smaller) copy.
+    """
 
     def resize(self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None):
         return image, target
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        if not image.is_floating_point():
+            image = image.float()
+        return super().normalize(image)
 
 
 class FPN3DCE(FasterRCNN):
@@ -94,7 +103,8 @@ def build_detector(cfg: ModelConfig, num_slices: int, *, load_pretrained: bool =
         raise InputError(f"model.anchor_sizes needs one size per FPN level (5), got {list(cfg.anchor_sizes)}")
     body = build_backbone(cfg.backbone, fpn_channels=cfg.fpn_channels, base_width=cfg.base_width,
                           norm=cfg.norm, trainable_layers=cfg.trainable_layers, pretrained=cfg.pretrained,
-                          load_pretrained=load_pretrained)
+                          load_pretrained=load_pretrained,
+                          loaded_weights=bool(cfg.init_backbone or cfg.init_detector))
     if cfg.init_backbone and load_pretrained:
         load_backbone(body, cfg.init_backbone)
     backbone = ContextBackbone(body, m)

@@ -23,25 +23,14 @@ from lesionprop.annotations import read_annotations
 from lesionprop.eval.froc import FrocResult
 from lesionprop.fileio import atomic_write, save_figure
 from lesionprop.pipeline.quality import label_quality
+from lesionprop.variants import VARIANTS
+from lesionprop.variants import title as variant_title
 
 #: the report's bootstrap: resamples, seed, confidence level
 BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL = 1000, 0, 0.95
 
-VARIANT_NAMES = {
-    "baseline": "FPN-3DCE (baseline)",
-    "dd": "Data distillation",
-    "lp": "FPN-3DCE + LP",
-    "mm": "FPN-3DCE + MM",
-    "mm_lp": "FPN-3DCE + MM + LP (ours)",
-}
-#: the paper's Tables 1 and 2 (DeepLesion test set, sensitivity % at 0.5/1/2/4/8 FPs)
-PAPER = {
-    "baseline": [64.56, 75.29, 82.49, 86.87, 89.92],
-    "dd": [61.05, 72.54, 81.58, 87.58, 91.65],
-    "lp": [65.49, 75.71, 83.27, 87.83, 90.82],
-    "mm": [65.70, 76.23, 84.14, 88.70, 91.75],
-    "mm_lp": [66.02, 76.87, 84.61, 89.15, 92.00],
-}
+#: the paper's Tables 1 and 2 (DeepLesion test set, sensitivity % at 0.5/1/2/4/8 FPs), per variant
+PAPER = {v.name: list(v.paper) for v in VARIANTS if v.paper}
 
 
 def _ci_cell(x: float, lo: float, hi: float, sign: str = "") -> str:
@@ -59,10 +48,10 @@ def markdown_table(comparison: Any, title: str) -> str:
         paper = PAPER.get(v)
         p4 = f"{paper[3]:.2f}" if paper else ""
         cells = [_ci_cell(*x) for x in zip(c.sensitivity[i], c.ci_low[i], c.ci_high[i])]
-        lines.append(f"| {VARIANT_NAMES.get(v, v)} | " + " | ".join(cells)
+        lines.append(f"| {variant_title(v)} | " + " | ".join(cells)
                      + f" | {_ci_cell(c.mean[i], *c.mean_ci[i])} | {p4} |")
     if len(c.names) > 1:
-        lines += ["", f"Paired difference to {VARIANT_NAMES.get(c.names[0], c.names[0])} (points, "
+        lines += ["", f"Paired difference to {variant_title(c.names[0])} (points, "
                       f"{100 * c.level:g}% CI; P = share of resamples with a difference > 0)", "",
                   "| variant | " + " | ".join(f"{f:g}" for f in fps) + " | mean 0.5-8 |",
                   "|" + " --- |" * (len(fps) + 2)]
@@ -70,7 +59,7 @@ def markdown_table(comparison: Any, title: str) -> str:
             cells = [_ci_cell(d, lo, hi, "+") + f" P={p:.2f}"
                      for d, lo, hi, p in zip(c.diff[i], c.diff_low[i], c.diff_high[i], c.p_gt_0[i])]
             cells.append(_ci_cell(c.mean_diff[i], *c.mean_diff_ci[i], "+") + f" P={c.mean_p_gt_0[i]:.2f}")
-            lines.append(f"| {VARIANT_NAMES.get(c.names[i], c.names[i])} | " + " | ".join(cells) + " |")
+            lines.append(f"| {variant_title(c.names[i])} | " + " | ".join(cells) + " |")
     lines += ["", f"{c.images} test images, {c.lesions} lesions, {c.units} patient(s); CIs from {c.n_boot} "
                   "paired bootstrap resamples of the test patients."
               + (" With so few patients the bootstrap understates the uncertainty." if c.units < 20 else "")]
@@ -118,7 +107,7 @@ def lens_table(lens: dict[str, dict[str, Any]]) -> str:
             mean = _ci_cell(r["mean"], *r["mean_ci"])
         else:
             cells, mean = [f"{100 * s:.1f}" for s in r["sensitivity"]], f"{100 * r['mean']:.1f}"
-        lines.append(f"| {VARIANT_NAMES.get(v, v)} | " + " | ".join(cells) + f" | {mean} |")
+        lines.append(f"| {variant_title(v)} | " + " | ".join(cells) + f" | {mean} |")
     lines += ["", f"{any_r['units']} sub-volumes (test key slices K +/- {any_r['window']}, overlapping ones "
                   f"merged), {any_r['lesions']} lesions; each model's predictions on those slices linked into "
                   "3D lesions (`lesionprop link`)."]
@@ -129,7 +118,7 @@ def paper_table(fps: Sequence[float]) -> str:
     lines = ["**The paper's numbers** (DeepLesion test set, for reference)", "",
              "| variant | " + " | ".join(f"{f:g}" for f in fps) + " |", "|" + " --- |" * (len(fps) + 1)]
     for v, row in PAPER.items():
-        lines.append(f"| {VARIANT_NAMES[v]} | " + " | ".join(f"{x:.2f}" for x in row) + " |")
+        lines.append(f"| {variant_title(v)} | " + " | ".join(f"{x:.2f}" for x in row) + " |")
     return "\n".join(lines)
 
 
@@ -166,7 +155,7 @@ def froc_plot(results: dict[str, FrocResult], truth: dict[str, FrocResult], path
         for v, r in res.items():
             fp = np.asarray(r.fp_curve)
             se = np.asarray(r.sens_curve)
-            ax.plot(np.r_[0, fp], np.r_[0, se], label=VARIANT_NAMES.get(v, v))
+            ax.plot(np.r_[0, fp], np.r_[0, se], label=variant_title(v))
         ax.set_xscale("symlog", linthresh=0.5)
         ax.set_xlim(0, 16)
         ax.set_xticks([0.5, 1, 2, 4, 8, 16])
@@ -262,11 +251,11 @@ def _validation_lines(val: dict[str, dict[str, Any]]) -> list[str]:
                        "baseline had learnt, whatever its labels" if finetunes else "") + ")", "",
              "| model | val @4 FPs | vs " + ("the baseline as trained" if finetunes else "the baseline")
              + " (points) |", "| --- | --- | --- |"]
-    names = {"baseline": "baseline as trained, before the fine-tunes" if finetunes else VARIANT_NAMES["baseline"],
+    names = {"baseline": "baseline as trained, before the fine-tunes" if finetunes else variant_title("baseline"),
              "baseline_finetuned": "FPN-3DCE (baseline): fine-tuned on its own labels, the tables' baseline row"}
     for name, r in val.items():
         v, d = r["val_sensitivity_4fp"], r["vs_baseline"]
-        lines.append(f"| {names.get(name, VARIANT_NAMES.get(name, name))} | {'n/a' if v is None else f'{100 * v:.1f}'}"
+        lines.append(f"| {names.get(name, variant_title(name))} | {'n/a' if v is None else f'{100 * v:.1f}'}"
                      f" | {'' if d is None or name == 'baseline' else f'{100 * d:+.1f}'} |")
     return lines
 

@@ -1,131 +1,102 @@
-"""Process handling of the pipeline: file locks, training processes side by side, die-with-parent.
+"""Trainings side by side: several stages of one group (the retrains) in worker processes.
 
-A training runs in its run folder under an exclusive lock (:func:`run_lock`); a killed
-pipeline's training resumes when its inputs (the fingerprint stamped in the folder) are
-unchanged.  :func:`train_many` trains several label sets, ``pipeline.parallel_trainings`` at
-a time, in worker processes that end with the pipeline (:func:`die_with_parent`).
-No boxes are handled here.
+On one machine without ``torchrun``, ``pipeline.parallel_trainings`` retrains run at a time,
+each in its own process: on a machine with several GPUs each gets its own GPU (round robin);
+on a CPU the cores are split between them (on 2 cores two single-thread trainings get more
+done than one two-thread training).  Workers end with the pipeline (:func:`die_with_parent`),
+so a killed pipeline never leaves a training writing into a folder that a rerun resumes.
+Under ``torchrun`` the stages run one after another, each on every rank.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
+import multiprocessing as mp
 import os
-import shutil
-from pathlib import Path
+import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from lesionprop.config import Config
-from lesionprop.fileio import atomic_write
-from lesionprop.pipeline.stages import StageRunner
+from lesionprop.pipeline.stages import Stage, StageContext, StageRunner
 
 
-def train_stage(cfg: Config, root: Path, annotations: Path, run: Path, fp: str,
-                 init_checkpoint: Path | None, progress: bool = True, threads: int | None = None
-                 ) -> dict[str, Any]:
-    """Train one model into ``run``; continue it when an earlier run of the same inputs was killed."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    with run_lock(run):
-        return _train_locked(cfg, root, annotations, run, fp, init_checkpoint, progress)
-
-
-def run_lock(run: Path, timeout_s: float = 120.0) -> contextlib.AbstractContextManager[None]:
-    """An exclusive lock on one training folder (a file beside it, as the folder may be removed).
-
-    Two writers in one run folder would corrupt it: e.g. a training left running by a pipeline
-    killed a moment ago, while the rerun resumes the same folder.  The rerun waits for it to end.
-    """
-    return exclusive(run.parent / f".{run.name}.lock", timeout_s,
-                      f"another process is still training into {run} (held for {timeout_s:.0f} s): "
-                      "stop it, or wait and run again")
-
-
-def exclusive(lock_file: Path, timeout_s: float, busy: str) -> contextlib.AbstractContextManager[None]:
-    """Hold the file lock ``lock_file``; :class:`fileio.LockHeldError` (``busy``, naming the holder's
-    pid and host) when it stays taken for ``timeout_s``."""
-    from lesionprop.fileio import exclusive_lock
-
-    return exclusive_lock(lock_file, timeout_s, busy)
-
-
-def _train_locked(cfg: Config, root: Path, annotations: Path, run: Path, fp: str,
-                  init_checkpoint: Path | None, progress: bool) -> dict[str, Any]:
-    from lesionprop.engine.checkpoint import load_checkpoint
-    from lesionprop.engine.train import train
-
-    stamp = run / "pipeline_fingerprint.txt"
-    resume = stamp.is_file() and stamp.read_text().strip() == fp and (run / "last.pt").is_file()
-    if resume and (run / "best.pt").is_file() and \
-            load_checkpoint(run / "last.pt")["iteration"] >= cfg.train.iterations:
-        return {"best_checkpoint": str(run / "best.pt"), "resumed": True}    # finished before a kill
-    if run.exists() and not resume:
-        shutil.rmtree(run)       # a stale run of other inputs, made by this pipeline: restart it
-    run.mkdir(parents=True, exist_ok=True)
-    with atomic_write(stamp) as fh:
-        fh.write(fp)
-    kwargs = {"init_checkpoint": init_checkpoint} if init_checkpoint else {}
-    result = train(cfg, root, annotations, run, resume=resume, progress=progress, **kwargs)
-    return {"best_checkpoint": str(result.best_checkpoint), "resumed": resume}
-
-
-def train_many(cfg: Config, root: Path, runner: StageRunner, jobs: list[tuple[str, str, Path, Path]],
-                init: Path | None) -> None:
-    """Train several label sets, ``cfg.pipeline.parallel_trainings`` at a time.
-
-    ``jobs``: (stage name, fingerprint, annotation file, run folder).  Parallel
-    trainings run in separate processes with the CPU threads split between them
-    (on a 2-core CPU two single-thread trainings get more done than one
-    two-thread training), in rounds of that many; one progress bar per round.
-    """
-    todo = [j for j in jobs if not runner.is_done(j[0], j[1], [j[3] / "best.pt"])]
-    for name, fp, _, run in jobs:
-        if (name, fp, _, run) not in todo:
-            runner.run(name, fp, [run / "best.pt"], lambda: None)       # logs "skipped"
-    n = max(1, cfg.pipeline.parallel_trainings)
-    # rounds of n trainings; a last, smaller round gets the spare cores as threads
+def run_group(runner: StageRunner, stages: list[Stage], parallel: int) -> None:
+    """Run ``stages`` (one group), ``parallel`` at a time when this is a world of one process."""
+    todo = []
+    for st in stages:
+        fp, done, resume = runner.plan(st)
+        if done:
+            runner.skip(st, fp)
+        else:
+            todo.append((st, fp, resume))
+    n = 1 if runner.world > 1 else max(1, parallel)
     for start in range(0, len(todo), n):
-        _train_round(cfg, root, runner, todo[start:start + n], init)
+        chunk = todo[start:start + n]
+        if len(chunk) == 1:
+            st, fp, resume = chunk[0]
+            ctx = runner.start(st, fp, resume)
+            t0 = time.time()
+            if runner.world > 1:
+                runner._barrier()
+            info = st.run(ctx)
+            if runner.world > 1:
+                runner._barrier()
+            runner.finish(st, fp, time.time() - t0, info)
+        else:
+            _side_by_side(runner, chunk)
 
 
-def _train_round(cfg: Config, root: Path, runner: StageRunner, jobs: list[tuple[str, str, Path, Path]],
-                 init: Path | None) -> None:
-    """Train ``jobs`` side by side, one process each, the CPU threads split between them."""
-    import multiprocessing as mp
-    import time
-    from concurrent.futures import ProcessPoolExecutor
+def side_by_side_placement(n_jobs: int, cuda_devices: int, cpu_cores: int) -> list[dict[str, Any]]:
+    """Each of ``n_jobs`` side-by-side trainings' ``device`` and ``threads``: one GPU each, round
+    robin, when there are GPUs; else the CPU cores split between them (at least one each)."""
+    if cuda_devices > 0:
+        return [{"device": f"cuda:{i % cuda_devices}", "threads": None} for i in range(n_jobs)]
+    return [{"device": "cpu", "threads": max(1, cpu_cores // n_jobs)} for _ in range(n_jobs)]
 
+
+def _side_by_side(runner: StageRunner, chunk: list[tuple[Stage, str, bool]]) -> None:
+    import torch
     from tqdm.auto import tqdm
 
-    if len(jobs) == 1:
-        name, fp, ann, run = jobs[0]
-        runner.run(name, fp, [run / "best.pt"], lambda: train_stage(cfg, root, ann, run, fp, init))
-        return
-    threads = max(1, (os.cpu_count() or 1) // len(jobs))
-    runner.log(f"[train] {len(jobs)} trainings side by side ({threads} thread(s) each): "
-               + ", ".join(j[0] for j in jobs))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    places = side_by_side_placement(len(chunk), gpus, os.cpu_count() or 1)
+    ctxs = [dataclasses.replace(runner.start(st, fp, resume), progress=False, **place)
+            for (st, fp, resume), place in zip(chunk, places)]
+    where = ", ".join(f"{st.name} on {c.device}" + (f" ({c.threads} thread(s))" if c.threads else "")
+                      for (st, _, _), c in zip(chunk, ctxs))
+    runner.log(f"[train] {len(chunk)} trainings side by side: {where}")
     t0 = time.time()
-    with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn"), initializer=die_with_parent,
+    total = sum(_iterations_of(c) for c in ctxs)
+    with ProcessPoolExecutor(len(chunk), mp_context=mp.get_context("spawn"), initializer=die_with_parent,
                              initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(train_stage, cfg, root, ann, run, fp, init, False, threads): (name, fp, run)
-                   for name, fp, ann, run in jobs}
-        bar = tqdm(total=len(jobs) * cfg.train.iterations, desc="train (parallel)", dynamic_ncols=True)
+        futures = [pool.submit(st.run, ctx) for (st, _, _), ctx in zip(chunk, ctxs)]
+        bar = tqdm(total=total, desc="train (side by side)", dynamic_ncols=True)
         while any(not f.done() for f in futures):
-            bar.n = sum(_iterations_done(run) for _, _, run in futures.values())
+            bar.n = sum(_iterations_done(c) for c in ctxs)
             bar.refresh()
             time.sleep(2)
         bar.n = bar.total
         bar.close()
-        for fut, (name, fp, run) in futures.items():
-            info = fut.result()          # re-raises a training error here
-            runner.mark(name, fp, [run / "best.pt"], time.time() - t0, info)
+        for fut, (st, fp, _) in zip(futures, chunk):
+            runner.finish(st, fp, time.time() - t0, fut.result())      # re-raises a training's error here
+
+
+def _iterations_of(ctx: StageContext) -> int:
+    from lesionprop.pipeline.plan import retrain_config
+
+    return (retrain_config(ctx.cfg) if ctx.params.get("retrain") else ctx.cfg).train.iterations
+
+
+def _iterations_done(ctx: StageContext) -> int:
+    """Last iteration logged in the training's ``metrics.jsonl`` (0 when none yet)."""
+    from lesionprop.engine.metrics_log import read_metrics
+
+    records = read_metrics(ctx.run_dir / ctx.params["run"] / "metrics.jsonl")
+    return int(records[-1].get("iteration", 0)) if records else 0
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Worker initializer: end the worker when the pipeline process dies, so a killed pipeline
-    never leaves trainings writing into run folders that a rerun resumes.
+    """Worker initializer: end the worker when the pipeline process dies.
 
     Linux: the kernel kills the worker (PR_SET_PDEATHSIG); elsewhere a watchdog thread polls.
     Either way a pipeline killed before this ran (while the worker was starting) is caught by
@@ -135,7 +106,6 @@ def die_with_parent(parent_pid: int) -> None:
     import signal
     import sys
     import threading
-    import time
 
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
@@ -147,11 +117,3 @@ def die_with_parent(parent_pid: int) -> None:
         threading.Thread(target=watch, daemon=True).start()
     if os.getppid() != parent_pid:
         os._exit(1)
-
-
-def _iterations_done(run: Path) -> int:
-    """Last iteration logged in ``run/metrics.jsonl`` (0 when none yet)."""
-    from lesionprop.engine.metrics_log import read_metrics
-
-    records = read_metrics(run / "metrics.jsonl")
-    return int(records[-1].get("iteration", 0)) if records else 0
