@@ -53,7 +53,8 @@ def peak_host_rss_mb() -> float:
 
 class ThroughputMeter:
     """Times one logging window: :meth:`waited` after each batch arrives, :meth:`stepped` after
-    each optimiser step; :meth:`window` returns the record and starts the next window."""
+    each optimiser step, :meth:`exclude` after work that is not training (validation,
+    checkpoints); :meth:`window` returns the record and starts the next window."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -62,6 +63,7 @@ class ThroughputMeter:
     def _reset(self) -> None:
         self.t0 = self.mark = time.perf_counter()
         self.wait = 0.0
+        self.excluded = 0.0
         self.images = 0
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -76,8 +78,14 @@ class ThroughputMeter:
         self.images += images
         self.mark = time.perf_counter()
 
+    def exclude(self) -> None:
+        """The time since the last step (validation, a checkpoint) is not training: leave it out."""
+        now = time.perf_counter()
+        self.excluded += now - self.mark
+        self.mark = now
+
     def window(self) -> dict[str, float]:
-        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        elapsed = max(time.perf_counter() - self.t0 - self.excluded, 1e-9)
         rec = {"images_per_s": round(self.images / elapsed, 3), "data_wait_share": round(self.wait / elapsed, 4),
                "host_peak_rss_mb": round(peak_host_rss_mb(), 1)}
         if self.device.type == "cuda":

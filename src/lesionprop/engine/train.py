@@ -242,35 +242,38 @@ def train(cfg: Config, data_root: str | Path, annotations_path: str | Path, run_
     log = MetricsLog(run_dir / "metrics.jsonl", r.start if resume else None, dist.main)
     bar = tqdm(total=tc.iterations, initial=r.start, desc="train", disable=not (progress and dist.main),
                dynamic_ncols=True)
-    r.model.train()
-    it, loss_value, meter = r.start, float("nan"), ThroughputMeter(dist.device)
-    for images, targets, _ in loader:
-        meter.waited()
-        images, targets = to_device(images, targets, dist.device)
-        logged, parts, grad_norm = _step(r, images, targets, it)
-        meter.stepped(len(images))
-        it += 1
-        loss_value = float(logged[0])
-        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{r.optimizer.param_groups[0]['lr']:.4f}")
-        bar.update(1)
-        final = it == tc.iterations or it == stop_after
-        if it % tc.log_every == 0 or final:
-            log.write({"iteration": it, "loss": loss_value, **parts, "grad_norm": grad_norm,
-                       "lr": r.optimizer.param_groups[0]["lr"], **meter.window(), "ranks": dist.world})
-        improved = False
-        if ((tc.eval_every and it % tc.eval_every == 0) or it == tc.iterations) and validator.has_lesions:
-            sens = validator(r.model)
-            improved = r.best is None or sens > r.best
-            r.best = sens if improved else r.best
-            log.write({"iteration": it, "val_sensitivity_4fp": sens, "best": r.best})
-            if dist.main:
-                bar.write(f"iteration {it}: validation sensitivity at 4 FPs/image = {sens:.4f} (best {r.best:.4f})")
-            r.model.train()
-        if final or improved or it % tc.checkpoint_every == 0:
-            _save(r, it, run_dir, improved or (final and it == tc.iterations and not validator.has_lesions))
-        if final:
-            break
-    bar.close()
+    try:
+        r.model.train()
+        it, loss_value, meter = r.start, float("nan"), ThroughputMeter(dist.device)
+        for images, targets, _ in loader:
+            meter.waited()
+            images, targets = to_device(images, targets, dist.device)
+            logged, parts, grad_norm = _step(r, images, targets, it)
+            meter.stepped(len(images))
+            it += 1
+            loss_value = float(logged[0])
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{r.optimizer.param_groups[0]['lr']:.4f}")
+            bar.update(1)
+            final = it == tc.iterations or it == stop_after
+            if it % tc.log_every == 0 or final:
+                log.write({"iteration": it, "loss": loss_value, **parts, "grad_norm": grad_norm,
+                           "lr": r.optimizer.param_groups[0]["lr"], **meter.window(), "ranks": dist.world})
+            improved = False
+            if ((tc.eval_every and it % tc.eval_every == 0) or it == tc.iterations) and validator.has_lesions:
+                sens = validator(r.model)
+                improved = r.best is None or sens > r.best
+                r.best = sens if improved else r.best
+                log.write({"iteration": it, "val_sensitivity_4fp": sens, "best": r.best})
+                if dist.main:
+                    bar.write(f"iteration {it}: validation sensitivity at 4 FPs/image = {sens:.4f} (best {r.best:.4f})")
+                r.model.train()
+            if final or improved or it % tc.checkpoint_every == 0:
+                _save(r, it, run_dir, improved or (final and it == tc.iterations and not validator.has_lesions))
+            meter.exclude()
+            if final:
+                break
+    finally:
+        bar.close()         # before any error's line, not in the middle of the bar's
     _finish_notes(r, it, run_dir, log, validator.has_lesions, loss_value)
     best_path, last_path = run_dir / "best.pt", run_dir / "last.pt"
     return TrainResult(run_dir, last_path, best_path if best_path.exists() else last_path, it, loss_value,

@@ -226,7 +226,7 @@ def predict_train_body(ctx: StageContext) -> dict[str, Any]:
     p = predict(ctx.run_dir / "models" / "baseline" / "best.pt", ctx.path("root"), ctx.path("annotations"),
                 slices="both", split="train", tta=ctx.cfg.pipeline.label_tta,
                 out_csv=ctx.run_dir / "preds" / "train_tta.csv", run_cfg=ctx.cfg)
-    return {"predictions": len(p.scores)}
+    return {} if p is None else {"predictions": len(p.scores)}        # None: not rank 0
 
 
 def labels_body(ctx: StageContext) -> dict[str, Any]:
