@@ -4,7 +4,6 @@ A training runs in its run folder under an exclusive lock (:func:`run_lock`); a 
 pipeline's training resumes when its inputs (the fingerprint stamped in the folder) are
 unchanged.  :func:`train_many` trains several label sets, ``pipeline.parallel_trainings`` at
 a time, in worker processes that end with the pipeline (:func:`die_with_parent`).
-No boxes are handled here.
 """
 
 from __future__ import annotations
