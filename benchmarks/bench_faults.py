@@ -80,7 +80,7 @@ def run_to_end(argv: list[str], timeout: float = 900) -> float:
 def run_and_kill(argv: list[str], delay: float) -> bool:
     """Start ``argv``, SIGKILL it (its main process only, as a crash would) after ``delay`` s.
     Returns True when it was killed, False when it finished first.  Children left behind in
-    its session are killed after a short grace, so the next run starts clean."""
+    its process group are killed after a short grace, so the next run starts clean."""
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
                          start_new_session=True)
     try:

@@ -1,13 +1,16 @@
-"""File I/O at DeepLesion scale (issue 9): every goal measured beside today's code, in one run.
+"""File I/O at DeepLesion scale: every goal measured, beside an older checkout, in one run.
 
 Run (the numbers in results/io.md came from this command)::
 
-    git worktree add /tmp/lesionprop_old 74189d5        # today's code, once
+    git worktree add /tmp/lesionprop_old 74189d5        # the row-by-row I/O, once
     .venv/bin/python benchmarks/bench_io.py --old /tmp/lesionprop_old
+
+Commit 74189d5 has the row-by-row readers and writers (``list[Lesion]`` rows, the
+csv module), the reference the goals were set against.
 
 One run writes the inputs to a temp dir, then times each step twice, in fresh
 subprocesses (one thread: OMP_NUM_THREADS=1, which also sizes pyarrow's pool;
-pinned to CPU ``--cpu``), once with ``PYTHONPATH=OLD/src`` (today's code) and once
+pinned to CPU ``--cpu``), once with ``PYTHONPATH=OLD/src`` (the older checkout) and once
 with this checkout's ``src``:
 
 * ``DL_info.csv`` of ``--dlinfo-rows`` rows (all splits), ``read_annotations``;
@@ -16,12 +19,12 @@ with this checkout's ``src``:
   read back with pyarrow and checked equal to the arrays, value for value);
 * ``lesionprop propagate / mine / distill`` on those files: the whole command
   (interpreter start, imports, reading, algorithm, writing), wall and CPU time; the
-  outputs of today's and this code are compared;
+  outputs of the older and this code are compared;
 * ``lesionprop label-sets`` (the four label sets MM, LP, MM + LP, DD from one read of the
   predictions, the pipeline's label stage) on the CSV and on the Arrow file; its MM, LP and DD
   files are checked byte-identical to those of mine / propagate / distill;
 * the same predictions as an Arrow IPC file (``predictions.arrow``, written by this
-  checkout; today's code has no binary form): ``read_predictions`` and the three
+  checkout; 74189d5 has no binary form): ``read_predictions`` and the three
   commands on it, their outputs checked byte-identical to the CSV-input outputs;
 * pyarrow's CSV parser alone on the predictions CSV (the floor of any reader built on it),
   and from it a bound on the three commands from the CSV;
@@ -29,7 +32,7 @@ with this checkout's ``src``:
   vectorised functions there; ``--loop-subset N``: the first N key slices, extrapolated
   linearly, a quicker but rougher figure);
 * TTA weighted box fusion on ``--tta-slices`` random slices (4 views x 50 boxes):
-  today's, this code's and ``ensemble_boxes.weighted_boxes_fusion``.
+  the older checkout's, this code's and ``ensemble_boxes.weighted_boxes_fusion``.
 
 Each timing is the step alone (imports and input preparation excluded) except the
 CLI lines.  Times are wall-clock seconds; CPU seconds are given beside them because
@@ -53,6 +56,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 PER_SLICE = 50
+#: how the table names the two checkouts timed
+LABELS = {"today": "74189d5", "now": "this checkout"}
 
 # --------------------------------------------------------------------------- inputs
 
@@ -167,7 +172,7 @@ if op == "read_dlinfo":
     try:
         from lesionprop.annotations import read_annotations
         new = True
-    except ImportError:                      # today's code (74189d5): list[Lesion] rows
+    except ImportError:                      # 74189d5: list[Lesion] rows
         import importlib
         read_annotations = importlib.import_module("lesionprop.data.deeplesion").read_annotations
         new = False
@@ -240,7 +245,7 @@ elif op == "fingerprint":
     try:
         from lesionprop.pipeline.stages import dataset_fingerprint
         fp = lambda: dataset_fingerprint(args["root"], args["ann"])
-    except ImportError:                      # today: a stat of every file under Images_png
+    except ImportError:                      # 74189d5: a stat of every file under Images_png
         from lesionprop.pipeline.stages import hash_file, hash_object, hash_tree_listing
         fp = lambda: hash_object([hash_file(args["ann"]), hash_tree_listing(Path(args["root"]) / "Images_png")])
     _, res["wall"], res["cpu"] = timed(fp)
@@ -321,7 +326,7 @@ def _same_rows(a: Path, b: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--old", type=Path, default=Path("/tmp/lesionprop_old"), help="checkout of today's code (74189d5)")
+    ap.add_argument("--old", type=Path, default=Path("/tmp/lesionprop_old"), help="an older checkout to time beside this one (74189d5: the row-by-row I/O)")
     ap.add_argument("--key-slices", type=int, default=22919)
     ap.add_argument("--dlinfo-rows", type=int, default=100_000)
     ap.add_argument("--loop-subset", type=int, default=0,
@@ -367,7 +372,7 @@ def main() -> None:
         print(rows[-1], flush=True)
 
         r = {k: run.step(src, "write_preds", dir=str(tmp), out=str(tmp / f"written_{k}.csv")) for k, src in codes.items()}
-        exact = " / ".join(f"{k}: {'exact' if v['exact'] else 'NOT EXACT'}" for k, v in r.items())
+        exact = " / ".join(f"{LABELS[k]}: {'exact' if v['exact'] else 'NOT EXACT'}" for k, v in r.items())
         rows.append((f"write predictions, {r['now']['rows']:,} rows", fmt(r["today"]), fmt(r["now"]), "<= 1.5 s",
                      f"read back {exact}"))
         print(rows[-1], flush=True)
@@ -447,7 +452,7 @@ def main() -> None:
         rows.append((f"TTA fusion per slice (4 views x 50 boxes, {args.tta_slices} slices)",
                      f"{r['today']['wall'] * 1e3:.2f} ms", f"{r['now']['wall'] * 1e3:.2f} ms",
                      f"<= ensemble_boxes {ens['wall'] * 1e3:.2f} ms",
-                     f"today = now: {same}; ensemble_boxes gives the same boxes on {ens['same_boxes']}/{args.tta_slices}"))
+                     f"74189d5 = this checkout: {same}; ensemble_boxes gives the same boxes on {ens['same_boxes']}/{args.tta_slices}"))
         print(rows[-1], flush=True)
 
         if args.fingerprint_series:
@@ -461,12 +466,12 @@ def main() -> None:
             n_png = args.fingerprint_series * 87
             rows.append((f"dataset fingerprint, {args.fingerprint_series:,} series / {n_png:,} slice files",
                          fmt(r["today"]), fmt(r["now"]), "no stat per PNG",
-                         f"DeepLesion (~10,600 series, ~900,000 PNGs): today a stat of every PNG "
-                         f"(~{r['today']['wall'] * 900_000 / n_png:.0f} s here), now one per series folder"))
+                         f"DeepLesion (~10,600 series, ~900,000 PNGs): 74189d5 a stat of every PNG "
+                         f"(~{r['today']['wall'] * 900_000 / n_png:.0f} s here), this checkout one per series folder"))
             print(rows[-1], flush=True)
 
     print(f"load average at end: {os.getloadavg()}")
-    print("\n| goal | today (74189d5) | now | target | check |\n| --- | --- | --- | --- | --- |")
+    print("\n| goal | 74189d5 (row-by-row I/O) | this checkout | target | check |\n| --- | --- | --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
 

@@ -11,8 +11,8 @@ reading both files; for ``mine``, ``propagate`` and ``distill`` the vectorised c
 the new annotation rows) and writing inputs + new rows; the per-box loops of
 ``reference_loops.py`` on the first ``--loop-subset`` key slices, extrapolated
 linearly (the vectorised functions' output checked equal there); ``evaluate`` on
-4,912 test images x 50 boxes.  ``bench_io.py`` measures the whole commands beside
-today's code.
+4,912 test images x 50 boxes.  ``bench_io.py`` measures the whole commands (and, with
+``--old``, the same steps on an older checkout).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Peak resident memory of ``evaluate`` (and ``link``) at DeepLesion scale (issue 11; goal < 4 GB).
+"""Peak resident memory of ``evaluate`` (and ``link``) at DeepLesion scale (goal < 4 GB).
 
 Writes a DL_info.csv-schema file of 32,735 lesion rows (DeepLesion's count; synthetic
 numbers, 4,427 series, 3 splits) and a predictions CSV of 3.4 M rows (file frame boxes on

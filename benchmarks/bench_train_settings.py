@@ -36,7 +36,7 @@ INIT_DET = ["data.aug_crop_px=160", "model.init_detector=synthetic-cpu-detector"
 TWO_MM = ["data.target_spacing_mm=2.0", "data.max_size=224", "data.clip_border=false"]
 SETTINGS = {
     "preset": [],
-    "old_2mm": OLD_2MM,                                    # the cpu preset before 2026-11-25 (second session)
+    "old_2mm": OLD_2MM,                                    # 2 mm whole slices, 3DCE's window: the cpu preset's alternative
     "old_2mm_window": OLD_2MM + [WINDOW],
     "old_2mm_anchors025": OLD_2MM + ["model.anchor_scale=0.25"],
     "old_2mm_adamw": OLD_2MM + ["train.optimizer=adamw", "train.base_lr=0.002"],
@@ -50,7 +50,7 @@ SETTINGS = {
     "crop128": ["data.aug_crop_px=128"],
     "crop160_x2": ["data.aug_crop_px=160", "train.iterations=2400"],   # about the preset's time
     "demo_baseline": ["data.aug_crop_px=160", "train.iterations=1800"],   # the demo's baseline training
-    # fourth session: backbone from the shipped synthetic pre-training (model card: docs/cpu_synth_backbone.md)
+    # backbone (ResNet + FPN) from the shipped synthetic pre-training (model card: docs/cpu_synth_backbone.md)
     "scratch_1800": ["data.aug_crop_px=160", "train.iterations=1800", "model.init_backbone=null"],
     "init_1800": ["data.aug_crop_px=160", "train.iterations=1800", "model.init_backbone=synthetic-cpu"],
     "init_1000": ["data.aug_crop_px=160", "train.iterations=1000", "model.init_backbone=synthetic-cpu"],
@@ -69,10 +69,10 @@ SETTINGS = {
     # same 160 px crops, so a step costs the same and inference 1.7x
     "init_1000_10mm": ["data.aug_crop_px=160", "train.iterations=1000", "model.init_backbone=synthetic-cpu",
                        "data.target_spacing_mm=1.0", "data.max_size=416"],
-    # sixth session: the whole detector (RPN and box head too) from the shipped synthetic-cpu-detector
+    # the whole detector (RPN and box head too) from the shipped synthetic-cpu-detector
     "init_det_1000": INIT_DET + ["train.iterations=1000"],
     "init_det_500": INIT_DET + ["train.iterations=500"],
-    # seventh session: the third-stage detector fine-tuned at a quarter / half of the lr (the quarter: the demo's baseline since)
+    # the whole detector fine-tuned at a quarter / half of the cpu preset's lr (half: the demo's baseline)
     "init_det_1000_lr025": INIT_DET + ["train.iterations=1000", "train.base_lr=0.005"],
     "init_det_1000_lr05": INIT_DET + ["train.iterations=1000", "train.base_lr=0.01"],
 }

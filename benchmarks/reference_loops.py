@@ -17,7 +17,7 @@ from lesionprop.predictions import Predictions
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Scalar IoU, the same floating-point operations as ``labels.index.pair_iou``."""
+    """Scalar IoU, the same floating-point operations as the vectorised ``pair_iou`` of the label tools."""
     iw = min(a[2], b[2]) - max(a[0], b[0])
     ih = min(a[3], b[3]) - max(a[1], b[1])
     inter = max(iw, 0.0) * max(ih, 0.0)

@@ -26,7 +26,7 @@ distilled), ``score`` (null for human rows) and ``noisy`` (``Possibly_noisy``).
 
 The maths is pure functions over arrays (:func:`file_to_coco_bbox`,
 :func:`coco_bbox_to_file`, :func:`build_coco`); :func:`lesions_to_coco` and
-:func:`read_coco_results` adapt today's types and files.
+:func:`read_coco_results` adapt them to lesionprop's tables and files.
 """
 
 from __future__ import annotations

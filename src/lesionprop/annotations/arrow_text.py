@@ -2,7 +2,7 @@
 
 ``pa.array``, ``pa.scalar`` and ``Array.to_numpy`` import pandas (about a second of every
 command's start), so arrays are built from and read through their buffers and literals
-passed to compute functions are arrow scalars.  No boxes are handled here.
+passed to compute functions are arrow scalars.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ _NUMBER_LIST = rf"^\s*(?:{_NUM}(?:\s*,\s*{_NUM})*)?\s*$"
 
 
 #: the codes DeepLesion uses (REFERENCE.md; the real rows in ../shared hold only these), as numbers:
-#: ``int(float(text))`` was taken before, so ``9`` or ``0.5`` left the splits / types silently
+#: a value is read as a float and must equal one of them, so ``9`` or ``0.5`` is refused, not
+#: truncated by ``int(float(text))`` into another split or type
 _CODES: dict[str, tuple[int, ...]] = {
     "Coarse_lesion_type": tuple(sorted(LESION_TYPES)), "Possibly_noisy": (0, 1), "Train_Val_Test": (1, 2, 3),
 }

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--protocol`` and the options of the complete-label protocols (issue 13)."""
+    """``--protocol`` and the options of the complete-label protocols (``lens``, ``harvester``)."""
     from lesionprop.complete_labels import FORMATS
 
     for action in parser._actions:                                     # noqa: SLF001

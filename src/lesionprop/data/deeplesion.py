@@ -4,7 +4,6 @@
 :func:`num_text` and :func:`join_text` read and write them (the annotation table,
 :mod:`lesionprop.annotations`, uses them too).  ``ROOT/series_info.csv`` holds one row per
 series folder (spacing, size, slice range), for series without lesions (imported CT).
-No boxes here.
 """
 
 from __future__ import annotations

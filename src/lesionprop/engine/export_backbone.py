@@ -3,8 +3,6 @@
 detector, the file of ``model.init_detector`` (:mod:`lesionprop.model.pretrain`)::
 
     python -m lesionprop.engine.export_backbone RUN/last.pt OUT.pt [--whole]
-
-No boxes are handled here.
 """
 
 from __future__ import annotations

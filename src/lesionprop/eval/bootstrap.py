@@ -1,6 +1,6 @@
 """Bootstrap over patients of the FROC sensitivities (MULAN protocol), exact and vectorised.
 
-No boxes are handled here: the input is :class:`lesionprop.eval.froc.Outcomes`, the
+The input is :class:`lesionprop.eval.froc.Outcomes`, not boxes: the
 outcome of every ranked detection of one evaluation (false positive, or the number of
 lesions it found first), computed once by :func:`lesionprop.eval.froc.evaluate`.
 

@@ -1,7 +1,7 @@
 """Paired comparison of several detectors on one test set: a bootstrap over patients.
 
-No boxes are handled here (they are matched once per variant by
-:func:`lesionprop.eval.froc.evaluate`, whose box conventions apply).
+The boxes are matched once per variant by :func:`lesionprop.eval.froc.evaluate` (its box
+conventions apply); this module resamples the outcomes of those matches.
 
 Paired: every resample draws ONE set of patients and every variant is re-read on it
 (:func:`lesionprop.eval.bootstrap.resampled_sensitivity` with the same weights), so the

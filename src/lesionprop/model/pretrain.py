@@ -6,8 +6,8 @@ module: ResNet body + FPN, keys ``body.*`` and ``fpn.*``) to start a training fr
 * ``synthetic-cpu``: the file shipped in the package (:data:`SHIPPED`), trained by
   lesionprop on synthetic series of seeds disjoint from the demo's and the
   benchmarks' (model card: ``docs/cpu_synth_backbone.md``);
-* ``synthetic-cpu-v1``: its first version (half the pre-training), kept so that results
-  recorded with it (the multi-seed benchmark of 2026-11-30) can be reproduced;
+* ``synthetic-cpu-v1``: the same pre-training stopped at half its length (3,000 iterations
+  instead of 6,000), a weaker starting point for comparisons;
 * any other value: a local file written by :func:`lesionprop.engine.export_backbone.export_backbone`.
 
 With ``model.init_backbone`` the RPN and the box head stay randomly initialised.
@@ -16,7 +16,7 @@ box head; every tensor of the model must match): ``synthetic-cpu-detector`` is t
 shipped one, the fifth pre-training stage on synthetic data with complete labels balanced
 by lesion (``docs/cpu_synth_backbone.md``).  Both ``null`` (the default) train everything
 from scratch.  The file holds fp16 tensors (half the size); they are cast to the model's
-dtype when loaded.  No boxes are handled here.
+dtype when loaded.
 
 Export the backbone of a finished training run::
 
