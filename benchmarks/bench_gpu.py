@@ -44,7 +44,7 @@ import torch
 
 from lesionprop.annotations import Split, read_annotations, write_annotations
 from lesionprop.config import load_config
-from lesionprop.engine.meter import peak_host_rss_mb
+from lesionprop.engine.meter import host_pss_mb
 
 #: DeepLesion's sizes (REFERENCE.md) and the paper's schedule
 DEEPLESION = {"train_key_slices": 22919, "k_pm1_slices": 68757, "test_key_slices": 4817, "iterations": 36000,
@@ -117,7 +117,7 @@ def training_rate(cfg, root: Path, ann: Path, run: Path, device: str) -> dict:
     return {"images_per_s": float(np.mean([r["images_per_s"] for r in win])),
             "data_wait_share": float(np.mean([r["data_wait_share"] for r in win])),
             "gpu_peak_mb": max((r.get("gpu_peak_mb", 0.0) for r in win), default=0.0),
-            "host_peak_rss_mb": max(r["host_peak_rss_mb"] for r in win), "wall_s": wall}
+            "host_pss_mb": max(r["host_pss_mb"] for r in win), "wall_s": wall}
 
 
 @torch.no_grad()
@@ -148,21 +148,68 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+class PeakMemory:
+    """Samples :func:`host_pss_mb` (this process, its loader workers and their forkserver) every
+    ``every`` seconds in a thread; ``peak`` is the largest sample."""
+
+    def __init__(self, every: float = 0.25):
+        import threading
+
+        self.peak, self.every, self._stop = 0.0, every, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, host_pss_mb())
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, host_pss_mb())
+
+
 def predict_run(ckpt: Path, root: Path, ann: Path, cfg, out: Path, device: str, amp: bool,
-                slices: str = "both", split: str = "train", tta: str = "flip+scales") -> dict:
+                slices: str = "both", split: str = "train", tta: str = "flip+scales",
+                extra: list[str] | None = None, names: list[str] | None = None) -> dict:
     """``predict`` end to end (decode, views, merge, write); by default the label tools' job: the
     training key slices and their neighbours with flip + scales."""
     from lesionprop.engine.predict import predict, slice_names
     from lesionprop.engine.tta import tta_views
 
-    names = slice_names(read_annotations(ann), root, slices, split)
+    names = names or slice_names(read_annotations(ann), root, slices, split)
     t0 = time.perf_counter()
-    preds = predict(ckpt, root, ann, slices=slices, split=split, tta=tta, out_csv=out, device=device,
-                    progress=False, overrides=[f"predict.amp={'true' if amp else 'false'}"])
+    with PeakMemory() as mem:
+        preds = predict(ckpt, root, ann, tta=tta, out_csv=out, device=device, file_names=names, progress=False,
+                        overrides=[f"predict.amp={'true' if amp else 'false'}"] + list(extra or []))
     wall = time.perf_counter() - t0
     views = len(names) * len(tta_views(tta, cfg.predict.tta_scales))
     return {"slices": len(names), "views_per_s": views / wall, "slices_per_s": len(names) / wall, "wall_s": wall,
-            "host_peak_rss_mb": peak_host_rss_mb(), "preds": preds}
+            "host_pss_mb": mem.peak, "preds": preds}
+
+
+def predict_memory(ckpt: Path, root: Path, ann: Path, cfg, work: Path, device: str) -> dict:
+    """Peak host memory of ``predict`` (every process, PSS) at two slice counts and two worker
+    counts, projected to DeepLesion's 68,757 K / K +/- 1 slices with the default workers."""
+    from lesionprop.engine.loader import resolve_workers
+    from lesionprop.engine.predict import slice_names
+
+    names = slice_names(read_annotations(ann), root, "both", "train")
+    small, large = names[: max(2, len(names) // 4)], names
+    runs = {}
+    for key, (subset, workers) in {"small_2": (small, 2), "large_2": (large, 2), "large_4": (large, 4)}.items():
+        runs[key] = predict_run(ckpt, root, ann, cfg, work / f"mem_{key}.csv", device, True, tta="none",
+                                extra=[f"data.num_workers={workers}"], names=subset)["host_pss_mb"]
+    per_slice = max(0.0, (runs["large_2"] - runs["small_2"]) / max(1, len(large) - len(small)))
+    per_worker = max(0.0, (runs["large_4"] - runs["large_2"]) / 2)
+    workers = resolve_workers(None, "cuda", local_world=1, cores=os.cpu_count() or 1)
+    projected = runs["large_2"] + per_slice * (DEEPLESION["k_pm1_slices"] - len(large)) + per_worker * (workers - 2)
+    return {**runs, "slices_small": len(small), "slices_large": len(large), "per_slice_mb": per_slice,
+            "per_worker_mb": per_worker, "default_workers": workers, "projected_mb": projected}
 
 
 def largest_score_difference(a, b) -> tuple[float, int]:
@@ -219,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=None, help="seconds per loader measurement")
     ap.add_argument("--loader-only", action="store_true",
                     help="data and loader rows only (512 px samples on a machine without a GPU)")
+    ap.add_argument("--memory-only", action="store_true",
+                    help="data and predict's host memory only (the projection to 68,757 slices)")
     ap.add_argument("--series", type=int, default=None, help="synthetic series (default 100; tiny 8)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -257,9 +306,21 @@ def main(argv: list[str] | None = None) -> int:
         emit(f"| {r['workers']} | {r['samples_per_s']:.1f} | {r['per_worker_s']:.1f} |")
     if args.loader_only:
         return 0
+    if args.memory_only:
+        from lesionprop.engine.train import train
+
+        c = load_config(preset=preset, overrides=base)
+        ckpt_run = work / "ckpt"
+        shutil.rmtree(ckpt_run, ignore_errors=True)
+        with contextlib.redirect_stdout(io.StringIO()):
+            train(load_config(preset=preset, overrides=base + ["train.iterations=1"]), root, ann, ckpt_run,
+                  device=args.device, progress=False)
+        mem = predict_memory(ckpt_run / "last.pt", root, ann, c, work, args.device)
+        emit("", "## Host memory of predict", "", "```", json.dumps(mem, indent=1), "```")
+        return 0
 
     emit("", f"## Training (`{preset}` preset, {iters} iterations, default workers)", "",
-         "| batch | AMP | channels_last | images/s | data wait | peak GPU MiB | peak host MiB |",
+         "| batch | AMP | channels_last | images/s | data wait | peak GPU MiB | host MiB (all processes) |",
          "| ---: | --- | --- | ---: | ---: | ---: | ---: |")
     rates = {}
     settings = [(16 if not tiny else 2, amp, cl) for amp in (True, False) for cl in (True, False)]
@@ -270,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         r = training_rate(c, root, ann, work / "run", args.device)
         rates[(batch, amp, cl)] = r
         emit(f"| {batch} | {'on' if amp else 'off'} | {'on' if cl else 'off'} | {r['images_per_s']:.1f} | "
-             f"{100 * r['data_wait_share']:.1f} % | {r['gpu_peak_mb']:.0f} | {r['host_peak_rss_mb']:.0f} |")
+             f"{100 * r['data_wait_share']:.1f} % | {r['gpu_peak_mb']:.0f} | {r['host_pss_mb']:.0f} |")
 
     emit("", "## Inference", "")
     c = load_config(preset=preset, overrides=base)
@@ -286,11 +347,11 @@ def main(argv: list[str] | None = None) -> int:
             for amp in (True, False)}
     worst, unmatched = largest_score_difference(runs[True]["preds"], runs[False]["preds"])
     emit("| | model alone, images/s | predict end to end, views/s | end to end / model | slices | "
-         "peak host MiB |", "| --- | ---: | ---: | ---: | ---: | ---: |")
+         "peak host MiB (all processes) |", "| --- | ---: | ---: | ---: | ---: | ---: |")
     for amp in (True, False):
         r = runs[amp]
         emit(f"| {'AMP' if amp else 'fp32'} | {alone[amp]:.1f} | {r['views_per_s']:.1f} | "
-             f"{100 * r['views_per_s'] / alone[amp]:.0f} % | {r['slices']} | {r['host_peak_rss_mb']:.0f} |")
+             f"{100 * r['views_per_s'] / alone[amp]:.0f} % | {r['slices']} | {r['host_pss_mb']:.0f} |")
     emit("", f"AMP vs fp32 predictions: largest score difference of matched boxes {worst:.4f}; "
              f"{unmatched} boxes without a match (IoU > 0.9 on the same slice).")
 
@@ -301,6 +362,13 @@ def main(argv: list[str] | None = None) -> int:
                       slices="key", split="test", tta="none")
     emit(f"Test key slices without TTA (the evaluations' job): {key['slices_per_s']:.1f} slices/s end to end "
          f"({key['slices']} slices).")
+    mem = predict_memory(ckpt_run / "last.pt", root, ann, c, work, args.device)
+    emit("", f"Host memory of `predict` (all processes, PSS, no TTA): {mem['small_2']:.0f} MiB for "
+             f"{mem['slices_small']} slices and {mem['large_2']:.0f} MiB for {mem['slices_large']} with 2 loader "
+             f"workers, {mem['large_4']:.0f} MiB with 4: {mem['per_slice_mb'] * 1024:.1f} KiB per slice, "
+             f"{mem['per_worker_mb']:.0f} MiB per worker. Projected for DeepLesion's "
+             f"{DEEPLESION['k_pm1_slices']:,} K / K +/- 1 slices with the default {mem['default_workers']} workers of "
+             f"this machine: **{mem['projected_mb'] / 1024:.1f} GiB per rank**.")
     rows = projection(best_1["images_per_s"], eight["images_per_s"], runs[True]["views_per_s"], key["slices_per_s"])
     emit("", "## Projection: the full pipeline on DeepLesion", "",
          f"From the rates above (best one-GPU training setting; 8 GPUs: {8} x the 2-image rate x "

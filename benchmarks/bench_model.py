@@ -40,7 +40,7 @@ def _sync(device: torch.device) -> None:
 def time_train(cfg, num_slices: int, size: int, batch: int, steps: int, device: torch.device) -> float:
     """Seconds per SGD step (median of ``steps`` after one warm-up step)."""
     torch.manual_seed(0)
-    model = build_detector(cfg.model, num_slices).to(device).train()
+    model = build_detector(cfg.model, num_slices, load_pretrained=False).to(device).train()
     amp = device.type == "cuda" and cfg.train.amp
     if device.type == "cuda" and cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -66,7 +66,7 @@ def time_train(cfg, num_slices: int, size: int, batch: int, steps: int, device: 
 @torch.no_grad()
 def time_infer(cfg, num_slices: int, size: int, batch: int, steps: int, device: torch.device) -> float:
     """Images per second of eval-mode forward passes."""
-    model = build_detector(cfg.model, num_slices).to(device).eval()
+    model = build_detector(cfg.model, num_slices, load_pretrained=False).to(device).eval()
     images, _ = _inputs(batch, num_slices, size, device)
     amp = device.type == "cuda" and cfg.train.amp
     with torch.autocast("cuda", enabled=amp):
@@ -108,7 +108,7 @@ def main() -> None:
         step = time_train(cfg, ns, size, batch, args.steps, device)
         ips = time_infer(cfg, ns, size, batch, args.steps, device)
         plain = time_train(cfg, 3, size, batch, args.steps, device) if ns > 3 else step
-        params = count_parameters(build_detector(cfg.model, ns))[0] / 1e6
+        params = count_parameters(build_detector(cfg.model, ns, load_pretrained=False))[0] / 1e6
         print(f"| {preset} | {ns // 3} | {ns}x{size}x{size} | {batch} | {params:.1f} | {step:.3f} | "
               f"{1 / step:.2f} | {ips:.1f} | {step / plain:.2f} | {peak_memory_mb(device):.0f} |", flush=True)
 

@@ -67,7 +67,7 @@ def test_every_logging_window_records_its_cost(blobs, tmp_path):
     logged = [r for r in _records(tmp_path / "run") if "loss" in r]
     assert [r["iteration"] for r in logged] == [2, 4]
     for r in logged:
-        assert r["images_per_s"] > 0 and 0 <= r["data_wait_share"] <= 1 and r["host_peak_rss_mb"] > 100
+        assert r["images_per_s"] > 0 and 0 <= r["data_wait_share"] <= 1 and r["host_pss_mb"] > 100 and r["host_peak_rss_mb"] > 100
         assert r["ranks"] == 1 and "gpu_peak_mb" not in r                 # CPU: no GPU memory to report
 
 

@@ -1,9 +1,13 @@
 """What a logging window of training cost: images per second, the share of time spent waiting
-for data, peak GPU memory and peak host memory (this process and its loader workers).
+for data, peak GPU memory and host memory (this process and its loader workers).
 
-Host memory is read from ``/proc`` (Linux): ``VmHWM`` (peak resident set) of this process plus
-that of each child process (the loader workers; each child's own peak, so their sum bounds the
-combined peak from above).  Elsewhere only this process's peak (``resource.getrusage``).
+Host memory is read from ``/proc`` (Linux).  ``host_pss_mb``: the proportional set size (shared
+pages split between the processes sharing them) of this process and every descendant, i.e. the
+loader workers and their forkserver, summed: what they take from the machine together, at the
+moment of reading.  ``host_peak_rss_mb``: this process's own peak resident set (``VmHWM``).
+Summing the workers' resident sets instead would count the torch libraries they share once per
+worker (~0.7 GB each for the CUDA build).  Elsewhere only this process's peak
+(``resource.getrusage``).
 """
 
 from __future__ import annotations
@@ -36,19 +40,35 @@ def _children(pid: int | str) -> list[str]:
     return out
 
 
-def peak_host_rss_mb() -> float:
-    """Peak resident memory of this process and (recursively) its children, MiB."""
-    if not sys.platform.startswith("linux"):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024)   # bytes on macOS
-    total, todo, seen = 0, ["self"], set()
+def _descendants() -> list[str]:
+    out, todo = [], ["self"]
     while todo:
         pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        total += _status_kb(pid, "VmHWM")
+        out.append(pid)
         todo += _children(pid)
-    return total / 1024
+    return out
+
+
+def _pss_kb(pid: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def host_pss_mb() -> float:
+    """Proportional set size of this process and all its descendants, MiB (0 off Linux)."""
+    return sum(_pss_kb(pid) for pid in _descendants()) / 1024
+
+
+def peak_host_rss_mb() -> float:
+    """This process's peak resident set, MiB."""
+    if not sys.platform.startswith("linux"):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024)   # bytes on macOS
+    return _status_kb("self", "VmHWM") / 1024
 
 
 class ThroughputMeter:
@@ -87,7 +107,7 @@ class ThroughputMeter:
     def window(self) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.t0 - self.excluded, 1e-9)
         rec = {"images_per_s": round(self.images / elapsed, 3), "data_wait_share": round(self.wait / elapsed, 4),
-               "host_peak_rss_mb": round(peak_host_rss_mb(), 1)}
+               "host_pss_mb": round(host_pss_mb(), 1), "host_peak_rss_mb": round(peak_host_rss_mb(), 1)}
         if self.device.type == "cuda":
             rec["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2 ** 20, 1)
         self._reset()
