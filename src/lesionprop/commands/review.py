@@ -39,26 +39,40 @@ def _stop(signum, frame) -> None:
     raise _Stop()
 
 
-def _serve(host: str, port: int, app):
-    from werkzeug.serving import WSGIRequestHandler, make_server
-
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket, or a one-line error naming --host / --port (werkzeug would exit the process)."""
     from lesionprop.cli import CommandError
 
-    class Quiet(WSGIRequestHandler):
-        def log_request(self, code="-", size="-") -> None:      # one line per image is noise
-            pass
-
     try:
-        return make_server(host, port, app, threaded=True, request_handler=Quiet)
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
         raise CommandError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
     except OSError as exc:
+        sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise CommandError(f"--port {port}: another program listens on {host}:{port}; choose another "
                                "--port (0 picks a free one)") from None
         if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
             raise CommandError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})") from None
         raise
+    return sock
+
+
+def _serve(host: str, port: int, app):
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, code="-", size="-") -> None:      # one line per image is noise
+            pass
+
+    sock = _listen(host, port)
+    with sock:                     # the server works on its own copy of the descriptor
+        return make_server(host, port, app, threaded=True, request_handler=Quiet, fd=sock.fileno())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 ``GET  /``                              the page (static/index.html, plain HTML + JS)
 ``GET  /api/items[?source=a,b][&min_score=x]``
-                                        ``[{"id", "File_name", "box": [x1, y1, x2, y2], "source", "score", "decision"}]``
+                                        ``[{"id", "File_name", "box": [x1, y1, x2, y2], "source", "score",
+                                        "decision"}]``
 ``GET  /api/items/<id>``                one item plus ``edited_box``, ``series``, ``slices`` [K-1, K, K+1]
                                         (null where missing), ``image_size`` [rows, columns], ``human_boxes``
 ``POST /api/items/<id>``                ``{"decision": "accept" | "reject" | "edit", "box": [...]}`` -> the item

@@ -5,7 +5,7 @@
 // Everything taken from the files (names, sources, messages) is set as text, never as markup.
 
 const COLORS = { pseudo: "#f5c518", human: "#36d66b", edited: "#35c7ff" };
-const MAIN_SIDE = 512, SMALL_SIDE = 256, MIN_DRAG_PX = 3;
+const MAIN_SIDE = 512, SMALL_SIDE = 224, MIN_DRAG_PX = 3;
 const state = { items: [], index: 0, detail: null, window: "soft", images: [null, null, null], drag: null, token: 0 };
 
 const $ = (id) => document.getElementById(id);
@@ -136,6 +136,8 @@ function drawView(canvas, img, d, main) {
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   if (img) ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+  // "item:window" once the slice is on screen (what a test or a screenshot waits for)
+  canvas.dataset.drawn = img ? `${d.id}:${state.window}` : "";
   if (main) d.human_boxes.forEach((b) => strokeBox(ctx, b, scale, COLORS.human, []));
   strokeBox(ctx, d.box, scale, COLORS.pseudo, main && !d.edited_box ? [] : [5, 4]);
   if (d.edited_box) strokeBox(ctx, d.edited_box, scale, COLORS.edited, []);
