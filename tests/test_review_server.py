@@ -3,6 +3,7 @@ lost nothing; SIGTERM and Ctrl-C print the summary and write summary.json; one r
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import queue
@@ -149,3 +150,20 @@ def test_a_port_in_use_is_a_one_line_error(world, tmp_path):
             capture_output=True, text=True, timeout=STARTUP_S)
     assert run.returncode == 2
     assert f"--port {port}: another program listens on 127.0.0.1:{port}" in run.stderr
+
+
+def test_the_api_example_of_the_docs_runs_as_written(world, tmp_path, capsys):
+    data, labels = world
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "labels.md").read_text(encoding="utf-8")
+    section = doc[doc.index("### The JSON API"):]
+    code = re.search(r"^```python\n(.*?)^```$", section, flags=re.S | re.M).group(1)
+    assert 'BASE = "http://127.0.0.1:8765"' in code
+    server = Server(data, labels, tmp_path / "review")
+    try:
+        exec(compile(code.replace("http://127.0.0.1:8765", server.url.rstrip("/")), "docs/labels.md", "exec"), {})
+        printed = capsys.readouterr().out
+        ann = read_annotations(labels)
+        expected = int(((ann.source == "mined") & (ann.score >= 0.95)).sum())
+        assert expected > 0 and ast.literal_eval(printed.strip())["accepted"] == expected
+    finally:
+        server.stop(signal.SIGTERM)

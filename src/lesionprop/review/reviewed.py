@@ -12,7 +12,7 @@ import numpy as np
 
 from lesionprop.annotations import Annotations, Source, concat
 from lesionprop.boxes import box_iou
-from lesionprop.review.items import ACCEPT, EDIT, REJECT, Decision, row_of_id
+from lesionprop.review.items import ACCEPT, EDIT, REJECT, Decision, id_of_row, row_of_id
 
 
 def reviewed_table(ann: Annotations, decisions: dict[int, Decision]) -> Annotations:
@@ -22,9 +22,9 @@ def reviewed_table(ann: Annotations, decisions: dict[int, Decision]) -> Annotati
     for item_id, d in decisions.items():
         kind[row_of_id(item_id)] = d.decision
     edits = np.flatnonzero(kind == EDIT)
-    redrawn = ann.derive(edits, slices=ann.slice_index[edits],
-                         boxes=np.array([decisions[i + 1].box for i in edits.tolist()], np.float64).reshape(-1, 4),
-                         source=Source.REVIEWED, scores=ann.score[edits], lesion_type=ann.lesion_type[edits])
+    boxes = np.array([decisions[id_of_row(r)].box for r in edits.tolist()], np.float64).reshape(-1, 4)
+    redrawn = ann.derive(edits, slices=ann.slice_index[edits], boxes=boxes, source=Source.REVIEWED,
+                         scores=ann.score[edits], lesion_type=ann.lesion_type[edits])
     # row i of the input, or n + k for the k-th redrawn row, in file order
     pick = np.arange(n)
     pick[edits] = n + np.arange(edits.size)
@@ -47,7 +47,7 @@ def summarize(ann: Annotations, items: np.ndarray, decisions: dict[int, Decision
 
 
 def _counts(ann: Annotations, rows: list[int], decisions: dict[int, Decision]) -> dict:
-    got = [decisions.get(r + 1) for r in rows]
+    got = [decisions.get(id_of_row(r)) for r in rows]
     count = {k: sum(1 for d in got if d is not None and d.decision == k) for k in (ACCEPT, REJECT, EDIT)}
     decided = sum(count.values())
     edited = [(r, d.box) for r, d in zip(rows, got) if d is not None and d.decision == EDIT]
