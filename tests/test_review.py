@@ -391,6 +391,7 @@ def test_review_refuses_bad_options_with_one_line(world, tmp_path, capsys):
         assert main(["review", *[x for kv in args.items() for x in kv]]) == 2, extra
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "review").exists()
 
 
 def test_review_refuses_an_out_holding_its_own_input(world, tmp_path, capsys):

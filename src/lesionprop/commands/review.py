@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--port must be in 0..65535, got {args.port}")
     out = Path(args.out)
     check_output_folder(out)
-    with exclusive_lock(out / ".review.lock", 0.0, f"another lesionprop review writes into {out}"):
+    # beside DIR, not in it: a review refused for its input leaves no DIR behind
+    with exclusive_lock(out.parent / f".{out.name}.review.lock", 0.0, f"another lesionprop review writes into {out}"):
         store = ReviewStore.open(args.annotations, args.data, out, sources)
         server = _serve(args.host, args.port, create_app(store, args.host))
         host = f"[{args.host}]" if ":" in args.host else args.host
