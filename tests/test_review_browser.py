@@ -109,6 +109,12 @@ def test_review_in_a_browser_keys_drag_and_filter(browser, tmp_path):
         body.send_keys("n", "n")                                                # the redrawn item again
         _wait(browser, lambda d: "→" in _text(d, "box"))
         _wait(browser, lambda d: _drawn(d) == f"{items[3]['id']}:lung")
+        body.send_keys("a")                                        # keeps the redrawn box, goes on
+        _wait(browser, lambda d: _text(d, "file-name") == items[4]["File_name"])
+        assert _text(browser, "message").endswith("redrawn box kept")
+        body.send_keys("p")
+        _wait(browser, lambda d: _drawn(d) == f"{items[3]['id']}:lung")
+        assert _text(browser, "decision") == "edit (box redrawn)"
         shot = tmp_path / "review.png"
         browser.save_screenshot(str(shot))
         img = cv2.imread(str(shot))

@@ -156,6 +156,12 @@ function draw() {
 async function decide(decision, box) {
   const item = state.items[state.index];
   if (!item || !state.detail) return;
+  if (decision === "accept" && state.detail.decision === "edit") {
+    // a redrawn box is already the decision: "accept" confirms it rather than undoing the drag
+    say(`${item.File_name}: redrawn box kept`);
+    await show(state.index + 1);
+    return;
+  }
   const body = decision === "edit" ? { decision, box } : { decision };
   try {
     const saved = await api(`/api/items/${item.id}`, {
