@@ -16,7 +16,7 @@ FLOORS = {
     "grouping": 4, "complete_labels": 4,
     "labels": 5, "eval": 5,
     "engine": 6,
-    "pipeline": 7, "scan": 7,
+    "pipeline": 7, "scan": 7, "review": 7,
     "commands": 8,
 }
 

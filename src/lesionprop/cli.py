@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("lesionprop.commands.compare", "paired bootstrap comparison of several detectors' predictions"),
     "link": ("lesionprop.commands.link", "link per-slice boxes into 3D lesions"),
     "detect": ("lesionprop.commands.detect", "detect lesions on one CT scan: 3D lesion table, label volume, HTML page"),
+    "review": ("lesionprop.commands.review", "confirm, reject or redraw pseudo-labels in a browser (a local web app)"),
     "export": ("lesionprop.commands.export", "export annotations to other tools' formats (COCO)"),
     "import-predictions": ("lesionprop.commands.import_predictions", "other frameworks' detections (COCO results) -> predictions CSV"),
 }

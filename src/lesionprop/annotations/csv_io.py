@@ -72,7 +72,7 @@ def _values_ok(box: np.ndarray, slice_range: np.ndarray, slices: np.ndarray, ima
       columns; the file frame is 1-based, see :mod:`lesionprop.boxes`: the image spans 0.5 ..
       size + 0.5, and predictions clipped to the image reach size + 1), and the key slice
       (``File_name``) inside ``Slice_range``.
-    * pseudo-label rows (mined / propagated / distilled: :meth:`Annotations.derive` of any
+    * pseudo-label rows (mined / propagated / distilled / reviewed: :meth:`Annotations.derive` of any
       detector's boxes, on any slice that has them, with the template's Slice_range) keep the
       rule they were written under: finite, x2 >= x1, y2 >= y1; so a label file lesionprop
       wrote always reads back.

@@ -73,12 +73,14 @@ class Split(enum.IntEnum):
 
 
 class Source(str, enum.Enum):
-    """Who made a row (``Source`` column; empty or absent = ``human``)."""
+    """Who made a row (``Source`` column; empty or absent = ``human``).  ``reviewed``: a
+    pseudo-label a person accepted or redrew in ``lesionprop review``."""
 
     HUMAN = "human"
     MINED = "mined"
     PROPAGATED = "propagated"
     DISTILLED = "distilled"
+    REVIEWED = "reviewed"
 
     def __str__(self) -> str:
         return self.value
