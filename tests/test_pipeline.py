@@ -249,3 +249,27 @@ def test_a_file_given_as_the_run_folder_is_one_line(tmp_path, capsys, cmd):
     assert main([cmd, "--out", str(target)] + (["--preset", "demo"] if cmd == "pipeline" else [])) == 2
     assert capsys.readouterr().err == f"lesionprop {cmd}: error: --out {target} is a file, expected a folder\n"
     assert target.read_text() == "keep\n" and list(tmp_path.iterdir()) == [target]
+
+
+def test_two_harvesting_rounds_report_each_rounds_labels_and_tables(tmp_path):
+    """pipeline.rounds=2 on the miniature pipeline: round 2's label sets come from round 1's
+    MM + LP model; the report has one entry per round with label quality and tables with CIs."""
+    cfg = _tiny_cfg(tmp_path, ["pipeline.rounds=2", "pipeline.variants=[baseline, mm_lp]",
+                               "pipeline.parallel_trainings=1"])
+    run_dir = tmp_path / "rounds"
+    run_pipeline(cfg, run_dir, log=lambda s: None)
+    marker = json.loads((run_dir / "stages" / "predict_train_r2.json").read_text())
+    assert marker["outputs"] == ["round2/preds/train_tta.csv"]
+    table = json.loads((run_dir / "report" / "table.json").read_text())
+    assert [e["round"] for e in table["rounds"]] == [1, 2]
+    assert table["rounds"][1]["teacher"] == "round 1 MM + LP"
+    for e in table["rounds"]:
+        assert set(e["variants"]) == {"baseline", "mm_lp"} and set(e["label_quality"]) == {"mm", "lp", "mm_lp", "dd"}
+        assert len(e["variants"]["mm_lp"]["ci_low"]) == 5
+    # round 1's entry is the main table's numbers
+    assert table["rounds"][0]["variants"]["mm_lp"]["sensitivity"] == table["variants"]["mm_lp"]["sensitivity"]
+    text = (run_dir / "report" / "table.md").read_text()
+    assert "## Harvesting in rounds" in text and "| 2 | FPN-3DCE + MM + LP (ours) |" in text
+    logs: list[str] = []
+    run_pipeline(cfg, run_dir, log=logs.append)
+    assert all(line.endswith("skipped") for line in logs), logs

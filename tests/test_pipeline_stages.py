@@ -145,3 +145,19 @@ def test_data_that_cannot_give_a_result_is_refused_before_training(tmp_path):
     (tmp_path / "ok" / "Images_png" / "000004_01_01" / "001.png").unlink()      # a test key slice's PNG
     with pytest.raises(FileNotFoundError, match="1 key slice.*have no PNG"):
         check_data(cfg, DataPaths(tmp_path / "ok", ann, None, False))
+
+
+def test_rounds_are_the_same_stages_per_round_each_resumable(fake_pipeline, tmp_path):
+    """pipeline.rounds = 2: round 2 predicts with round 1's MM + LP model, remakes the label sets,
+    retrains and evaluates them; the baseline is trained once."""
+    run_dir = tmp_path / "run"
+    rounds = ["pipeline.rounds=2", "pipeline.variants=[baseline, lp, mm_lp]"]
+    ran = fake_pipeline(run_dir, *rounds)
+    second = {"predict_train_r2", "labels_r2", "train_lp_r2", "train_mm_lp_r2", "eval_lp_r2", "eval_mm_lp_r2"}
+    assert second <= ran and "train_baseline_r2" not in ran and "eval_baseline_r2" not in ran
+    assert (run_dir / "round2" / "labels" / "labels_mm_lp.csv").is_file()
+    assert fake_pipeline(run_dir, *rounds) == set()
+    # round 1's teacher output changes -> everything after it, both rounds
+    assert fake_pipeline(run_dir, *rounds, "labels.score=0.5") >= second | {"labels", "train_mm_lp"}
+    with pytest.raises(ValueError, match="pipeline.rounds > 1 needs mm_lp"):
+        fake_pipeline(tmp_path / "x", "pipeline.rounds=2", "pipeline.variants=[baseline, lp]")

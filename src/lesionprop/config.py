@@ -139,6 +139,7 @@ class PipelineConfig:
     parallel_trainings: int = 1             # retrains run side by side (CPU threads split between them)
     eval_3d_slices: int = 0                 # n > 0: also the 3D lens evaluation on test slices K-n..K+n; 0 = off
     variants: tuple[str, ...] = VARIANT_NAMES       # lesionprop.variants; baseline always runs
+    rounds: int = 1                         # harvesting rounds: round r's teacher is round r-1's MM + LP model
     extra_label_sets: dict[str, str] = field(default_factory=dict)   # name -> a label file of your own (e.g. reviewed)
     synth_series: int = 100
     synth_seed: int = 0

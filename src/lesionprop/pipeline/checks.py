@@ -51,6 +51,11 @@ def check_settings(cfg: Config, world: int = 1) -> None:
     if t.batch_size < 1 or t.batch_size % world:
         raise ConfigError(f"train.batch_size={t.batch_size} must be a positive multiple of the number of "
                           f"processes ({world})")
+    if p.rounds < 1:
+        raise ConfigError(f"pipeline.rounds must be >= 1, got {p.rounds}")
+    if p.rounds > 1 and "mm_lp" not in p.variants:
+        raise ConfigError("pipeline.rounds > 1 needs mm_lp in pipeline.variants: round r's teacher is round "
+                          "r - 1's MM + LP model")
     if p.parallel_trainings < 1:
         raise ConfigError(f"pipeline.parallel_trainings must be >= 1, got {p.parallel_trainings}")
     _check_weights(cfg)

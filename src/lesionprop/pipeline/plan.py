@@ -116,13 +116,13 @@ def variants(cfg: Config) -> list[str]:
     return list(dict.fromkeys(out + list(cfg.pipeline.extra_label_sets)))
 
 
-def label_input(name: str) -> str:
-    """The input a variant's model learns from: the human labels, a label set this run makes, or
-    the user's own file."""
+def label_input(name: str, r: int = 1) -> str:
+    """The input a variant's model learns from in round ``r``: the human labels, a label set this
+    run makes, or the user's own file."""
     if name == "baseline":
         return "annotations"
     if name in BY_NAME:
-        return f"labels/{BY_NAME[name].label_file}"
+        return f"{round_dir(r)}labels/{BY_NAME[name].label_file}"
     return f"label:{name}"
 
 
@@ -131,9 +131,20 @@ def model_dir(name: str, finetune: bool) -> str:
     return "models/baseline_finetuned" if name == "baseline" and finetune else f"models/{name}"
 
 
+def round_dir(r: int) -> str:
+    """Where round ``r``'s files live in the run folder: round 1 at the top, round r in ``round<r>/``."""
+    return "" if r == 1 else f"round{r}/"
+
+
+def teacher(r: int) -> str:
+    """The checkpoint whose TTA predictions make round ``r``'s label sets: the baseline in round 1,
+    the previous round's MM + LP model after it."""
+    return "models/baseline/best.pt" if r == 1 else f"{round_dir(r - 1)}models/mm_lp/best.pt"
+
+
 def build_stages(cfg: Config, paths: DataPaths) -> list[Stage]:
-    """Every stage of a run, in order: data, baseline, TTA predictions, label sets, retrains,
-    evaluations, report."""
+    """Every stage of a run, in order: data, baseline, then per round the teacher's TTA
+    predictions, the label sets, the retrains and their evaluations; the report last."""
     finetune = cfg.pipeline.retrain_from == "baseline"
     names = variants(cfg)
     stages: list[Stage] = []
@@ -145,38 +156,51 @@ def build_stages(cfg: Config, paths: DataPaths) -> list[Stage]:
                         outputs=(base,), workdir="models/baseline", ranks="all",
                         params={"labels": "annotations", "run": "models/baseline", "init": None, "retrain": False}))
     needs_sets = any(v in BY_NAME and BY_NAME[v].label_file for v in names)
-    if needs_sets:
-        stages.append(Stage("predict_train", predict_train_body, config=LABEL_PREDICT_CONFIG,
-                            inputs=("dataset", "annotations", base), outputs=("preds/train_tta.csv",), ranks="all"))
-        stages.append(Stage("labels", labels_body, config=("labels",), inputs=("annotations", "preds/train_tta.csv"),
-                            outputs=tuple(f"labels/{v.label_file}" for v in LABEL_SETS)))
-    checkpoints = {"baseline": base}
-    for v in names:
-        if v == "baseline" and not finetune:
-            continue        # from scratch, the baseline's retrain on the human labels is the baseline itself
-        # fine-tuning: the baseline row is the baseline fine-tuned on the human labels alone, for as
-        # many iterations as the other variants, so that extra training is not credited to pseudo-labels
-        run = model_dir(v, finetune)
-        stages.append(Stage(f"train_{Path(run).name}", train_body, config=RETRAIN_CONFIG,
-                            inputs=("dataset", label_input(v)) + ((base,) if finetune else ()),
-                            outputs=(f"{run}/best.pt",), workdir=run, ranks="all", group="retrain",
-                            params={"labels": label_input(v), "run": run, "init": base if finetune else None,
-                                    "retrain": True}))
-        checkpoints[v] = f"{run}/best.pt"
-    for v in names:
-        stages.append(Stage(f"eval_{v}", eval_body, config=("pipeline.eval_3d_slices", "predict.amp"),
-                            inputs=("dataset", "annotations", "truth", checkpoints[v]),
-                            outputs=(f"eval/{v}.json", f"preds/test_{v}.csv"), ranks="all",
-                            params={"variant": v, "checkpoint": checkpoints[v]}))
+    rounds = cfg.pipeline.rounds if needs_sets else 1
+    checkpoints = {(1, "baseline"): base}
+    for r in range(1, rounds + 1):
+        d, suffix = round_dir(r), "" if r == 1 else f"_r{r}"
+        if needs_sets:
+            stages.append(Stage(f"predict_train{suffix}", predict_train_body, config=LABEL_PREDICT_CONFIG,
+                                inputs=("dataset", "annotations", teacher(r)), outputs=(f"{d}preds/train_tta.csv",),
+                                ranks="all", params={"teacher": teacher(r), "out": f"{d}preds/train_tta.csv"}))
+            stages.append(Stage(f"labels{suffix}", labels_body, config=("labels",),
+                                inputs=("annotations", f"{d}preds/train_tta.csv"),
+                                outputs=tuple(f"{d}labels/{v.label_file}" for v in LABEL_SETS),
+                                params={"preds": f"{d}preds/train_tta.csv", "out": f"{d}labels"}))
+        # round 1 trains every variant; later rounds the label sets the new teacher remakes
+        trained = names if r == 1 else [v for v in names if v in BY_NAME and BY_NAME[v].label_file]
+        for v in trained:
+            if v == "baseline" and not finetune:
+                continue    # from scratch, the baseline's retrain on the human labels is the baseline itself
+            # fine-tuning: the baseline row is the baseline fine-tuned on the human labels alone, for as
+            # many iterations as the other variants, so that extra training is not credited to pseudo-labels
+            run = d + model_dir(v, finetune)
+            stages.append(Stage(f"train_{Path(run).name}{suffix}", train_body, config=RETRAIN_CONFIG,
+                                inputs=("dataset", label_input(v, r)) + ((base,) if finetune else ()),
+                                outputs=(f"{run}/best.pt",), workdir=run, ranks="all", group=f"retrain{suffix}",
+                                params={"labels": label_input(v, r), "run": run, "init": base if finetune else None,
+                                        "retrain": True}))
+            checkpoints[(r, v)] = f"{run}/best.pt"
+        for v in (names if r == 1 else trained):
+            stages.append(Stage(f"eval_{v}{suffix}", eval_body, config=("pipeline.eval_3d_slices", "predict.amp"),
+                                inputs=("dataset", "annotations", "truth", checkpoints[(r, v)]),
+                                outputs=(f"{d}eval/{v}.json", f"{d}preds/test_{v}.csv"), ranks="all",
+                                params={"variant": v, "checkpoint": checkpoints[(r, v)],
+                                        "json": f"{d}eval/{v}.json", "preds": f"{d}preds/test_{v}.csv"}))
     from lesionprop.pipeline.report import BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL
 
     label_files = {v: label_input(v) for v in names if v != "baseline"}
+    later = [f"{round_dir(r)}{kind}" for r in range(2, rounds + 1) for kind in
+             ["preds/train_tta.csv", *(f"labels/{v.label_file}" for v in LABEL_SETS),
+              *(f"eval/{v}.json" for v in names if v in BY_NAME and BY_NAME[v].label_file),
+              *(f"preds/test_{v}.csv" for v in names if v in BY_NAME and BY_NAME[v].label_file)]]
     stages.append(Stage("report", report_body, config=REPORT_CONFIG,
                         inputs=("dataset", "annotations", "truth", *(f"eval/{v}.json" for v in names),
                                 *(f"preds/test_{v}.csv" for v in names), *label_files.values(),
-                                *(("preds/train_tta.csv",) if needs_sets else ())),
+                                *(("preds/train_tta.csv",) if needs_sets else ()), *later),
                         outputs=("report/table.json", "report/table.md"),
-                        params={"variants": names, "label_files": label_files},
+                        params={"variants": names, "label_files": label_files, "rounds": rounds},
                         constants=(BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL, list(FPS))))
     return stages
 
@@ -223,9 +247,9 @@ def train_body(ctx: StageContext) -> dict[str, Any]:
 def predict_train_body(ctx: StageContext) -> dict[str, Any]:
     from lesionprop.engine.predict import predict
 
-    p = predict(ctx.run_dir / "models" / "baseline" / "best.pt", ctx.path("root"), ctx.path("annotations"),
+    p = predict(ctx.run_dir / ctx.params["teacher"], ctx.path("root"), ctx.path("annotations"),
                 slices="both", split="train", tta=ctx.cfg.pipeline.label_tta,
-                out_csv=ctx.run_dir / "preds" / "train_tta.csv", run_cfg=ctx.cfg)
+                out_csv=ctx.run_dir / ctx.params["out"], run_cfg=ctx.cfg)
     return {} if p is None else {"predictions": len(p.scores)}        # None: not rank 0
 
 
@@ -234,8 +258,8 @@ def labels_body(ctx: StageContext) -> dict[str, Any]:
     from lesionprop.predictions import read_predictions
 
     rows = read_annotations(ctx.path("annotations"))
-    sets = label_sets(rows, read_predictions(ctx.run_dir / "preds" / "train_tta.csv"), ctx.cfg.labels, split="train")
-    write_label_sets(ctx.run_dir / "labels", rows, sets)
+    sets = label_sets(rows, read_predictions(ctx.run_dir / ctx.params["preds"]), ctx.cfg.labels, split="train")
+    write_label_sets(ctx.run_dir / ctx.params["out"], rows, sets)
     return {f"new_rows_{k}": len(v) for k, v in sets.items()}
 
 
@@ -247,12 +271,12 @@ def eval_body(ctx: StageContext) -> dict[str, Any]:
     from lesionprop.engine.predict import predict
     from lesionprop.eval.froc import evaluate
 
-    v, n3d = ctx.params["variant"], ctx.cfg.pipeline.eval_3d_slices
+    n3d = ctx.cfg.pipeline.eval_3d_slices
     annotations, truth = ctx.path("annotations"), ctx.sources.get("truth")
     truth = Path(truth) if truth is not None and Path(truth).is_file() else None
     preds = predict(ctx.run_dir / ctx.params["checkpoint"], ctx.path("root"), annotations,
                     slices="range" if n3d else "key", split="test", tta="none",
-                    out_csv=ctx.run_dir / "preds" / f"test_{v}.csv", window=n3d or None, run_cfg=ctx.cfg)
+                    out_csv=ctx.run_dir / ctx.params["preds"], window=n3d or None, run_cfg=ctx.cfg)
     if not distributed.setup().main:
         return {}
     rows = read_annotations(annotations)
@@ -262,7 +286,7 @@ def eval_body(ctx: StageContext) -> dict[str, Any]:
     out: dict[str, Any] = {k: r.to_dict(curve=True) for k, r in res.items()}
     if truth is not None and n3d:
         out["lens"] = _lens_dict(rows, preds, truth, n3d)
-    with atomic_write(ctx.run_dir / "eval" / f"{v}.json") as fh:
+    with atomic_write(ctx.run_dir / ctx.params["json"]) as fh:
         json.dump(out, fh, indent=2)
     return {k: r["sensitivity"] for k, r in out.items()}
 
@@ -320,7 +344,13 @@ def report_body(ctx: StageContext) -> dict[str, Any]:
     truth = ctx.sources.get("truth")
     label_files = {v: ctx.path(f) for v, f in ctx.params["label_files"].items()}
     train_preds = ctx.run_dir / "preds" / "train_tta.csv"
-    return write_report(result, ctx.run_dir / "report", root=ctx.path("root"), annotations=ctx.path("annotations"),
+    info = write_report(result, ctx.run_dir / "report", root=ctx.path("root"), annotations=ctx.path("annotations"),
                         truth=Path(truth) if truth else None, label_files=label_files, fps=FPS,
                         pred_files={v: ctx.run_dir / "preds" / f"test_{v}.csv" for v in names},
                         setup=describe_setup(ctx.cfg), train_preds=train_preds if train_preds.is_file() else None)
+    if ctx.params["rounds"] > 1:
+        from lesionprop.pipeline.rounds import write_rounds
+
+        write_rounds(ctx.run_dir, ctx.run_dir / "report", ctx.params["rounds"], names, ctx.path("annotations"),
+                     Path(truth) if truth else None, FPS)
+    return info
