@@ -13,6 +13,8 @@ each seed's pseudo-label precision and recall against truth.
     python benchmarks/bench_pipeline.py --seeds 0 1 2 --jobs 2 --preset demo \
         --set pipeline.parallel_trainings=1 --out bench_out/pipeline
     python benchmarks/bench_pipeline.py --seeds 0 1 2 --out bench_out/pipeline --summarize-only
+    python benchmarks/bench_pipeline.py --seeds 0 1 2 --jobs 2 --set pipeline.rounds=3 \
+        --set "pipeline.variants=[baseline, mm_lp]" --set pipeline.parallel_trainings=1 --out bench_out/rounds
 
 Results: ``OUT/summary.md`` and ``OUT/summary.json`` (copy the tables into
 ``benchmarks/results/pipeline.md``).  ``--summarize-only`` recomputes them from
@@ -77,7 +79,8 @@ def run_outcomes(run: Path, variants: list[str]) -> tuple[list, list | None]:
     truth = read_annotations(truth_csv) if truth_csv.is_file() else None
     official, complete = [], [] if truth is not None else None
     for v in variants:
-        preds = read_predictions(run / "preds" / f"test_{v}.csv")
+        name, _, r = v.partition("@r")            # "mm_lp@r3": round 3's MM + LP model (pipeline.rounds)
+        preds = read_predictions(run / (f"round{r}" if r else "") / "preds" / f"test_{name}.csv")
         official.append(evaluate(rows, preds, split="test", fps=FPS).outcomes)
         if truth is not None:
             complete.append(evaluate(rows, preds, split="test", fps=FPS, truth=truth).outcomes)
@@ -100,10 +103,65 @@ def summarize_background(runs: dict[int, Path], n_boot: int, seed: int) -> dict:
         out[kind] = c.to_dict()
         out[kind]["per_seed"] = {str(s): {v: _sens(tables[s], kind, v) for v in variants} for s in seeds}
     out["label_quality"] = {str(s): tables[s].get("label_quality", {}) for s in seeds}
+    rounds = min(len(t.get("rounds", [])) for t in tables.values())
+    if rounds > 1:
+        out["rounds"] = summarize_rounds(runs, tables, rounds, n_boot, seed)
     from lesionprop.pipeline.report import model_validation      # from metrics.jsonl: older runs too
 
     out["validation"] = {str(s): model_validation(runs[s] / "models", variants) for s in seeds}
     return out
+
+
+def summarize_rounds(runs: dict[int, Path], tables: dict[int, dict], rounds: int, n_boot: int, seed: int) -> dict:
+    """Harvesting in rounds: each later round's MM + LP model against round 1's (paired, pooled
+    over seeds, official and truth), and the label sets' quality per round and seed."""
+    from lesionprop.eval.compare import pooled_comparison
+
+    names = ["mm_lp"] + [f"mm_lp@r{r}" for r in range(2, rounds + 1)]
+    per_seed = {s: run_outcomes(runs[s], names) for s in sorted(runs)}
+    out: dict = {"rounds": rounds, "compared": names}
+    for kind, k in (("official", 0), ("truth", 1)):
+        if all(per_seed[s][k] is not None for s in per_seed):
+            out[kind] = pooled_comparison([per_seed[s][k] for s in per_seed], names, FPS, n_boot=n_boot,
+                                          seed=seed).to_dict()
+    out["label_quality"] = {str(s): {str(e["round"]): e.get("label_quality", {}) for e in t["rounds"][:rounds]}
+                            for s, t in tables.items()}
+    return out
+
+
+def rounds_markdown(name: str, summary: dict) -> str:
+    rs = summary["rounds"]
+    lines = [f"**{name}, harvesting in rounds** ({rs['rounds']} rounds; round r's labels from round r - 1's "
+             "MM + LP model)", "", "Pseudo-labels per round (training split, against truth; summed over seeds):", "",
+             "| round | labels | boxes | precision | missing key-slice lesions recovered | "
+             "unlabeled K+/-1 lesion slices covered |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in range(1, rs["rounds"] + 1):
+        for labels in ("mm", "mm_lp"):
+            q = [rs["label_quality"][s][str(r)][labels] for s in rs["label_quality"]
+                 if labels in rs["label_quality"][s].get(str(r), {})]
+            if not q:
+                continue
+            tot = {k: sum(x[k] for x in q) for k in ("boxes", "correct", "missing_recovered", "missing_targets",
+                                                      "neighbour_recovered", "neighbour_targets")}
+            frac = lambda a, b: _pct(tot[a] / tot[b] if tot[b] else float("nan"))     # noqa: E731
+            lines.append(f"| {r} | {labels} | {tot['boxes']} | {frac('correct', 'boxes')} | "
+                         f"{tot['missing_recovered']}/{tot['missing_targets']} ({frac('missing_recovered', 'missing_targets')}) | "
+                         f"{tot['neighbour_recovered']}/{tot['neighbour_targets']} "
+                         f"({frac('neighbour_recovered', 'neighbour_targets')}) |")
+    for kind, title in (("official", "official key-slice labels"), ("truth", "complete truth labels")):
+        if kind not in rs:
+            continue
+        c = rs[kind]
+        lines += ["", f"MM + LP of each later round against round 1's, {title} (paired, pooled over seeds; points; "
+                      "P = share of resamples with a difference > 0):", "",
+                  "| model | " + " | ".join(f"{f:g} FP" for f in FPS) + " | mean 0.5-8 |",
+                  "|" + " --- |" * (len(FPS) + 2)]
+        for v, d in c["differences"].items():
+            cells = [_cell(x, lo, hi, "+") + f" P={p:.2f}" for x, lo, hi, p in
+                     zip(d["diff"], d["ci_low"], d["ci_high"], d["p_gt_0"])]
+            lines.append(f"| {v} | " + " | ".join(cells) + f" | {_cell(d['mean_diff'], *d['mean_ci'], '+')} "
+                         f"P={d['mean_p_gt_0']:.2f} |")
+    return "\n".join(lines)
 
 
 def _sens(table: dict, kind: str, v: str) -> list[float]:
@@ -217,6 +275,8 @@ def main() -> int:
             if kind in summary[bg]:
                 md += [markdown(bg, summary[bg], kind, title), ""]
         md += [quality_markdown(bg, summary[bg]), "", validation_markdown(bg, summary[bg]), ""]
+        if "rounds" in summary[bg]:
+            md += [rounds_markdown(bg, summary[bg]), ""]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text("\n".join(md))
     print("\n".join(md))
