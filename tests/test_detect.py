@@ -291,7 +291,7 @@ def test_dicom_seg_holds_every_lesion_with_its_whole_mask(four_slices, tmp_path)
     """Segment number = lesion id for every lesion, the hidden one included; segments overlap."""
     import pydicom
 
-    from lesionprop.scan.outputs import sop_uids, write_dicom_seg
+    from lesionprop.scan.outputs import write_dicom_seg
 
     vol = load_ct(four_slices)
     t, z, boxes, scores, shape = _covered_case(vol.hu.shape)
@@ -305,7 +305,8 @@ def test_dicom_seg_holds_every_lesion_with_its_whole_mask(four_slices, tmp_path)
     assert (int(seg.Rows), int(seg.Columns)) == vol.hu.shape[1:]       # whole slices (no --seg-crop)
     assert {fg.DerivationImageSequence[0].SourceImageSequence[0].SpatialLocationsPreserved
             for fg in seg.PerFrameFunctionalGroupsSequence} == {"YES"}
-    uids = [sop_uids(pydicom.dcmread(f))[1] for f in vol.files]
+    uids = [ref.sop_instance_uid for ref in vol.dicom.slices]
+    assert uids == [str(pydicom.dcmread(f).file_meta.MediaStorageSOPInstanceUID) for f in vol.files]
     ref = seg.ReferencedSeriesSequence[0]                               # every slice referenced, not only framed ones
     assert {r.ReferencedSOPInstanceUID for r in ref.ReferencedInstanceSequence} == set(uids)
     for k, m in enumerate(masks):
@@ -409,7 +410,7 @@ def test_detect_over_the_seg_budget_writes_the_label_map_form(four_slices, tmp_p
     assert main(["detect", str(four_slices), "--checkpoint", str(stub), "--out", str(out)] + extra) == 0
     printed = capsys.readouterr().out
     rows_, cols_ = load_ct(four_slices).hu.shape[1:]                     # whole-slice frames (no --seg-crop)
-    from lesionprop.scan.run import _size
+    from lesionprop.scan.record import _size
 
     need = outputs.stacked_seg_bytes(2, rows_, cols_, 3, 2 + 1 + 1)
     note = ("label-map form, one lesion per voxel as in lesions.nii.gz (the stacked form needs "
@@ -518,14 +519,15 @@ def test_detect_dicom_tables_and_label_volume(dicom_run, shared_data):
     assert img.shape == (512, 512, 20) and img.get_data_dtype() == np.uint16
     np.testing.assert_allclose(img.affine, LPS_TO_RAS @ vol.affine)
     np.testing.assert_allclose(meta["affine_voxel_to_lps_mm"], vol.affine, atol=1e-6)
-    lab = np.asarray(img.dataobj).transpose(2, 1, 0)                       # -> (z, y, x) display
+    lab = np.asarray(img.dataobj)                                           # (i, j, k): column, row, slice
     best = meta["lesions"][0]                                              # never overwritten
-    zz, yy, xx = np.nonzero(lab == 1)
-    assert (xx.min(), yy.min(), zz.min(), xx.max(), yy.max(), zz.max()) == tuple(
-        best[k] for k in ("voxel_x1", "voxel_y1", "voxel_z1", "voxel_x2", "voxel_y2", "voxel_z2"))
-    assert best["slice_first"] == best["voxel_z1"] + 1 and best["slice_last"] == best["voxel_z2"] + 1
-    # the patient box holds the centres of its corner voxels
-    lo = voxel_to_patient(vol.affine, [best["voxel_x1"], best["voxel_y1"], best["voxel_z2"]])[0]
+    ii, jj, kk = np.nonzero(lab == 1)
+    assert (ii.min(), jj.min(), kk.min(), ii.max(), jj.max(), kk.max()) == tuple(
+        best[k] for k in ("voxel_i1", "voxel_j1", "voxel_k1", "voxel_i2", "voxel_j2", "voxel_k2"))
+    assert best["slice_first"] == best["voxel_k1"] + 1 and best["slice_last"] == best["voxel_k2"] + 1
+    # this series is stored in display orientation: (i, j, k) = (x, y, z); the patient box holds the
+    # centres of its corner voxels
+    lo = voxel_to_patient(vol.affine, [best["voxel_i1"], best["voxel_j1"], best["voxel_k2"]])[0]
     assert best["lps_x_min_mm"] <= lo[0] and best["lps_y_min_mm"] <= lo[1] and best["lps_z_min_mm"] <= lo[2]
     preds = _csv(dicom_run / "predictions.csv")                      # every kept box, file frame
     assert sum(les["n_boxes"] for les in meta["lesions"]) <= len(preds)
@@ -536,14 +538,16 @@ def test_detect_dicom_seg_references_the_series(dicom_run, shared_data):
     import nibabel as nib
     import pydicom
 
-    from lesionprop.scan.outputs import sop_uids
-
     seg = pydicom.dcmread(dicom_run / "lesions_seg.dcm")
     assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
     sources = [pydicom.dcmread(f) for f in _dicoms(shared_data)]
     ref = seg.ReferencedSeriesSequence[0]
-    assert ref.SeriesInstanceUID == sources[0].SeriesInstanceUID
-    assert {r.ReferencedSOPInstanceUID for r in ref.ReferencedInstanceSequence} == {sop_uids(s)[1] for s in sources}
+    generated = json.loads((dicom_run / "lesions.json").read_text())["generated_uids"]
+    assert sources[0].SeriesInstanceUID == "" and sources[0].StudyInstanceUID == ""      # anonymised source
+    assert ref.SeriesInstanceUID == generated["SeriesInstanceUID"] and seg.StudyInstanceUID == generated[
+        "StudyInstanceUID"]
+    assert {r.ReferencedSOPInstanceUID for r in ref.ReferencedInstanceSequence} == {
+        str(s.file_meta.MediaStorageSOPInstanceUID) for s in sources}
     rows = json.loads((dicom_run / "lesions.json").read_text())["lesions"]
     assert [int(s.SegmentNumber) for s in seg.SegmentSequence] == [r["id"] for r in rows] == [1, 2, 3, 4]
     assert [s.TrackingID for s in seg.SegmentSequence] == [f"lesion {r['id']}" for r in rows]
@@ -562,7 +566,7 @@ def test_detect_dicom_seg_references_the_series(dicom_run, shared_data):
         assert not ((display == r["id"]) & ~mine).any()
         zz, yy, xx = np.nonzero(mine)
         assert (xx.min(), yy.min(), zz.min(), xx.max(), yy.max(), zz.max()) == tuple(
-            r[c] for c in ("voxel_x1", "voxel_y1", "voxel_z1", "voxel_x2", "voxel_y2", "voxel_z2"))
+            r[c] for c in ("voxel_i1", "voxel_j1", "voxel_k1", "voxel_i2", "voxel_j2", "voxel_k2"))
 
 
 class _Links(HTMLParser):
@@ -650,14 +654,14 @@ def test_detect_with_the_shipped_detector_name(tmp_path, capsys):
     meta = json.loads((out / "lesions.json").read_text())
     assert meta["shipped_detector"] == "synthetic-cpu-detector" and meta["checkpoint"].endswith("cpu_synth_detector.pt")
     page = (out / "index.html").read_text()
-    assert "checkpoint: synthetic-cpu-detector" in page and "not a clinical detector" in page
+    assert "<td>detector</td><td>synthetic-cpu-detector, TTA none, score &gt;= 0</td>" in page
+    assert "not a clinical detector" in page
 
 
 @pytest.mark.parametrize("what, edit, message", [
     ("modality", lambda i, ds: setattr(ds, "Modality", "MR") if i == 1 else None, "not a CT image (Modality = 'MR')"),
     ("localizer", lambda i, ds: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "LOCALIZER"]) if i == 0 else None,
      "a localizer (scout) image"),
-    ("mixed", lambda i, ds: setattr(ds, "SeriesInstanceUID", "1.2.3.4") if i == 2 else None, "mixed series"),
 ])
 def test_detect_bad_dicom_is_one_line(shared_data, checkpoint, tmp_path, capsys, what, edit, message):
     folder = _edit(_dicoms(shared_data)[:5], tmp_path / what, edit)
@@ -692,13 +696,15 @@ def test_detect_seg_frames_follow_a_mirrored_series(shared_data, checkpoint, tmp
                  "--max-lesions", "2", "--device", "cpu"]) == 0
     vol = load_ct(folder)
     assert vol.meta["flip_cols"]
-    display = np.asarray(nib.load(str(out / "lesions.nii.gz")).dataobj).transpose(2, 1, 0)
+    stored = np.asarray(nib.load(str(out / "lesions.nii.gz")).dataobj).transpose(2, 1, 0)    # stored (k, j, i)
+    display = stored[:, :, ::-1]                                      # columns toward the patient's left
     best = json.loads((out / "lesions.json").read_text())["lesions"][0]
     px, _ = _seg_in_display(out / "lesions_seg.dcm", vol)             # stored columns -> display
     mine = px[..., 0]
     assert mine.sum() == best["voxels"] and not ((display == 1) & ~mine).any()
     zz, yy, xx = np.nonzero(mine)
-    assert (xx.min(), xx.max()) == (best["voxel_x1"], best["voxel_x2"])
+    width = display.shape[2]
+    assert (width - 1 - xx.max(), width - 1 - xx.min()) == (best["voxel_i1"], best["voxel_i2"])   # stored columns
 
 
 @pytest.mark.parametrize("args, message", [
