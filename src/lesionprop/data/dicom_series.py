@@ -75,8 +75,8 @@ def _group(ds, frame: int, name: str):
     """Item ``name`` of frame ``frame``'s functional groups (per-frame first, then shared), or None."""
     for seq, i in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
         items = ds.get(seq)
-        if items is not None and len(items) > i and name in items[i] and len(items[i][name]):
-            return items[i][name][0]
+        if items is not None and len(items) > i and items[i].get(name):
+            return items[i].get(name)[0]
     return None
 
 
@@ -146,6 +146,19 @@ def _check_same(frames: list[dict], folder: Path) -> None:
         if not np.allclose(fr["spacing"], first["spacing"], rtol=1e-4):
             raise VolumeError(f"{_where(fr)}: inconsistent spacing in {folder} (PixelSpacing {fr['spacing'].tolist()} "
                               f"differs from {first['spacing'].tolist()} of {label})")
+
+
+def _check_instance_numbers(frames: list[dict], folder: Path) -> None:
+    """Files without SeriesInstanceUID that share an InstanceNumber are two series nothing else told
+    apart (:data:`lesionprop.data.dicom_scan.SERIES_TRAITS`): stacking them would mix them silently."""
+    seen: dict[float, Path] = {}
+    for fr in frames:
+        if fr["frame"] is None and fr["instance"] is not None:
+            if fr["instance"] in seen:
+                raise VolumeError(f"{fr['file']}: InstanceNumber {fr['instance']:g} also in {seen[fr['instance']].name}: "
+                                  f"two series without SeriesInstanceUID in {folder} that nothing else tells apart "
+                                  "(same SeriesNumber, SeriesDescription, kernel, thickness); put each in its own folder")
+            seen[fr["instance"]] = Path(fr["file"])
 
 
 def padding_mask(stored: np.ndarray, ds) -> np.ndarray | None:
@@ -240,6 +253,8 @@ def load_series(series: SeriesFiles, study_uid: str | None = None) -> CTVolume:
         raise VolumeError(f"{bad.path}: {bad.reason}")
     frames = [fr for f in series.files for fr in _frames(f, _read(f))]
     _check_same(frames, folder)
+    if not series.series_uid:
+        _check_instance_numbers(frames, folder)
     orient = frames[0]["orientation"]
     transform = display_transform(orient)
     if transform is None:
