@@ -219,12 +219,9 @@ def _write_dicom(out: Path, vol: CTVolume, sources, rows, table, masks, plan, la
     from lesionprop.scan.outputs import build_dicom_seg
     from lesionprop.scan.report_sr import build_measurement_report, write_measurement_report
 
-    with warnings.catch_warnings():
-        # highdicom notes each frame it cannot tie to one source image (resampled or cropped frames)
-        warnings.filterwarnings("ignore", module="highdicom")
-        seg = build_dicom_seg(vol, masks, table.id, table.score, plan=plan, labels_zyx=labels, coverage=coverage,
-                              sources=sources)
-        sr = build_measurement_report(vol, rows, table.key_z, table.key_box, seg, sources)
+    seg = build_dicom_seg(vol, masks, table.id, table.score, plan=plan, labels_zyx=labels, coverage=coverage,
+                          sources=sources)
+    sr = build_measurement_report(vol, rows, table.key_z, table.key_box, seg, sources)
     with atomic_write(out / "lesions_seg.dcm", "wb") as fh:
         seg.save_as(fh)
     write_measurement_report(out / "lesions_sr.dcm", sr)
