@@ -578,31 +578,56 @@ class _Links(HTMLParser):
         self.links += [v for k, v in attrs if (tag, k) in (("img", "src"), ("a", "href"))]
 
 
+def _chromium(tmp_path: Path, *args: str, timeout: int = 120) -> str:
+    """Headless Chromium with a fresh profile (skips the test where it is not installed); returns stdout."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium): page not rendered")
+    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
+    done = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}", *args],
+                          check=True, capture_output=True, text=True, timeout=timeout)
+    return done.stdout
+
+
 def test_detect_page_links_and_headless_chromium(dicom_run, tmp_path):
     parser = _Links()
     parser.feed((dicom_run / "index.html").read_text())
     images = [link for link in parser.links if link.endswith(".png")]
-    assert len(images) >= 4 * 4 - 2                          # 4 lesions x (slice, above, key, below) minus edges
+    assert len(images) >= 3 * (4 * 4 - 2)                    # 3 windows x 4 lesions x (slice, above, key, below)
     page = (dicom_run / "index.html").read_text()
     for link in parser.links:
         if link.startswith("#"):                             # another lesion's block on the page
             assert f"id='{link[1:]}'" in page, link
         else:
             assert (dicom_run / link).is_file(), link
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (apt-get install chromium): page not rendered")
+    for window in ("soft tissue (W 400, L 40)", "lung (W 1500, L -600)", "bone (W 1800, L 400)"):
+        assert window in page
+    assert "<td>SeriesInstanceUID</td><td class=gen>" in page and "CT Body 3.0" in page
+    assert "InstanceNumber" in page and "SliceLocation" in page
     shot = tmp_path / "page.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--window-size=1100,900", f"--screenshot={shot}", (dicom_run / "index.html").as_uri()],
-                   check=True, capture_output=True, timeout=120)
+    _chromium(tmp_path, "--hide-scrollbars", "--window-size=1100,900", f"--screenshot={shot}",
+              (dicom_run / "index.html").as_uri())
     import cv2
 
     img = cv2.imread(str(shot))
     assert img is not None and img.shape[:2] == (900, 1100)
     grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    assert grey.std() > 20                                    # not blank: text and CT figures
-    assert (grey < 30).mean() > 0.05                          # the dark CT figures rendered
+    assert grey.std() > 20                                    # not blank: text and the table
+
+
+def test_detect_page_sorts_its_summary_in_chromium(dicom_run, tmp_path):
+    """The summary's script, run by Chromium: ``#sort=-hu_max`` orders the rows by max HU, descending."""
+    rows = json.loads((dicom_run / "lesions.json").read_text())["lesions"]
+    dom = _chromium(tmp_path, "--virtual-time-budget=2000", "--dump-dom", (dicom_run / "index.html").as_uri() +
+                    "#sort=-hu_max")
+    body = dom[dom.index("<table class=\"summary\""):]
+    body = body[:body.index("</table>")]
+    order = [int(m) for m in __import__("re").findall(r"href=\"#lesion-(\d+)\"", body)]
+    expected = [r["id"] for r in sorted(rows, key=lambda r: -r["hu_max"])]
+    assert sorted(order) == sorted(expected) and [rows[i - 1]["hu_max"] for i in order] == [
+        rows[i - 1]["hu_max"] for i in expected]
+    assert 'aria-sort="descending"' in body
 
 
 def test_detect_nifti_keeps_the_input_grid(shared_data, checkpoint, tmp_path):
@@ -620,6 +645,11 @@ def test_detect_nifti_keeps_the_input_grid(shared_data, checkpoint, tmp_path):
     assert len(rows) == 3
     data = np.asarray(lab.dataobj)
     assert set(np.unique(data)) <= {0, 1, 2, 3} and (data == 1).any()
+    best = json.loads((out / "lesions.json").read_text())["lesions"][0]      # never overwritten in the labels
+    ii, jj, kk = np.nonzero(data == 1)                                        # the file's own index order
+    assert (ii.min(), jj.min(), kk.min(), ii.max(), jj.max(), kk.max()) == tuple(
+        best[k] for k in ("voxel_i1", "voxel_j1", "voxel_k1", "voxel_i2", "voxel_j2", "voxel_k2"))
+    assert best["key_instance_number"] is None and best["hu_mean"] is not None
 
 
 def test_detect_on_a_deeplesion_layout_series(tiny_synth, checkpoint, tmp_path):
