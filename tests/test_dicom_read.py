@@ -173,5 +173,6 @@ def test_a_study_folder_is_scanned_series_by_series(six, tmp_path):
     assert [(s.folder.name, len(s.files), s.series_uid) for s in scan.series] == [
         ("CT_abdomen", 3, ""), ("CT_lung", 3, "1.2.826.0.1.3680043.10.1234.77")]
     assert [p.path.name for p in scan.skipped] == ["notes.txt"]
-    with pytest.raises(VolumeError, match="no DICOM image files in the series folder"):
+    with pytest.raises(VolumeError, match=r"study: no DICOM image files in the folder itself, but 2 series in its "
+                                          r"subfolders \(e.g. .*CT_abdomen\): give one series folder"):
         load_ct(tmp_path / "study")                      # import reads one series folder

@@ -78,6 +78,11 @@ def load_dicom_series(folder: str | os.PathLike) -> CTVolume:
     folder = Path(folder)
     scan = scan_folder(folder, recursive=False)
     if not scan.series:
+        below = scan_folder(folder).series
+        if below:
+            raise VolumeError(f"{folder}: no DICOM image files in the folder itself, but {len(below)} series in its "
+                              f"subfolders (e.g. {below[0].folder}): give one series folder, or run "
+                              "`lesionprop detect` on the whole folder")
         what = f" ({scan.skipped_note().split(': ', 1)[1]})" if scan.skipped else ""
         raise VolumeError(f"{folder}: no DICOM image files in the series folder{what}")
     if len(scan.series) > 1:
