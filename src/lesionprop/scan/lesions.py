@@ -15,9 +15,12 @@ most superior).  Voxel index ``i`` has its centre at pixel-frame ``i + 0.5``, so
   is the min / max of the 8 corners mapped by the volume's affine (LPS mm).
 
 Per lesion: ``score`` = its best box score; key slice = the slice of its largest
-box; long / short axis = the longer / shorter side of that box in mm (box sides,
-not RECIST diameters); volume = sum over its boxes of the inscribed ellipse's
-area times the slice interval, in mL.
+box; long / short axis = the longer / shorter side of that box in mm: the long and
+short axis (RECIST-style) of the lesion's model on its key slice, the ellipse inscribed
+in the box (a contour of the lesion itself would give other diameters); volume = sum
+over its boxes of the inscribed ellipse's area times the slice interval, in mL; mean /
+max HU over its mask voxels (:func:`lesion_hu`).  Reported voxel boxes are on the
+input's own grid (:func:`file_voxel_box`).
 
 A lesion's **mask** is the union of its boxes' voxels (:func:`lesion_masks`): what its
 own DICOM SEG segment holds, overlaps with other lesions included.  The label volume

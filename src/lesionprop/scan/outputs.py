@@ -3,8 +3,11 @@
 Arrays arrive in display orientation (``(Z, Y, X)``, see :mod:`lesionprop.data.volumes`).
 ``lesions.nii.gz`` goes back onto the input's voxel grid with the input's affine
 (:func:`lesionprop.data.volumes.to_source_grid`); the DICOM SEG's frames are the
-source slices holding a lesion, in their stored row / column order (the display transform
-undone), cropped in-plane to the lesions' union box.  One segment per lesion (segment number
+slices holding a lesion, in their stored row / column order (the display transform
+undone), optionally cropped in-plane to the lesions' union box, each placed by its Plane
+Position (a resampled gantry tilt's frames lie in their source slices' planes, moved as the
+grid was).  The SEG references the source images with the UIDs of :func:`source_datasets`
+(generated ones where an anonymised source has none).  One segment per lesion (segment number
 = lesion id), in one of two forms (:func:`plan_seg`): each segment the lesion's whole mask
 (segments may overlap) while that fits the memory budget, else the label volume's ids.
 """
