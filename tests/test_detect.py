@@ -614,6 +614,23 @@ def test_detect_page_links_and_headless_chromium(dicom_run, tmp_path):
     assert img is not None and img.shape[:2] == (900, 1100)
     grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     assert grey.std() > 20                                    # not blank: text and the table
+    # the window presets, as a reader switches them: the same figures at the same place, other greys
+    shots = {}
+    for window in ("soft", "lung", "bone"):
+        shots[window] = tmp_path / f"{window}.png"
+        _chromium(tmp_path, "--hide-scrollbars", "--window-size=1100,1600", f"--screenshot={shots[window]}",
+                  (dicom_run / "index.html").as_uri() + f"#window={window}")
+    first = cv2.imread(str(dicom_run / "figures" / "lesion_001_slice_soft.png"))
+    soft, lung, bone = (cv2.cvtColor(cv2.imread(str(shots[w])), cv2.COLOR_BGR2GRAY).astype(float)
+                        for w in ("soft", "lung", "bone"))
+    found = cv2.minMaxLoc(cv2.matchTemplate(soft.astype(np.uint8), cv2.cvtColor(first, cv2.COLOR_BGR2GRAY),
+                                            cv2.TM_CCOEFF_NORMED))
+    assert found[1] > 0.95                                    # the soft-tissue figure is on the page as drawn
+    x, y = found[3]
+    h, w = first.shape[:2]
+    region = (slice(y, y + h), slice(x, x + w))
+    assert lung[region].mean() > soft[region].mean() + 20     # lung window: soft tissue turns white
+    assert bone[region].mean() < soft[region].mean() - 10     # bone window: soft tissue turns dark grey
 
 
 def test_detect_page_sorts_its_summary_in_chromium(dicom_run, tmp_path):

@@ -2,7 +2,8 @@
 
 Top: the series and study (what a PACS shows to find them), the run's settings, warnings,
 then a summary table of every lesion (sortable by a click on its header: a few lines of
-script; ``index.html#sort=hu_max`` or ``#sort=-score`` opens it sorted), then one block per
+script; ``index.html#sort=hu_max`` or ``#sort=-score`` opens it sorted, ``#window=lung`` in a
+window), then one block per
 lesion, best score first: its key slice with the box, close-ups of the key slice and of the
 slices above and below, each with a scale bar, in the window chosen at the top (soft tissue,
 lung, bone: CSS only).  Slices are numbered as in lesions.csv (``key_slice``: 1 = most
@@ -39,10 +40,13 @@ table.summary th { background: #eef; cursor: pointer; user-select: none; white-s
 table.summary th[aria-sort=ascending]::after { content: " \\25B2"; }
 table.summary th[aria-sort=descending]::after { content: " \\25BC"; }
 .windows { font-size: 14px; margin: 8px 0 14px; } .windows label { margin-right: 14px; cursor: pointer; }
+.windows label::before { content: "\25CB  "; }
 """
 
 _SORT_JS = """
 (function () {
+  var w = /window=([a-z]+)/.exec(location.hash), radio = w && document.getElementById('win-' + w[1]);
+  if (radio) radio.checked = true;
   var table = document.getElementById('summary');
   if (!table) return;
   var heads = table.tHead.rows[0].cells;
@@ -83,6 +87,7 @@ def _window_css() -> str:
         others = ", ".join(f"#win-{name}:checked ~ main .w-{o}" for o in WINDOWS if o != name)
         rules.append(f"{others} {{ display: none; }}")
         rules.append(f"#win-{name}:checked ~ main label[for=win-{name}] {{ font-weight: 600; color: #1a4fa0; }}")
+        rules.append(f"#win-{name}:checked ~ main label[for=win-{name}]::before {{ content: \"\\25C9  \"; }}")
     return "\n".join(rules)
 
 
@@ -187,7 +192,7 @@ def write_page(out: Path, title: str, identification: list[tuple[str, str, bool]
                     f"{' (generated: not in the source)' if gen else ''}</td></tr>" for k, v, gen in identification)
     radios = "".join(f"<input type='radio' name='window' id='win-{name}'{' checked' if i == 0 else ''} hidden>"
                      for i, name in enumerate(WINDOWS))
-    labels = "".join(f"<label for='win-{name}'>&#9673; {e(label)}</label>" for name, (label, _, _) in WINDOWS.items())
+    labels = "".join(f"<label for='win-{name}'>{e(label)}</label>" for name, (label, _, _) in WINDOWS.items())
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
              f"<style>{_CSS}\n{_window_css()}</style></head><body>{radios}<main>",
              f"<h1>{e(title)}</h1><table class='ident'>{ident}</table>"]
