@@ -47,10 +47,14 @@ def test_a_study_folder_gives_one_result_per_series(study, tmp_path, capsys):
     printed = capsys.readouterr()
     rows = _rows(out)
     assert {k: (r["status"], r["message"]) for k, r in rows.items()} == {
-        "CT_abdomen": ("done", rows["CT_abdomen"]["message"]), "CT_lung": ("done", ""),
+        "CT_abdomen": ("done", rows["CT_abdomen"]["message"]), "CT_lung": ("done", rows["CT_lung"]["message"]),
         "PET": ("skipped", "not CT (Modality PT)"),
         "sagittal": ("skipped", "not axial (sagittal, ImageOrientationPatient = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0])")}
-    assert "generated for the DICOM SEG and SR" in rows["CT_abdomen"]["message"]       # anonymised, CT_lung not
+    assert "no StudyInstanceUID, SeriesInstanceUID (anonymised?)" in rows["CT_abdomen"]["message"]
+    assert "no StudyInstanceUID (anonymised?)" in rows["CT_lung"]["message"]              # it has a series UID
+    study_uids = {json.loads((out / n / "lesions.json").read_text())["generated_uids"]["StudyInstanceUID"]
+                  for n in ("CT_abdomen", "CT_lung")}
+    assert len(study_uids) == 1                                        # one generated study for both
     assert rows["CT_lung"]["description"] == "CT Lung 1.0" and rows["CT_lung"]["slices"] == "3"
     for name in ("CT_abdomen", "CT_lung"):
         meta = json.loads((out / name / "lesions.json").read_text())
@@ -72,7 +76,7 @@ def test_a_rerun_skips_finished_series(study, tmp_path, capsys):
     stamp = (out / "CT_lung" / "lesions_sr.dcm").stat().st_mtime_ns
     capsys.readouterr()
     assert main(["detect", str(study), "--out", str(out), *DETECT]) == 0
-    assert "CT_lung: done (done earlier)" in capsys.readouterr().out
+    assert "CT_lung: done earlier: " in capsys.readouterr().out
     assert (out / "CT_lung" / "lesions_sr.dcm").stat().st_mtime_ns == stamp
     assert {r["message"] for k, r in _rows(out).items() if k.startswith("CT")} == {"done earlier"}
     assert main(["detect", str(study), "--out", str(out), *DETECT[:-4], "--max-lesions", "1", "--device", "cpu"]) == 0

@@ -128,8 +128,8 @@ def _study(src: Path, out: Path, args, settings, shard, scan) -> int:
     for e in ran:
         r = e.row
         what = f"{r['lesions']} lesions on {r['slices']} slices" if r["status"] == DONE else r["message"]
-        earlier = " (done earlier)" if r["message"] == "done earlier" else ""
-        print(f"{e.name}: {r['status']}{earlier}: {what}")
+        status = "done earlier" if r["message"] == "done earlier" else r["status"]
+        print(f"{e.name}: {status}: {what}")
     lesions = sum(int(e.row["lesions"]) for e in ran if e.row["status"] == DONE)
     shard_text = f" (shard {shard[0]}/{shard[1]}: {len(ran)} series)" if shard[1] > 1 else ""
     print(f"{len(res.entries)} series in {src}{shard_text}: {res.count(DONE)} done ({lesions} lesions), "

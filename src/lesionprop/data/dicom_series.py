@@ -223,12 +223,14 @@ def _identify(series: SeriesFiles, frames: list[dict], study_uid: str | None) ->
     entropy = sorted({inst for _, inst in refs})
     first = frames[0]["ds"]
     ids = {}
-    for name, given in (("StudyInstanceUID", study_uid or str(first.get("StudyInstanceUID", "") or "")),
+    for name, given in (("StudyInstanceUID", str(first.get("StudyInstanceUID", "") or "")),
                         ("SeriesInstanceUID", series.series_uid or str(first.get("SeriesInstanceUID", "") or "")),
                         ("FrameOfReferenceUID", str(first.get("FrameOfReferenceUID", "") or ""))):
-        ids[name] = given.strip() or content_uid(name, *entropy)
-        if not given.strip():
-            generated[name] = ids[name]
+        if given.strip():
+            ids[name] = given.strip()
+        else:
+            ids[name] = generated[name] = (study_uid if name == "StudyInstanceUID" and study_uid
+                                           else content_uid(name, *entropy))
     return ids, generated, refs
 
 
@@ -245,8 +247,8 @@ def _describe(ds, names: tuple[str, ...]) -> dict[str, str]:
 def load_series(series: SeriesFiles, study_uid: str | None = None) -> CTVolume:
     """Read one scanned series (:func:`lesionprop.data.dicom_scan.scan_folder`) into a volume.
 
-    ``study_uid``: the StudyInstanceUID to use when the files have none (a study run gives its
-    series one shared UID); None: generated from this series alone."""
+    ``study_uid``: the StudyInstanceUID to give the series when its files have none (a study run
+    generates one for the series that belong together); None: generated from this series alone."""
     folder = series.folder
     if series.unreadable:
         bad = series.unreadable[0]
