@@ -605,6 +605,7 @@ def test_detect_page_links_and_headless_chromium(dicom_run, tmp_path):
         assert window in page
     assert "<td>SeriesInstanceUID</td><td class=gen>" in page and "CT Body 3.0" in page
     assert "InstanceNumber" in page and "SliceLocation" in page
+    assert not [c for c in page if ord(c) < 32 and c not in "\n\t"]          # no stray control characters
     shot = tmp_path / "page.png"
     _chromium(tmp_path, "--hide-scrollbars", "--window-size=1100,900", f"--screenshot={shot}",
               (dicom_run / "index.html").as_uri())

@@ -303,7 +303,7 @@ def load_series(series: SeriesFiles, study_uid: str | None = None) -> CTVolume:
         moved = float(np.abs(shear.shift_px * spacing_rc).max())
         notes.append(f"warning: {folder}: gantry tilt of {tilt:.1f} degrees{said}: resampled to an orthogonal grid "
                      f"(each slice moved in its own plane by up to {moved:.1f} mm, linear interpolation, "
-                     f"{hu.shape[1]} x {hu.shape[2]} pixels), as dcm2niix's tilt correction does")
+                     f"{hu.shape[1]} rows x {hu.shape[2]} columns), as dcm2niix's tilt correction does")
         dz = float(abs(proj[-1] - proj[0]) / (len(proj) - 1))
     vol = np.rint(hu).clip(-32768, 32767).astype(np.int16)
     stored_shape = (int(vol.shape[1]), int(vol.shape[2]))

@@ -40,7 +40,7 @@ table.summary th { background: #eef; cursor: pointer; user-select: none; white-s
 table.summary th[aria-sort=ascending]::after { content: " \\25B2"; }
 table.summary th[aria-sort=descending]::after { content: " \\25BC"; }
 .windows { font-size: 14px; margin: 8px 0 14px; } .windows label { margin-right: 14px; cursor: pointer; }
-.windows label::before { content: "\25CB  "; }
+.windows label::before { content: "\\25CB  "; }
 """
 
 _SORT_JS = """
