@@ -32,6 +32,13 @@ def test_anonymised_series_gets_stable_generated_uids(six, tmp_path):
     assert ref.dicom.ids["FrameOfReferenceUID"] == "1.3.12.2.1107.5.1.4.60064.30000022120807274275100000041"
     other = load_ct(write_series(files[:5], tmp_path / "five"))                   # other files, other UIDs
     assert other.dicom.ids["SeriesInstanceUID"] != ref.dicom.ids["SeriesInstanceUID"]
+    def blank_sop(i, ds):                                                      # not even in the file meta
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = ""
+    bare = load_ct(write_series(files, tmp_path / "bare", blank_sop))
+    assert bare.dicom.generated["SOPInstanceUID"] == "6 generated"
+    uids = [s.sop_instance_uid for s in bare.dicom.slices]
+    assert len(set(uids)) == 6 and all(u.startswith("2.25.") for u in uids)
+    assert uids == [s.sop_instance_uid for s in load_ct(tmp_path / "bare").dicom.slices]     # stable
     named = load_ct(write_series(files, tmp_path / "named", identified))
     assert named.dicom.generated == {} and named.dicom.ids["SeriesInstanceUID"] == "1.2.826.0.1.3680043.10.1234.2"
     np.testing.assert_array_equal(named.hu, ref.hu)
