@@ -291,7 +291,7 @@ def test_dicom_seg_holds_every_lesion_with_its_whole_mask(four_slices, tmp_path)
     """Segment number = lesion id for every lesion, the hidden one included; segments overlap."""
     import pydicom
 
-    from lesionprop.scan.outputs import sop_uids, write_dicom_seg
+    from lesionprop.scan.outputs import write_dicom_seg
 
     vol = load_ct(four_slices)
     t, z, boxes, scores, shape = _covered_case(vol.hu.shape)
@@ -305,7 +305,8 @@ def test_dicom_seg_holds_every_lesion_with_its_whole_mask(four_slices, tmp_path)
     assert (int(seg.Rows), int(seg.Columns)) == vol.hu.shape[1:]       # whole slices (no --seg-crop)
     assert {fg.DerivationImageSequence[0].SourceImageSequence[0].SpatialLocationsPreserved
             for fg in seg.PerFrameFunctionalGroupsSequence} == {"YES"}
-    uids = [sop_uids(pydicom.dcmread(f))[1] for f in vol.files]
+    uids = [ref.sop_instance_uid for ref in vol.dicom.slices]
+    assert uids == [str(pydicom.dcmread(f).file_meta.MediaStorageSOPInstanceUID) for f in vol.files]
     ref = seg.ReferencedSeriesSequence[0]                               # every slice referenced, not only framed ones
     assert {r.ReferencedSOPInstanceUID for r in ref.ReferencedInstanceSequence} == set(uids)
     for k, m in enumerate(masks):
@@ -409,7 +410,7 @@ def test_detect_over_the_seg_budget_writes_the_label_map_form(four_slices, tmp_p
     assert main(["detect", str(four_slices), "--checkpoint", str(stub), "--out", str(out)] + extra) == 0
     printed = capsys.readouterr().out
     rows_, cols_ = load_ct(four_slices).hu.shape[1:]                     # whole-slice frames (no --seg-crop)
-    from lesionprop.scan.run import _size
+    from lesionprop.scan.record import _size
 
     need = outputs.stacked_seg_bytes(2, rows_, cols_, 3, 2 + 1 + 1)
     note = ("label-map form, one lesion per voxel as in lesions.nii.gz (the stacked form needs "
@@ -518,14 +519,15 @@ def test_detect_dicom_tables_and_label_volume(dicom_run, shared_data):
     assert img.shape == (512, 512, 20) and img.get_data_dtype() == np.uint16
     np.testing.assert_allclose(img.affine, LPS_TO_RAS @ vol.affine)
     np.testing.assert_allclose(meta["affine_voxel_to_lps_mm"], vol.affine, atol=1e-6)
-    lab = np.asarray(img.dataobj).transpose(2, 1, 0)                       # -> (z, y, x) display
+    lab = np.asarray(img.dataobj)                                           # (i, j, k): column, row, slice
     best = meta["lesions"][0]                                              # never overwritten
-    zz, yy, xx = np.nonzero(lab == 1)
-    assert (xx.min(), yy.min(), zz.min(), xx.max(), yy.max(), zz.max()) == tuple(
-        best[k] for k in ("voxel_x1", "voxel_y1", "voxel_z1", "voxel_x2", "voxel_y2", "voxel_z2"))
-    assert best["slice_first"] == best["voxel_z1"] + 1 and best["slice_last"] == best["voxel_z2"] + 1
-    # the patient box holds the centres of its corner voxels
-    lo = voxel_to_patient(vol.affine, [best["voxel_x1"], best["voxel_y1"], best["voxel_z2"]])[0]
+    ii, jj, kk = np.nonzero(lab == 1)
+    assert (ii.min(), jj.min(), kk.min(), ii.max(), jj.max(), kk.max()) == tuple(
+        best[k] for k in ("voxel_i1", "voxel_j1", "voxel_k1", "voxel_i2", "voxel_j2", "voxel_k2"))
+    assert best["slice_first"] == best["voxel_k1"] + 1 and best["slice_last"] == best["voxel_k2"] + 1
+    # this series is stored in display orientation: (i, j, k) = (x, y, z); the patient box holds the
+    # centres of its corner voxels
+    lo = voxel_to_patient(vol.affine, [best["voxel_i1"], best["voxel_j1"], best["voxel_k2"]])[0]
     assert best["lps_x_min_mm"] <= lo[0] and best["lps_y_min_mm"] <= lo[1] and best["lps_z_min_mm"] <= lo[2]
     preds = _csv(dicom_run / "predictions.csv")                      # every kept box, file frame
     assert sum(les["n_boxes"] for les in meta["lesions"]) <= len(preds)
@@ -536,14 +538,16 @@ def test_detect_dicom_seg_references_the_series(dicom_run, shared_data):
     import nibabel as nib
     import pydicom
 
-    from lesionprop.scan.outputs import sop_uids
-
     seg = pydicom.dcmread(dicom_run / "lesions_seg.dcm")
     assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
     sources = [pydicom.dcmread(f) for f in _dicoms(shared_data)]
     ref = seg.ReferencedSeriesSequence[0]
-    assert ref.SeriesInstanceUID == sources[0].SeriesInstanceUID
-    assert {r.ReferencedSOPInstanceUID for r in ref.ReferencedInstanceSequence} == {sop_uids(s)[1] for s in sources}
+    generated = json.loads((dicom_run / "lesions.json").read_text())["generated_uids"]
+    assert sources[0].SeriesInstanceUID == "" and sources[0].StudyInstanceUID == ""      # anonymised source
+    assert ref.SeriesInstanceUID == generated["SeriesInstanceUID"] and seg.StudyInstanceUID == generated[
+        "StudyInstanceUID"]
+    assert {r.ReferencedSOPInstanceUID for r in ref.ReferencedInstanceSequence} == {
+        str(s.file_meta.MediaStorageSOPInstanceUID) for s in sources}
     rows = json.loads((dicom_run / "lesions.json").read_text())["lesions"]
     assert [int(s.SegmentNumber) for s in seg.SegmentSequence] == [r["id"] for r in rows] == [1, 2, 3, 4]
     assert [s.TrackingID for s in seg.SegmentSequence] == [f"lesion {r['id']}" for r in rows]
@@ -562,7 +566,7 @@ def test_detect_dicom_seg_references_the_series(dicom_run, shared_data):
         assert not ((display == r["id"]) & ~mine).any()
         zz, yy, xx = np.nonzero(mine)
         assert (xx.min(), yy.min(), zz.min(), xx.max(), yy.max(), zz.max()) == tuple(
-            r[c] for c in ("voxel_x1", "voxel_y1", "voxel_z1", "voxel_x2", "voxel_y2", "voxel_z2"))
+            r[c] for c in ("voxel_i1", "voxel_j1", "voxel_k1", "voxel_i2", "voxel_j2", "voxel_k2"))
 
 
 class _Links(HTMLParser):
@@ -574,31 +578,74 @@ class _Links(HTMLParser):
         self.links += [v for k, v in attrs if (tag, k) in (("img", "src"), ("a", "href"))]
 
 
+def _chromium(tmp_path: Path, *args: str, timeout: int = 120) -> str:
+    """Headless Chromium with a fresh profile (skips the test where it is not installed); returns stdout."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium): page not rendered")
+    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
+    done = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}", *args],
+                          check=True, capture_output=True, text=True, timeout=timeout)
+    return done.stdout
+
+
 def test_detect_page_links_and_headless_chromium(dicom_run, tmp_path):
     parser = _Links()
     parser.feed((dicom_run / "index.html").read_text())
     images = [link for link in parser.links if link.endswith(".png")]
-    assert len(images) >= 4 * 4 - 2                          # 4 lesions x (slice, above, key, below) minus edges
+    assert len(images) >= 3 * (4 * 4 - 2)                    # 3 windows x 4 lesions x (slice, above, key, below)
     page = (dicom_run / "index.html").read_text()
     for link in parser.links:
         if link.startswith("#"):                             # another lesion's block on the page
             assert f"id='{link[1:]}'" in page, link
         else:
             assert (dicom_run / link).is_file(), link
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (apt-get install chromium): page not rendered")
+    for window in ("soft tissue (W 400, L 40)", "lung (W 1500, L -600)", "bone (W 1800, L 400)"):
+        assert window in page
+    assert "<td>SeriesInstanceUID</td><td class=gen>" in page and "CT Body 3.0" in page
+    assert "InstanceNumber" in page and "SliceLocation" in page
+    assert not [c for c in page if ord(c) < 32 and c not in "\n\t"]          # no stray control characters
     shot = tmp_path / "page.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--window-size=1100,900", f"--screenshot={shot}", (dicom_run / "index.html").as_uri()],
-                   check=True, capture_output=True, timeout=120)
+    _chromium(tmp_path, "--hide-scrollbars", "--window-size=1100,900", f"--screenshot={shot}",
+              (dicom_run / "index.html").as_uri())
     import cv2
 
     img = cv2.imread(str(shot))
     assert img is not None and img.shape[:2] == (900, 1100)
     grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    assert grey.std() > 20                                    # not blank: text and CT figures
-    assert (grey < 30).mean() > 0.05                          # the dark CT figures rendered
+    assert grey.std() > 20                                    # not blank: text and the table
+    # the window presets, as a reader switches them: the same figures at the same place, other greys
+    shots = {}
+    for window in ("soft", "lung", "bone"):
+        shots[window] = tmp_path / f"{window}.png"
+        _chromium(tmp_path, "--hide-scrollbars", "--window-size=1100,1600", f"--screenshot={shots[window]}",
+                  (dicom_run / "index.html").as_uri() + f"#window={window}")
+    first = cv2.imread(str(dicom_run / "figures" / "lesion_001_slice_soft.png"))
+    soft, lung, bone = (cv2.cvtColor(cv2.imread(str(shots[w])), cv2.COLOR_BGR2GRAY).astype(float)
+                        for w in ("soft", "lung", "bone"))
+    found = cv2.minMaxLoc(cv2.matchTemplate(soft.astype(np.uint8), cv2.cvtColor(first, cv2.COLOR_BGR2GRAY),
+                                            cv2.TM_CCOEFF_NORMED))
+    assert found[1] > 0.95                                    # the soft-tissue figure is on the page as drawn
+    x, y = found[3]
+    h, w = first.shape[:2]
+    region = (slice(y, y + h), slice(x, x + w))
+    assert lung[region].mean() > soft[region].mean() + 20     # lung window: soft tissue turns white
+    assert bone[region].mean() < soft[region].mean() - 10     # bone window: soft tissue turns dark grey
+
+
+def test_detect_page_sorts_its_summary_in_chromium(dicom_run, tmp_path):
+    """The summary's script, run by Chromium: ``#sort=-hu_max`` orders the rows by max HU, descending."""
+    rows = json.loads((dicom_run / "lesions.json").read_text())["lesions"]
+    dom = _chromium(tmp_path, "--virtual-time-budget=2000", "--dump-dom", (dicom_run / "index.html").as_uri() +
+                    "#sort=-hu_max")
+    body = dom[dom.index("<table class=\"summary\""):]
+    body = body[:body.index("</table>")]
+    order = [int(m) for m in __import__("re").findall(r"href=\"#lesion-(\d+)\"", body)]
+    expected = [r["id"] for r in sorted(rows, key=lambda r: -r["hu_max"])]
+    assert sorted(order) == sorted(expected) and [rows[i - 1]["hu_max"] for i in order] == [
+        rows[i - 1]["hu_max"] for i in expected]
+    assert 'aria-sort="descending"' in body
 
 
 def test_detect_nifti_keeps_the_input_grid(shared_data, checkpoint, tmp_path):
@@ -616,6 +663,11 @@ def test_detect_nifti_keeps_the_input_grid(shared_data, checkpoint, tmp_path):
     assert len(rows) == 3
     data = np.asarray(lab.dataobj)
     assert set(np.unique(data)) <= {0, 1, 2, 3} and (data == 1).any()
+    best = json.loads((out / "lesions.json").read_text())["lesions"][0]      # never overwritten in the labels
+    ii, jj, kk = np.nonzero(data == 1)                                        # the file's own index order
+    assert (ii.min(), jj.min(), kk.min(), ii.max(), jj.max(), kk.max()) == tuple(
+        best[k] for k in ("voxel_i1", "voxel_j1", "voxel_k1", "voxel_i2", "voxel_j2", "voxel_k2"))
+    assert best["key_instance_number"] is None and best["hu_mean"] is not None
 
 
 def test_detect_on_a_deeplesion_layout_series(tiny_synth, checkpoint, tmp_path):
@@ -650,14 +702,14 @@ def test_detect_with_the_shipped_detector_name(tmp_path, capsys):
     meta = json.loads((out / "lesions.json").read_text())
     assert meta["shipped_detector"] == "synthetic-cpu-detector" and meta["checkpoint"].endswith("cpu_synth_detector.pt")
     page = (out / "index.html").read_text()
-    assert "checkpoint: synthetic-cpu-detector" in page and "not a clinical detector" in page
+    assert "<td>detector</td><td>synthetic-cpu-detector, TTA none, score &gt;= 0</td>" in page
+    assert "not a clinical detector" in page
 
 
 @pytest.mark.parametrize("what, edit, message", [
     ("modality", lambda i, ds: setattr(ds, "Modality", "MR") if i == 1 else None, "not a CT image (Modality = 'MR')"),
     ("localizer", lambda i, ds: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "LOCALIZER"]) if i == 0 else None,
      "a localizer (scout) image"),
-    ("mixed", lambda i, ds: setattr(ds, "SeriesInstanceUID", "1.2.3.4") if i == 2 else None, "mixed series"),
 ])
 def test_detect_bad_dicom_is_one_line(shared_data, checkpoint, tmp_path, capsys, what, edit, message):
     folder = _edit(_dicoms(shared_data)[:5], tmp_path / what, edit)
@@ -692,13 +744,15 @@ def test_detect_seg_frames_follow_a_mirrored_series(shared_data, checkpoint, tmp
                  "--max-lesions", "2", "--device", "cpu"]) == 0
     vol = load_ct(folder)
     assert vol.meta["flip_cols"]
-    display = np.asarray(nib.load(str(out / "lesions.nii.gz")).dataobj).transpose(2, 1, 0)
+    stored = np.asarray(nib.load(str(out / "lesions.nii.gz")).dataobj).transpose(2, 1, 0)    # stored (k, j, i)
+    display = stored[:, :, ::-1]                                      # columns toward the patient's left
     best = json.loads((out / "lesions.json").read_text())["lesions"][0]
     px, _ = _seg_in_display(out / "lesions_seg.dcm", vol)             # stored columns -> display
     mine = px[..., 0]
     assert mine.sum() == best["voxels"] and not ((display == 1) & ~mine).any()
     zz, yy, xx = np.nonzero(mine)
-    assert (xx.min(), xx.max()) == (best["voxel_x1"], best["voxel_x2"])
+    width = display.shape[2]
+    assert (width - 1 - xx.max(), width - 1 - xx.min()) == (best["voxel_i1"], best["voxel_i2"])   # stored columns
 
 
 @pytest.mark.parametrize("args, message", [

@@ -84,10 +84,12 @@ def test_bad_inputs_name_the_file(shared_data, tmp_path):
     import pydicom
 
     files = _dicoms(shared_data)
-    # a non-DICOM file in the folder
-    d = _copy(files[:2], tmp_path / "junk")
+    # a folder with nothing but a non-DICOM file
+    d = tmp_path / "junk"
+    d.mkdir()
     (d / "notes.txt").write_text("not a dicom file")
-    with pytest.raises(VolumeError, match=r"notes\.txt: not a DICOM file"):
+    with pytest.raises(VolumeError, match=r"junk: no DICOM image files in the series folder \(skipped 1 file that "
+                                          r"is not a DICOM image \(notes\.txt: not DICOM\)\)"):
         load_ct(d)
     # Modality MR
     d = _copy(files[:2], tmp_path / "mr")

@@ -1,6 +1,7 @@
 """``lesionprop import SRC --out DIR``: a DICOM series folder or a NIfTI volume -> DeepLesion layout.
 
-Writes ``DIR/Images_png/PPPPPP_SS_SS/001.png ...`` (16-bit, HU + 32768, slice 001
+What the reader changed or assumed (files skipped, padding set to air, a gantry tilt
+resampled) is printed as notes on stderr.  Writes ``DIR/Images_png/PPPPPP_SS_SS/001.png ...`` (16-bit, HU + 32768, slice 001
 the most superior) and adds the series' row (spacing, size, slice range) to
 ``DIR/series_info.csv``.  See :mod:`lesionprop.data.volumes` for orientation.
 """
@@ -48,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"imported {src} -> {series_dir(root, name)}: {vol.hu.shape[0]} slices of "
           f"{cols} x {rows} pixels (width x height), spacing {sx:.4g} x {sy:.4g} x {sz:.4g} mm, "
           f"HU {int(vol.hu.min())}..{int(vol.hu.max())}; recorded in {root / 'series_info.csv'}")
+    for note in vol.notes:
+        kind = "warning" if note.startswith("warning: ") else "note"
+        print(f"lesionprop import: {kind}: {note.removeprefix('warning: ')}", file=sys.stderr)
     hint = label_map_hint(vol.hu)
     if hint:
         print(f"lesionprop import: note: {src}: {hint}", file=sys.stderr)

@@ -9,13 +9,14 @@ Every volume is returned in one display orientation, the usual radiological one:
   most superior.  This is the order DeepLesion's slice numbers follow for
   head-first series, and it is used by :func:`write_series` (first slice = 001).
 
-DICOM: slices are sorted by ``ImagePositionPatient`` projected on the slice
-normal (``row x column`` cosines); HU come from pydicom's own
-``apply_modality_lut`` (rescale slope/intercept or a modality LUT), rounded to
-int16.  The in-plane axes are flipped / transposed to the display orientation
-above when the direction cosines ask for it (only axis-aligned series are
-accepted; oblique or non-axial ones are refused).  NIfTI: nibabel's
-nearest-axis reorientation (``io_orientation``), no resampling; an oblique
+DICOM (:mod:`lesionprop.data.dicom_series`; finding the series: :mod:`lesionprop.data.dicom_scan`):
+single-frame slices or an Enhanced / Legacy Converted multi-frame CT, sorted by
+``ImagePositionPatient`` projected on the slice normal (``row x column`` cosines); HU
+from the modality LUT / rescale, Pixel Padding Value -> air, rounded to int16.  The
+in-plane axes are flipped / transposed to the display orientation above when the
+direction cosines ask for it; frames more than ~25.8 degrees from axial are refused.  A
+gantry tilt (a sheared stack) is resampled to an orthogonal grid with a warning.  NIfTI:
+nibabel's nearest-axis reorientation (``io_orientation``), no resampling; an oblique
 affine is reoriented to its closest axes.
 
 ``spacing`` is ``(x, y, z)`` in mm, ``z`` being the slice interval.
@@ -32,34 +33,17 @@ back on the input's own voxel grid with the input's affine, for NIfTI output.
 from __future__ import annotations
 
 import os
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from lesionprop.data.ct import CTVolume, DicomSeries, SliceRef, VolumeError
 from lesionprop.data.deeplesion import SeriesInfo, read_series_info, write_series_info
 from lesionprop.data.layout import check_series_name, list_slices, series_dir, write_slice
 from lesionprop.errors import InputError, MissingInputError
+
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-class VolumeError(InputError):
-    """Bad CT input: the message names the file and what is wrong with it."""
-
-
-@dataclass(frozen=True)
-class CTVolume:
-    """An HU volume in display orientation (see module docstring)."""
-
-    hu: np.ndarray                                  # (Z, Y, X) int16
-    spacing: tuple[float, float, float]             # (x, y, z) mm
-    files: tuple[str, ...]                          # source file(s), slice order for DICOM
-    z_positions: tuple[float, ...] = ()             # mm along the superior axis, one per slice
-    source: str = ""                                # "dicom" | "nifti"
-    meta: dict = field(default_factory=dict, compare=False)
-    affine: np.ndarray | None = field(default=None, compare=False)   # display voxel (x, y, z) -> LPS mm
 
 
 def is_nifti(path: str | os.PathLike) -> bool:
@@ -80,179 +64,43 @@ def load_ct(path: str | os.PathLike) -> CTVolume:
 
 # ---------------------------------------------------------------- DICOM
 
-def _dicom_files(folder: Path) -> list[Path]:
-    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")
-                   and f.name.upper() != "DICOMDIR")
-    if not files:
-        raise VolumeError(f"{folder}: no files in the DICOM series folder")
-    return files
-
-
-def _read_dicom(f: Path):
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = pydicom.dcmread(f)
-        truncated = [w for w in caught if "end of file" in str(w.message).lower()]
-        if truncated:
-            raise VolumeError(f"{f}: unreadable DICOM file (truncated: {truncated[0].message})")
-    except InvalidDicomError:
-        raise VolumeError(f"{f}: not a DICOM file") from None
-    except VolumeError:
-        raise
-    except Exception as exc:  # truncated or corrupt file: pydicom raises many types
-        raise VolumeError(f"{f}: unreadable DICOM file ({type(exc).__name__}: {exc})") from None
-    modality = str(getattr(ds, "Modality", "")).upper()
-    if modality != "CT":
-        raise VolumeError(f"{f}: not a CT image (Modality = {modality or 'missing'!r})")
-    if "PixelData" not in ds:
-        raise VolumeError(f"{f}: not a CT image (no pixel data)")
-    image_type = [str(v).upper() for v in (getattr(ds, "ImageType", None) or [])]
-    if "LOCALIZER" in image_type:
-        raise VolumeError(f"{f}: a localizer (scout) image, not an axial CT slice (ImageType = {image_type})")
-    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
-        if tag not in ds:
-            raise VolumeError(f"{f}: missing {tag}, cannot place the slice in the volume")
-    return ds
-
-
-def _display_transform(f: Path, orient: np.ndarray) -> tuple[bool, bool, bool]:
-    """(transpose, flip rows, flip cols) taking the stored slice to display orientation."""
-    row, col = orient[:3], orient[3:]
-    ax_r, ax_c = int(np.argmax(np.abs(row))), int(np.argmax(np.abs(col)))
-    if abs(row[ax_r]) < 0.9 or abs(col[ax_c]) < 0.9 or {ax_r, ax_c} != {0, 1}:
-        raise VolumeError(f"{f}: only axial, axis-aligned series are supported "
-                          f"(ImageOrientationPatient = {orient.tolist()})")
-    transpose = ax_r == 1                 # stored columns run along patient y
-    # after an optional transpose, columns must run +x (toward patient left, LPS) and rows +y (posterior)
-    x_dir = row[0] if not transpose else col[0]
-    y_dir = col[1] if not transpose else row[1]
-    return transpose, y_dir < 0, x_dir < 0
-
-
 def load_dicom_series(folder: str | os.PathLike) -> CTVolume:
-    """One DICOM CT series (a folder with one file per slice) -> :class:`CTVolume`."""
-    from pydicom.pixels import apply_modality_lut
+    """One DICOM CT series folder -> :class:`CTVolume` (:func:`lesionprop.data.dicom_series.load_series`).
+
+    Files that are not DICOM images are skipped and counted in ``notes``; a folder holding
+    several image series is refused (``lesionprop detect`` reads a study folder series by series).
+    """
+    from dataclasses import replace
+
+    from lesionprop.data.dicom_scan import scan_folder
+    from lesionprop.data.dicom_series import load_series
 
     folder = Path(folder)
-    files = _dicom_files(folder)
-    datasets = [_read_dicom(f) for f in files]
-    first = datasets[0]
-    ref = {
-        "SeriesInstanceUID": str(getattr(first, "SeriesInstanceUID", "")),
-        "ImageOrientationPatient": np.asarray(first.ImageOrientationPatient, dtype=float),
-        "size": (int(first.Rows), int(first.Columns)),
-        "PixelSpacing": np.asarray(first.PixelSpacing, dtype=float),
-    }
-    for f, ds in zip(files[1:], datasets[1:]):
-        uid = str(getattr(ds, "SeriesInstanceUID", ""))
-        if uid != ref["SeriesInstanceUID"]:
-            raise VolumeError(f"{f}: mixed series in {folder} (SeriesInstanceUID {uid!r} "
-                              f"differs from {ref['SeriesInstanceUID']!r} of {files[0].name})")
-        if not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=float), ref["ImageOrientationPatient"],
-                           atol=1e-4):
-            raise VolumeError(f"{f}: mixed series in {folder} (ImageOrientationPatient differs from {files[0].name})")
-        if (int(ds.Rows), int(ds.Columns)) != ref["size"]:
-            raise VolumeError(f"{f}: mixed series in {folder} (image size {int(ds.Rows)}x{int(ds.Columns)} "
-                              f"differs from {ref['size'][0]}x{ref['size'][1]} of {files[0].name})")
-        if not np.allclose(np.asarray(ds.PixelSpacing, dtype=float), ref["PixelSpacing"], rtol=1e-4):
-            raise VolumeError(f"{f}: inconsistent spacing in {folder} (PixelSpacing {list(ds.PixelSpacing)} "
-                              f"differs from {ref['PixelSpacing'].tolist()} of {files[0].name})")
-    orient = ref["ImageOrientationPatient"]
-    transpose, flip_r, flip_c = _display_transform(files[0], orient)
-    normal = np.cross(orient[:3], orient[3:])
-    proj = np.array([float(np.dot(np.asarray(ds.ImagePositionPatient, dtype=float), normal)) for ds in datasets])
-    # slice 0 = most superior: sort by patient z (LPS +z = superior), i.e. along the normal's z sign
-    sign = 1.0 if normal[2] >= 0 else -1.0
-    order = np.argsort(-sign * proj, kind="stable")
-    proj = proj[order]
-    files = [files[i] for i in order]
-    datasets = [datasets[i] for i in order]
-    if len(files) > 1:
-        steps = np.abs(np.diff(proj))
-        dup = np.flatnonzero(steps < 1e-3)
-        if dup.size:
-            i = int(dup[0])
-            raise VolumeError(f"{files[i + 1]}: same slice position as {files[i].name} ({proj[i]:.3f} mm): "
-                              "duplicate slice or mixed series")
-        med = float(np.median(steps))
-        gaps = np.flatnonzero(steps > 1.5 * med)
-        if gaps.size:
-            i = int(gaps[0])
-            raise VolumeError(f"{folder}: missing slices between {files[i].name} and {files[i + 1].name} "
-                              f"(gap {steps[i]:.3f} mm, median step {med:.3f} mm)")
-        bad = np.flatnonzero(np.abs(steps - med) > 0.1 * med)
-        if bad.size:
-            i = int(bad[0])
-            raise VolumeError(f"{files[i + 1]}: inconsistent slice spacing in {folder} "
-                              f"(step {steps[i]:.3f} mm from {files[i].name}, median {med:.3f} mm)")
-        dz = med
-    else:
-        dz = float(getattr(first, "SliceThickness", 0) or 0)
-    slices = []
-    for f, ds in zip(files, datasets):
-        try:
-            hu = apply_modality_lut(ds.pixel_array, ds)
-        except Exception as exc:  # decoder errors on truncated pixel data
-            raise VolumeError(f"{f}: cannot decode pixel data ({type(exc).__name__}: {exc})") from None
-        if hu.ndim != 2:
-            raise VolumeError(f"{f}: expected one 2D frame, got pixel data of shape {hu.shape}")
-        slices.append(hu)
-    vol = np.rint(np.stack(slices)).clip(-32768, 32767).astype(np.int16)
-    if transpose:
-        vol = vol.transpose(0, 2, 1)
-    if flip_r:
-        vol = vol[:, ::-1, :]
-    if flip_c:
-        vol = vol[:, :, ::-1]
-    sy, sx = (float(v) for v in ref["PixelSpacing"])     # DICOM: (row spacing, column spacing)
-    if transpose:
-        sx, sy = sy, sx
-    affine = _dicom_affine([np.asarray(ds.ImagePositionPatient, dtype=float) for ds in datasets], orient,
-                           ref["PixelSpacing"], ref["size"], (transpose, flip_r, flip_c), dz)
-    return CTVolume(np.ascontiguousarray(vol), (sx, sy, dz), tuple(str(f) for f in files),
-                    tuple(float(sign * v) for v in proj), "dicom",
-                    {"transpose": transpose, "flip_rows": flip_r, "flip_cols": flip_c}, affine)
+    scan = scan_folder(folder, recursive=False)
+    if not scan.series:
+        below = scan_folder(folder).series
+        if below:
+            raise VolumeError(f"{folder}: no DICOM image files in the folder itself, but {len(below)} series in its "
+                              f"subfolders (e.g. {below[0].folder}): give one series folder, or run "
+                              "`lesionprop detect` on the whole folder")
+        what = f" ({scan.skipped_note().split(': ', 1)[1]})" if scan.skipped else ""
+        raise VolumeError(f"{folder}: no DICOM image files in the series folder{what}")
+    if len(scan.series) > 1:
+        first, other = scan.series[0], scan.series[1]
+        listed = "; ".join(f"{_series_label(s)}: {len(s.files)} file{'s' if len(s.files) != 1 else ''}"
+                           for s in scan.series[:4])
+        raise VolumeError(f"{other.files[0] if other.files else other.folder}: mixed series in {folder} "
+                          f"({len(scan.series)} series: {listed}); `lesionprop detect` reads each series of a "
+                          f"study folder, `import` one series folder")
+    vol = load_series(scan.series[0])
+    notes = [n for n in (scan.skipped_note(), *scan.notes) if n]
+    return replace(vol, notes=tuple(notes) + vol.notes) if notes else vol
 
 
-def _dicom_affine(positions: list[np.ndarray], orient: np.ndarray, pixel_spacing: np.ndarray,
-                  size: tuple[int, int], transform: tuple[bool, bool, bool], dz: float) -> np.ndarray:
-    """Display voxel (x, y, z) -> LPS mm, for slices already in display order.
-
-    A stored pixel (row r, column c) of slice k lies at ``IPP_k + c * dc * rowcos + r * dr * colcos``
-    (``PixelSpacing`` = (dr, dc)).  The display grid's first pixel and unit steps are found by
-    applying the display transform to the stored (r, c) index grid itself.
-    """
-    def display_grid(rows: int, cols: int) -> np.ndarray:
-        """(row, column) of the stored pixel behind each display pixel."""
-        grid = np.stack(np.mgrid[:rows, :cols], axis=-1)
-        transpose, flip_r, flip_c = transform
-        if transpose:
-            grid = grid.transpose(1, 0, 2)
-        if flip_r:
-            grid = grid[::-1, :]
-        if flip_c:
-            grid = grid[:, ::-1]
-        return grid
-
-    dr, dc = (float(v) for v in pixel_spacing)
-    to_mm = np.column_stack([orient[3:] * dr, orient[:3] * dc])          # (3, 2): (r, c) -> mm
-    origin_rc = display_grid(*size)[0, 0].astype(float)
-    steps = display_grid(2, 2)               # the steps do not depend on the size (1-px images too)
-    x_step = to_mm @ (steps[0, 1] - steps[0, 0])
-    y_step = to_mm @ (steps[1, 0] - steps[0, 0])
-    if len(positions) > 1:
-        z_step = (positions[-1] - positions[0]) / (len(positions) - 1)
-    else:
-        normal = np.cross(orient[:3], orient[3:])
-        z_step = -abs(dz) * normal * (1.0 if normal[2] >= 0 else -1.0)   # slice order: superior first
-    aff = np.eye(4)
-    aff[:3, 0], aff[:3, 1], aff[:3, 2] = x_step, y_step, z_step
-    aff[:3, 3] = positions[0] + to_mm @ origin_rc
-    return aff
+def _series_label(s) -> str:
+    uid = s.series_uid or "no SeriesInstanceUID"
+    number, text = s.attr("SeriesNumber"), s.attr("SeriesDescription")
+    return " ".join(v for v in (number, repr(text) if text else "", f"({uid})") if v)
 
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -270,22 +118,70 @@ def spacing_affine(spacing: Sequence[float]) -> np.ndarray:
     return np.diag([sx, sy, -sz, 1.0])     # x -> left, y -> posterior, slices run superior -> inferior
 
 
+def to_stored(data_zyx: np.ndarray, meta: dict) -> np.ndarray:
+    """A ``(Z, Y, X, ...)`` display-orientation array of a DICOM volume -> the stored frames'
+    ``(Z, rows, columns, ...)``: the flips, then the transpose of the load (``CTVolume.meta``)
+    undone; trailing axes kept."""
+    a = np.asarray(data_zyx)
+    if meta.get("flip_cols"):
+        a = a[:, :, ::-1]
+    if meta.get("flip_rows"):
+        a = a[:, ::-1]
+    if meta.get("transpose"):
+        a = a.swapaxes(1, 2)
+    return np.ascontiguousarray(a)
+
+
 def to_source_grid(vol: CTVolume, data_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A ``(Z, Y, X)`` display-orientation array -> (array on the input's voxel grid, its RAS affine).
 
-    NIfTI input: the inverse of the load's reorientation, with the file's own affine, so
-    the array lines up voxel for voxel with the input file.  Otherwise: the display grid
-    as ``(x, y, z)`` with ``LPS_TO_RAS @ vol.affine`` (same geometry as the DICOM series).
+    NIfTI input: the inverse of the load's reorientation, with the file's own affine, so the
+    array lines up voxel for voxel with the input file.  DICOM: ``(column, row, slice)`` of the
+    stored frames (slices superior first; a resampled tilt's grid), with their geometry.
+    Otherwise: the display grid as ``(x, y, z)`` with ``LPS_TO_RAS @ vol.affine``.
     """
     import nibabel as nib
 
-    xyz = np.asarray(data_zyx).transpose(2, 1, 0)
+    from lesionprop.data.dicom_geometry import dicom_affine
+
     if vol.source == "nifti" and "source_affine" in vol.meta:
+        xyz = np.asarray(data_zyx).transpose(2, 1, 0)
         back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("L", "P", "I")),
                                                vol.meta["source_ornt"])
         return np.ascontiguousarray(nib.orientations.apply_orientation(xyz, back)), vol.meta["source_affine"]
+    if vol.source == "dicom" and vol.dicom is not None:
+        info = vol.dicom
+        affine = dicom_affine(info.positions, info.orientation, info.pixel_spacing, info.stored_shape,
+                              (False, False, False), vol.spacing[2])
+        return np.ascontiguousarray(to_stored(data_zyx, vol.meta).transpose(2, 1, 0)), LPS_TO_RAS @ affine
     affine = vol.affine if vol.affine is not None else spacing_affine(vol.spacing)
-    return np.ascontiguousarray(xyz), LPS_TO_RAS @ affine
+    return np.ascontiguousarray(np.asarray(data_zyx).transpose(2, 1, 0)), LPS_TO_RAS @ affine
+
+
+def file_voxel_index(vol: CTVolume, xyz: np.ndarray) -> np.ndarray:
+    """Display voxel indices ``(N, 3)`` (x, y, z) -> the same voxels' ``(i, j, k)`` on the input's own
+    grid, the grid :func:`to_source_grid` writes (NIfTI: the file's array; DICOM: stored column,
+    row, slice superior first; otherwise the display grid)."""
+    import nibabel as nib
+
+    p = np.asarray(xyz, dtype=np.int64).reshape(-1, 3)
+    zs, ys, xs = vol.hu.shape
+    display_shape = (xs, ys, zs)
+    if vol.source == "nifti" and "source_ornt" in vol.meta:
+        # file axis a went to display axis xform[a, 0], reversed when xform[a, 1] is -1
+        xform = nib.orientations.ornt_transform(vol.meta["source_ornt"], nib.orientations.axcodes2ornt(("L", "P", "I")))
+        out = np.empty_like(p)
+        for a, (d, flip) in enumerate(xform.astype(int)):
+            out[:, a] = p[:, d] if flip > 0 else display_shape[d] - 1 - p[:, d]
+        return out
+    if vol.source == "dicom":
+        x, y, z = p[:, 0].copy(), p[:, 1].copy(), p[:, 2]
+        if vol.meta.get("flip_cols"):
+            x = xs - 1 - x
+        if vol.meta.get("flip_rows"):
+            y = ys - 1 - y
+        return np.column_stack([y, x, z] if vol.meta.get("transpose") else [x, y, z])
+    return p.copy()
 
 
 # ---------------------------------------------------------------- NIfTI
@@ -418,7 +314,7 @@ def write_series(root: str | os.PathLike, series_name: str, hu: np.ndarray, spac
     return info
 
 
-__all__ = ["CTVolume", "VolumeError", "load_ct", "voxel_to_patient", "spacing_affine", "to_source_grid",
+__all__ = ["CTVolume", "DicomSeries", "SliceRef", "VolumeError", "load_ct", "voxel_to_patient", "spacing_affine", "to_source_grid", "to_stored", "file_voxel_index",
            "LPS_TO_RAS", "load_dicom_series", "load_nifti", "load_label_volume", "write_series", "write_slices",
            "merge_series_info", "label_map_hint"]
 

@@ -15,9 +15,12 @@ most superior).  Voxel index ``i`` has its centre at pixel-frame ``i + 0.5``, so
   is the min / max of the 8 corners mapped by the volume's affine (LPS mm).
 
 Per lesion: ``score`` = its best box score; key slice = the slice of its largest
-box; long / short axis = the longer / shorter side of that box in mm (box sides,
-not RECIST diameters); volume = sum over its boxes of the inscribed ellipse's
-area times the slice interval, in mL.
+box; long / short axis = the longer / shorter side of that box in mm: the long and
+short axis (RECIST-style) of the lesion's model on its key slice, the ellipse inscribed
+in the box (a contour of the lesion itself would give other diameters); volume = sum
+over its boxes of the inscribed ellipse's area times the slice interval, in mL; mean /
+max HU over its mask voxels (:func:`lesion_hu`).  Reported voxel boxes are on the
+input's own grid (:func:`file_voxel_box`).
 
 A lesion's **mask** is the union of its boxes' voxels (:func:`lesion_masks`): what its
 own DICOM SEG segment holds, overlaps with other lesions included.  The label volume
@@ -216,36 +219,70 @@ def label_coverage(table: LesionTable, masks: list[LesionMask], labels: np.ndarr
     return LabelCoverage(voxels, shown, covered)
 
 
-def table_rows(table: LesionTable, slice_numbers: np.ndarray,
-               coverage: LabelCoverage | None = None) -> list[dict]:
-    """Lesions as JSON-ready dicts; ``slice_numbers[z]`` = the slice's number in its dataset (e.g. PNG name).
+def lesion_hu(hu: np.ndarray, masks: list[LesionMask]) -> np.ndarray:
+    """``(L, 2)`` mean and max HU over each lesion's mask voxels (NaN for an empty mask)."""
+    out = np.full((len(masks), 2), np.nan)
+    for i, m in enumerate(masks):
+        values = hu[m.region()][m.mask]
+        if values.size:
+            out[i] = float(values.mean(dtype=np.float64)), float(values.max())
+    return out
 
-    With ``coverage``: also ``voxels``, ``voxels_in_label_map`` and ``covered_by`` (a list of ids).
+
+def file_voxel_box(display_box: np.ndarray, to_file) -> np.ndarray:
+    """``(L, 6)`` inclusive display voxel boxes (x1, y1, z1, x2, y2, z2) -> the same boxes on the input's
+    own grid (i1, j1, k1, i2, j2, k2): both corners mapped by ``to_file`` ((N, 3) -> (N, 3)), then
+    min / max per axis (a flipped axis swaps them)."""
+    b = np.asarray(display_box, dtype=np.int64).reshape(-1, 6)
+    lo, hi = to_file(b[:, :3]), to_file(b[:, 3:])
+    return np.column_stack([np.minimum(lo, hi), np.maximum(lo, hi)])
+
+
+def table_rows(table: LesionTable, slice_numbers: np.ndarray, coverage: LabelCoverage | None = None, *,
+               file_box: np.ndarray | None = None, hu: np.ndarray | None = None,
+               key_refs: list[dict] | None = None) -> list[dict]:
+    """Lesions as JSON-ready dicts (:data:`COLUMNS`); ``slice_numbers[z]`` = the slice's number (1 =
+    most superior for an imported scan, the PNG's number in a DeepLesion-layout series).
+
+    ``file_box``: :func:`file_voxel_box` (default: the display voxel box); ``hu``:
+    :func:`lesion_hu`; ``key_refs``: per lesion the key slice's ``instance_number``, ``frame`` and
+    ``slice_location`` (DICOM); ``coverage``: ``voxels``, ``voxels_in_label_map``, ``covered_by``.
     """
+    box = table.voxel_box if file_box is None else np.asarray(file_box)
     rows = []
     for i in range(len(table)):
-        x1, y1, z1, x2, y2, z2 = (int(v) for v in table.voxel_box[i])
+        z1, z2 = int(table.voxel_box[i, 2]), int(table.voxel_box[i, 5])
         lo, hi = table.patient_box[i, :3], table.patient_box[i, 3:]
-        rows.append({
+        ref = key_refs[i] if key_refs is not None else {}
+        row = {
             "id": int(table.id[i]), "score": round(float(table.score[i]), 6), "n_boxes": int(table.n_boxes[i]),
             "key_slice": int(slice_numbers[table.key_z[i]]), "slice_first": int(slice_numbers[z1]),
             "slice_last": int(slice_numbers[z2]),
-            "voxel_x1": x1, "voxel_y1": y1, "voxel_z1": z1, "voxel_x2": x2, "voxel_y2": y2, "voxel_z2": z2,
+            "key_instance_number": ref.get("instance_number"), "key_frame": ref.get("frame"),
+            "key_slice_location": ref.get("slice_location"),
+        }
+        row.update({f"voxel_{a}{n}": int(v) for (a, n), v in zip(
+            [(a, n) for n in (1, 2) for a in "ijk"], box[i])})
+        row.update({
             "lps_x_min_mm": round(float(lo[0]), 3), "lps_y_min_mm": round(float(lo[1]), 3),
             "lps_z_min_mm": round(float(lo[2]), 3), "lps_x_max_mm": round(float(hi[0]), 3),
             "lps_y_max_mm": round(float(hi[1]), 3), "lps_z_max_mm": round(float(hi[2]), 3),
             "long_axis_mm": round(float(table.long_mm[i]), 2), "short_axis_mm": round(float(table.short_mm[i]), 2),
             "volume_ml": round(float(table.volume_ml[i]), 4),
+            "hu_mean": None if hu is None or np.isnan(hu[i, 0]) else round(float(hu[i, 0]), 1),
+            "hu_max": None if hu is None or np.isnan(hu[i, 1]) else int(round(float(hu[i, 1]))),
         })
         if coverage is not None:
-            rows[-1].update(voxels=int(coverage.voxels[i]), voxels_in_label_map=int(coverage.in_label_map[i]),
-                            covered_by=list(coverage.covered_by[i]))
+            row.update(voxels=int(coverage.voxels[i]), voxels_in_label_map=int(coverage.in_label_map[i]),
+                       covered_by=list(coverage.covered_by[i]))
+        rows.append(row)
     return rows
 
 
 COLUMNS: tuple[str, ...] = (
     "id", "score", "n_boxes", "key_slice", "slice_first", "slice_last",
-    "voxel_x1", "voxel_y1", "voxel_z1", "voxel_x2", "voxel_y2", "voxel_z2",
+    "key_instance_number", "key_frame", "key_slice_location",
+    "voxel_i1", "voxel_j1", "voxel_k1", "voxel_i2", "voxel_j2", "voxel_k2",
     "lps_x_min_mm", "lps_y_min_mm", "lps_z_min_mm", "lps_x_max_mm", "lps_y_max_mm", "lps_z_max_mm",
-    "long_axis_mm", "short_axis_mm", "volume_ml", "voxels", "voxels_in_label_map", "covered_by",
+    "long_axis_mm", "short_axis_mm", "volume_ml", "hu_mean", "hu_max", "voxels", "voxels_in_label_map", "covered_by",
 )

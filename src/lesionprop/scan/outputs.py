@@ -3,8 +3,11 @@
 Arrays arrive in display orientation (``(Z, Y, X)``, see :mod:`lesionprop.data.volumes`).
 ``lesions.nii.gz`` goes back onto the input's voxel grid with the input's affine
 (:func:`lesionprop.data.volumes.to_source_grid`); the DICOM SEG's frames are the
-source slices holding a lesion, in their stored row / column order (the display transform
-undone), cropped in-plane to the lesions' union box.  One segment per lesion (segment number
+slices holding a lesion, in their stored row / column order (the display transform
+undone), optionally cropped in-plane to the lesions' union box, each placed by its Plane
+Position (a resampled gantry tilt's frames lie in their source slices' planes, moved as the
+grid was).  The SEG references the source images with the UIDs of :func:`source_datasets`
+(generated ones where an anonymised source has none).  One segment per lesion (segment number
 = lesion id), in one of two forms (:func:`plan_seg`): each segment the lesion's whole mask
 (segments may overlap) while that fits the memory budget, else the label volume's ids.
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lesionprop import __version__
-from lesionprop.data.volumes import CTVolume, to_source_grid
+from lesionprop.data.volumes import CTVolume, to_source_grid, to_stored
 from lesionprop.errors import InputError
 from lesionprop.fileio import atomic_write
 from lesionprop.scan.lesions import COLUMNS, LabelCoverage, LesionMask
@@ -54,33 +57,31 @@ def write_label_nifti(path: Path, vol: CTVolume, labels_zyx: np.ndarray) -> None
 def _stored_orientation(labels_zyx: np.ndarray, meta: dict) -> np.ndarray:
     """Undo the load's display transform (flips, then transpose): frames as the DICOM files store them.
     ``(Z, Y, X, ...)``: trailing axes are kept."""
-    a = labels_zyx
-    if meta.get("flip_cols"):
-        a = a[:, :, ::-1]
-    if meta.get("flip_rows"):
-        a = a[:, ::-1]
-    if meta.get("transpose"):
-        a = a.swapaxes(1, 2)
-    return np.ascontiguousarray(a)
+    return to_stored(labels_zyx, meta)
 
 
-def sop_uids(ds) -> tuple[str, str]:
-    """(SOPClassUID, SOPInstanceUID) of a source image: the dataset's, else its file meta's (some
-    anonymisers blank the dataset's copies)."""
-    meta = getattr(ds, "file_meta", None)
-    cls = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
-    inst = str(ds.get("SOPInstanceUID", "") or (meta.get("MediaStorageSOPInstanceUID", "") if meta else ""))
-    return cls, inst
+def source_datasets(vol: CTVolume) -> list:
+    """The source images as the derived objects reference them: headers (no pixel data) with the
+    volume's Study / Series / Frame of Reference UIDs and each image's SOP Class / Instance UIDs
+    (generated ones where the source has none, :attr:`lesionprop.data.ct.DicomSeries.generated`).
 
+    One dataset per display slice for single-frame series (display order), one for a multi-frame
+    image.  The files on disk are not changed."""
+    import pydicom
 
-def _referenceable(ds, f):
-    """The in-memory dataset with SOP class / instance UIDs filled from the file meta when blank."""
-    cls, inst = sop_uids(ds)
-    if not cls or not inst:
-        raise InputError(f"{f}: no SOPClassUID / SOPInstanceUID (dataset or file meta): a DICOM SEG cannot "
-                         "reference this slice")
-    ds.SOPClassUID, ds.SOPInstanceUID = cls, inst
-    return ds
+    if vol.dicom is None:
+        raise InputError("a DICOM SEG / SR needs a DICOM series as input")
+    out, seen = [], {}
+    for ref in vol.dicom.slices:
+        if ref.file in seen:
+            continue
+        ds = pydicom.dcmread(ref.file, stop_before_pixels=True)
+        for name, uid in vol.dicom.ids.items():
+            setattr(ds, name, uid)
+        ds.SOPClassUID, ds.SOPInstanceUID = ref.sop_class_uid, ref.sop_instance_uid
+        seen[ref.file] = ds
+        out.append(ds)
+    return out
 
 
 # ---------------------------------------------------------------- DICOM SEG
@@ -223,7 +224,46 @@ def label_frames(labels_zyx: np.ndarray, meta: dict, plan: SegPlan) -> np.ndarra
 
 def write_dicom_seg(path: Path, vol: CTVolume, masks: list[LesionMask], lesion_ids: np.ndarray,
                     scores: np.ndarray, *, plan: SegPlan | None = None, labels_zyx: np.ndarray | None = None,
-                    coverage: LabelCoverage | None = None) -> int:
+                    coverage: LabelCoverage | None = None):
+    """:func:`build_dicom_seg`, written to ``path``; returns the number of segments (0: nothing written)."""
+    seg = build_dicom_seg(vol, masks, lesion_ids, scores, plan=plan, labels_zyx=labels_zyx, coverage=coverage)
+    if seg is None:
+        return 0
+    with atomic_write(path, "wb") as fh:
+        seg.save_as(fh)
+    return len(masks)
+
+
+def _frame_geometry(vol: CTVolume, plan: SegPlan) -> dict:
+    """Plane Position of every frame (the grid's own slice positions, moved to the crop box),
+    the series' orientation and pixel measures: frames are placed by geometry, and highdicom links
+    each one to the source image in its plane."""
+    import highdicom as hd
+
+    info = vol.dicom
+    r1, _, c1, _ = plan.box
+    iop = info.orientation
+    dr, dc = (float(v) for v in info.pixel_spacing)
+    shift = c1 * dc * iop[:3] + r1 * dr * iop[3:]
+    thickness = _number_or_none(info.series.get("SliceThickness"))
+    return dict(
+        plane_positions=[hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT,
+                                                  (info.positions[int(z)] + shift).tolist()) for z in plan.frames],
+        plane_orientation=hd.PlaneOrientationSequence(hd.CoordinateSystemNames.PATIENT, [float(v) for v in iop]),
+        pixel_measures=hd.PixelMeasuresSequence(pixel_spacing=[dr, dc], slice_thickness=thickness or vol.spacing[2],
+                                                spacing_between_slices=float(vol.spacing[2])))
+
+
+def _number_or_none(text) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def build_dicom_seg(vol: CTVolume, masks: list[LesionMask], lesion_ids: np.ndarray, scores: np.ndarray, *,
+                    plan: SegPlan | None = None, labels_zyx: np.ndarray | None = None,
+                    coverage: LabelCoverage | None = None, sources: list | None = None):
     """A DICOM SEG (highdicom, BINARY) referencing ``vol``'s DICOM series: one segment per lesion.
 
     Segment number = lesion id (ids must be 1..L, the table's), tracking id ``lesion <id>``, in
@@ -236,48 +276,31 @@ def write_dicom_seg(path: Path, vol: CTVolume, masks: list[LesionMask], lesion_i
       there is still described, with no frame.  With ``coverage``, such lesions and partly
       covered ones say so in their Segment Description.
 
-    Frames: the slices holding a lesion, cropped in-plane to ``plan.box`` (Plane Position /
-    Orientation and Pixel Measures given, so each frame lies where it belongs in the series'
-    frame of reference); every slice of the series is referenced.  Returns the number of
-    segments (0: nothing written).
+    Frames: the slices holding a lesion, cropped in-plane to ``plan.box``, each with its Plane
+    Position in the series' frame of reference (:func:`_frame_geometry`; a resampled gantry tilt's
+    frames lie on the resampled grid); every image of the series is referenced, with the UIDs of
+    :func:`source_datasets` (``sources``: those datasets, when already read).  Returns the highdicom
+    Segmentation (None: no lesion).
     """
     import highdicom as hd
-    import pydicom
     from pydicom.sr.codedict import codes
 
-    if vol.source != "dicom":
+    if vol.source != "dicom" or vol.dicom is None:
         raise InputError("a DICOM SEG needs a DICOM series as input")
     ids = np.asarray(lesion_ids).reshape(-1)
     if len(masks) != ids.size or not np.array_equal(ids, np.arange(1, ids.size + 1)):
         raise ValueError(f"write_dicom_seg: lesion ids must be 1..{len(masks)} (one per mask), got {ids.tolist()}")
     if not masks:
-        return 0
+        return None
     if plan is None:
         plan = plan_seg(masks, vol.hu.shape, vol.meta)
     if plan.form == LABEL_MAP and labels_zyx is None:
         raise ValueError("write_dicom_seg: the label-map form needs labels_zyx")
-    sources = [_referenceable(pydicom.dcmread(f, stop_before_pixels=True), f) for f in vol.files]  # display order
+    sources = source_datasets(vol) if sources is None else sources
     if plan.form == STACKED:
         pixels = segment_stack(masks, vol.hu.shape, vol.meta, plan)
     else:
         pixels = label_frames(labels_zyx, vol.meta, plan)
-    geometry = {}
-    if plan.frame_shape != plan.stored_shape:            # cropped frames: say where they lie
-        r1, _, c1, _ = plan.box
-        ref = sources[int(plan.frames[0])]
-        iop = np.asarray(ref.ImageOrientationPatient, dtype=float)
-        spacing = np.asarray(ref.PixelSpacing, dtype=float)             # (between rows, between columns)
-        shift = c1 * spacing[1] * iop[:3] + r1 * spacing[0] * iop[3:]
-        geometry = dict(
-            plane_positions=[hd.PlanePositionSequence(
-                hd.CoordinateSystemNames.PATIENT,
-                (np.asarray(sources[int(z)].ImagePositionPatient, dtype=float) + shift).tolist())
-                for z in plan.frames],
-            plane_orientation=hd.PlaneOrientationSequence(hd.CoordinateSystemNames.PATIENT,
-                                                          [float(v) for v in ref.ImageOrientationPatient]),
-            pixel_measures=hd.PixelMeasuresSequence(pixel_spacing=ref.PixelSpacing,
-                                                    slice_thickness=ref.get("SliceThickness") or None,
-                                                    spacing_between_slices=ref.get("SpacingBetweenSlices") or None))
     algorithm = hd.AlgorithmIdentificationSequence(name="lesionprop", version=__version__,
                                                    family=codes.cid7162.ArtificialIntelligence)
     descriptions = []
@@ -296,16 +319,11 @@ def write_dicom_seg(path: Path, vol: CTVolume, masks: list[LesionMask], lesion_i
             elif shown < total:
                 d.SegmentDescription = f"{shown} of {total} voxels in this label-map SEG, the rest {under}"
         descriptions.append(d)
-    used = set(plan.frames.tolist())
-    others = [ds for z, ds in enumerate(sources) if z not in used]
     seg = hd.seg.Segmentation(
-        source_images=[sources[int(z)] for z in plan.frames], pixel_array=pixels,
+        source_images=sources, pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
         series_instance_uid=hd.UID(), series_number=9901, sop_instance_uid=hd.UID(), instance_number=1,
         manufacturer="lesionprop", manufacturer_model_name="lesionprop detect", software_versions=__version__,
-        device_serial_number="0", series_description="lesionprop lesions", further_source_images=others or None,
-        **geometry)
+        device_serial_number="0", series_description="lesionprop lesions", **_frame_geometry(vol, plan))
     del pixels
-    with atomic_write(path, "wb") as fh:
-        seg.save_as(fh)
-    return len(masks)
+    return seg

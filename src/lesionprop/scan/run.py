@@ -1,12 +1,14 @@
-"""``detect``: one CT scan -> 3D lesions -> lesions.csv / .json, lesions.nii.gz, DICOM SEG, index.html.
+"""``detect``: one CT series -> 3D lesions -> lesions.csv / .json, lesions.nii.gz, DICOM SEG and SR,
+index.html.  A folder of several series: :mod:`lesionprop.scan.study`.
 
 Steps: load the scan (:func:`lesionprop.data.volumes.load_ct` for a DICOM folder or
 NIfTI file, same checks and errors as ``lesionprop import``; or a series folder
-``ROOT/Images_png/PPPPPP_SS_SS`` of a DeepLesion-layout dataset), write it in the
-DeepLesion layout to a temporary folder (DICOM / NIfTI), predict every slice with
-the existing inference (:func:`lesionprop.engine.predict.predict`, progress bar
-over slices, TTA), keep boxes scoring ``>= score``, link them into 3D lesions
-(:func:`lesionprop.labels.link.link_boxes`), then write the outputs.
+``ROOT/Images_png/PPPPPP_SS_SS`` of a DeepLesion-layout dataset), check that the derived
+DICOM objects can reference the source (before any detection), write the volume in the
+DeepLesion layout to a temporary folder (DICOM / NIfTI), predict every slice with the
+existing inference (:func:`lesionprop.engine.predict.predict`, TTA), keep boxes scoring
+``>= score``, link them into 3D lesions (:func:`lesionprop.labels.link.link_boxes`), then
+write the outputs.
 
 Boxes: predictions come back in the FILE frame of the slices; they are converted
 once to the pixel frame (``file - 1``) of the display-orientation volume, the
@@ -26,8 +28,22 @@ import numpy as np
 from lesionprop.boxes import file_to_pixel
 from lesionprop.data.volumes import CTVolume, VolumeError, load_ct, spacing_affine
 from lesionprop.errors import InputError, MissingInputError
+from lesionprop.scan.record import SHIPPED_NOTE, hidden_text, seg_note  # noqa: F401  (the command's API)
 
 SERIES_NAME = "000001_01_01"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The options of a run (lesions.json records them; a study rerun compares them)."""
+
+    tta: str = "none"
+    score: float = 0.5
+    iou: float = 0.5
+    max_gap: int = 1
+    max_lesions: int = 100
+    seg_memory_gb: float | None = None
+    seg_crop: bool = False
 
 
 @dataclass
@@ -40,6 +56,8 @@ class DetectResult:
     hidden: dict[int, tuple[int, ...]] = field(default_factory=dict)   # id -> ids covering it in the label map
     shipped: str | None = None                                          # the shipped detector's name, if used
     seg: dict | None = None                                             # lesions.json's "dicom_seg" (SEG written)
+    sr: bool = False                                                    # lesions_sr.dcm written
+    notes: tuple[str, ...] = ()                                         # what the reader changed or assumed
 
 
 def load_layout_series(folder: Path) -> tuple[CTVolume, Path, str, np.ndarray]:
@@ -65,165 +83,176 @@ def load_layout_series(folder: Path) -> tuple[CTVolume, Path, str, np.ndarray]:
                      affine=spacing_affine(spacing)), root, series, numbers)
 
 
-def _source(src: Path) -> str:
-    if src.is_dir() and src.parent.name == "Images_png" and any(src.glob("*.png")):
-        return "deeplesion"
-    return "ct"
+def is_layout_series(src: Path) -> bool:
+    return src.is_dir() and src.parent.name == "Images_png" and any(src.glob("*.png"))
 
 
-def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str = "none", score: float = 0.5,
-           iou: float = 0.5, max_gap: int = 1, max_lesions: int = 100, device: str | None = None,
-           progress: bool = True, seg_memory_gb: float | None = None,
-           seg_crop: bool = False) -> DetectResult:
-    """Run the whole workflow (module docstring); returns counts.
-
-    ``seg_memory_gb``: memory budget (GiB) of the DICOM SEG's stacked form, default
-    :data:`lesionprop.scan.outputs.SEG_MEMORY_GIB`; above it the SEG is written from the
-    label volume (:func:`lesionprop.scan.outputs.plan_seg`).  ``seg_crop``: SEG frames cover only
-    the lesions' region instead of whole slices (less memory; some viewers mishandle them).
-    """
-    from lesionprop.data.volumes import write_series
-    from lesionprop.engine.checkpoint import resolve_checkpoint, shipped_name
-    from lesionprop.engine.predict import predict
-    from lesionprop.labels.link import link_boxes
-    from lesionprop.predictions import write_predictions
-    from lesionprop.scan.lesions import label_coverage, label_volume, lesion_masks, lesion_table, table_rows
-    from lesionprop.scan.outputs import plan_seg, write_dicom_seg, write_label_nifti, write_tables
-
-    src, out = Path(src), Path(out)
+def check_paths(src: Path, out: Path) -> None:
     if not src.exists():
         raise MissingInputError(f"CT input not found: {src}")
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise InputError(f"--out {out} must not be inside the input {src}")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, expected a folder")
+
+
+def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str = "none", score: float = 0.5,
+           iou: float = 0.5, max_gap: int = 1, max_lesions: int = 100, device: str | None = None,
+           progress: bool = True, seg_memory_gb: float | None = None,
+           seg_crop: bool = False) -> DetectResult:
+    """One series (module docstring); returns counts.
+
+    ``seg_memory_gb``: memory budget (GiB) of the DICOM SEG's stacked form, default
+    :data:`lesionprop.scan.outputs.SEG_MEMORY_GIB`; above it the SEG is written from the
+    label volume (:func:`lesionprop.scan.outputs.plan_seg`).  ``seg_crop``: SEG frames cover only
+    the lesions' region instead of whole slices (less memory; some viewers mishandle them).
+    """
+    from lesionprop.engine.checkpoint import resolve_checkpoint
+
+    src, out = Path(src), Path(out)
+    check_paths(src, out)
     ckpt = resolve_checkpoint(checkpoint)
+    settings = Settings(tta, score, iou, max_gap, max_lesions, seg_memory_gb, seg_crop)
+    if is_layout_series(src):
+        vol, root, series, numbers = load_layout_series(src)
+        return detect_volume(vol, src, checkpoint, ckpt, out, settings, device=device, progress=progress,
+                             layout=(root, series, numbers))
+    return detect_volume(load_ct(src), src, checkpoint, ckpt, out, settings, device=device, progress=progress)
+
+
+def _predict(vol: CTVolume, ckpt: Path, out: Path, settings: Settings, device, progress, layout):
+    from lesionprop.data.volumes import write_series
+    from lesionprop.engine.predict import predict
+
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".detect-", dir=out) as tmp:
-        if _source(src) == "deeplesion":
-            vol, root, series, numbers = load_layout_series(src)
+        if layout is not None:
+            root, series, numbers = layout
         else:
-            vol = load_ct(src)
             root, series = Path(tmp), SERIES_NAME
             write_series(root, series, vol.hu, vol.spacing, source=f"detect:{vol.source}")
             numbers = np.arange(1, vol.hu.shape[0] + 1, dtype=np.int64)
         names = [f"{series}_{k:03d}.png" for k in numbers]
         with warnings.catch_warnings():      # the first / last slice's 3D context repeats the edge slice
             warnings.filterwarnings("ignore", message=r".*is missing, using slice", category=UserWarning)
-            preds = predict(ckpt, root, None, tta=tta, file_names=names, device=device, progress=progress)
-    keep = preds.scores >= score
-    preds = preds.subset(keep)
+            preds = predict(ckpt, root, None, tta=settings.tta, file_names=names, device=device, progress=progress)
+    return preds, numbers
+
+
+def _key_refs(vol: CTVolume, key_z: np.ndarray) -> list[dict] | None:
+    if vol.dicom is None:
+        return None
+    refs = [vol.dicom.slices[int(z)] for z in key_z]
+    return [{"instance_number": r.instance_number, "frame": r.frame, "slice_location": r.slice_location}
+            for r in refs]
+
+
+def detect_volume(vol: CTVolume, src: Path, checkpoint, ckpt: Path, out: Path, settings: Settings, *,
+                  device: str | None = None, progress: bool = True, layout=None) -> DetectResult:
+    """Detect on a loaded volume and write every output to ``out`` (``layout``: (ROOT, SERIES, slice
+    numbers) of a DeepLesion-layout series, predicted in place)."""
+    from lesionprop.data.volumes import file_voxel_index
+    from lesionprop.engine.checkpoint import shipped_name
+    from lesionprop.labels.link import link_boxes
+    from lesionprop.predictions import write_predictions
+    from lesionprop.scan.lesions import (
+        file_voxel_box, label_coverage, label_volume, lesion_hu, lesion_masks, lesion_table, table_rows,
+    )
+    from lesionprop.scan.outputs import plan_seg, source_datasets, write_label_nifti, write_tables
+    from lesionprop.scan.record import loader_notes, seg_record, series_record
+
+    sources = source_datasets(vol) if vol.source == "dicom" else None    # unreadable headers fail before detecting
+    preds, numbers = _predict(vol, ckpt, out, settings, device, progress, layout)
+    preds = preds.subset(preds.scores >= settings.score)
     write_predictions(out / "predictions.csv", preds.file_names, preds.boxes, preds.scores)
     z = np.searchsorted(numbers, preds.slices)
     boxes = file_to_pixel(preds.boxes)
     ids = link_boxes(np.zeros(len(preds), dtype=np.int64), preds.slices, preds.boxes, preds.scores,
-                     iou=iou, max_gap=max_gap)
+                     iou=settings.iou, max_gap=settings.max_gap)
     affine = vol.affine if vol.affine is not None else spacing_affine(vol.spacing)
-    table = lesion_table(ids, z, boxes, preds.scores, affine, vol.spacing, vol.hu.shape, max_lesions=max_lesions)
+    table = lesion_table(ids, z, boxes, preds.scores, affine, vol.spacing, vol.hu.shape,
+                         max_lesions=settings.max_lesions)
     labels = label_volume(table, z, boxes, preds.scores, vol.hu.shape)
     masks = lesion_masks(table, z, boxes, vol.hu.shape)
     coverage = label_coverage(table, masks, labels)
-    rows = table_rows(table, numbers, coverage)
+    rows = table_rows(table, numbers, coverage,
+                      file_box=file_voxel_box(table.voxel_box, lambda p: file_voxel_index(vol, p)),
+                      hu=lesion_hu(vol.hu, masks), key_refs=_key_refs(vol, table.key_z))
     shipped = shipped_name(checkpoint)
     hidden = coverage.hidden(table.id)
     plan, seg = None, None
     if vol.source == "dicom" and len(table):
-        budget = None if seg_memory_gb is None else int(seg_memory_gb * 2 ** 30)
-        plan = plan_seg(masks, vol.hu.shape, vol.meta, budget, crop=seg_crop)
+        budget = None if settings.seg_memory_gb is None else int(settings.seg_memory_gb * 2 ** 30)
+        plan = plan_seg(masks, vol.hu.shape, vol.meta, budget, crop=settings.seg_crop)
         seg = seg_record(plan, table.id, coverage)
+    notes = loader_notes(vol)
     header = {"source": str(src), "input_kind": vol.source, "checkpoint": str(ckpt), "shipped_detector": shipped,
-              "tta": tta,
-              "score_threshold": score, "link_iou": iou, "link_max_gap": max_gap,
+              "tta": settings.tta, "score_threshold": settings.score, "link_iou": settings.iou,
+              "link_max_gap": settings.max_gap, "max_lesions": settings.max_lesions,
+              "seg_memory_gb": settings.seg_memory_gb, "seg_crop": settings.seg_crop,
               "shape_zyx": list(vol.hu.shape), "spacing_xyz_mm": list(vol.spacing),
               "affine_voxel_to_lps_mm": np.round(affine, 6).tolist(),
-              "conventions": "voxel x = column, y = row, z = slice (0 = most superior) of the display-orientation "
-                             "volume; patient coordinates LPS mm (DICOM); key_slice / slice_first / slice_last = "
-                             "slice numbers of the DeepLesion-layout series (001.png = z 0 for imported scans)",
-              "dicom_seg": seg}
-    for stale in [*(out / "figures").glob("lesion_*.png"), out / "lesions_seg.dcm"]:   # a previous run's
-        stale.unlink(missing_ok=True)
+              "conventions": "key_slice / slice_first / slice_last: slice numbers (1 = most superior for an "
+                             "imported scan, the PNG numbers of a DeepLesion-layout series); voxel_i/j/k: indices "
+                             "into the input's own grid, which lesions.nii.gz shares (NIfTI: the file's array; "
+                             "DICOM: column, row of the stored images and slice number - 1); patient coordinates "
+                             "LPS mm; affine_voxel_to_lps_mm: display voxel (x right-to-left, y anterior-to-"
+                             "posterior, z superior-to-inferior) -> LPS",
+              "dicom_series": series_record(vol), "generated_uids": dict(vol.dicom.generated) if vol.dicom else {},
+              "notes": notes, "dicom_seg": seg, "dicom_sr": "lesions_sr.dcm" if seg else None}
+    for stale in [*(out / "figures").glob("lesion_*.png"), out / "lesions_seg.dcm", out / "lesions_sr.dcm"]:
+        stale.unlink(missing_ok=True)                                         # a previous run's
     write_tables(out, rows, header)
     write_label_nifti(out / "lesions.nii.gz", vol, labels)
     segments = 0
     if plan is not None:
-        segments = write_dicom_seg(out / "lesions_seg.dcm", vol, masks, table.id, table.score, plan=plan,
-                                   labels_zyx=labels, coverage=coverage)
-    _write_page(out, src, vol, shipped or ckpt.name, rows, table, z, boxes, score, tta, segments, len(preds),
-                hidden, shipped is not None, seg)
-    return DetectResult(out, len(table), len(preds), int(vol.hu.shape[0]), segments, hidden, shipped, seg)
+        segments = _write_dicom(out, vol, sources, rows, table, masks, plan, labels, coverage)
+    _write_page(out, src, vol, shipped or ckpt.name, rows, table, z, boxes, settings, segments, len(preds),
+                hidden, shipped is not None, seg, notes)
+    return DetectResult(out, len(table), len(preds), int(vol.hu.shape[0]), segments, hidden, shipped, seg,
+                        bool(segments), tuple(notes))
 
 
-def seg_record(plan, ids: np.ndarray, coverage) -> dict:
-    """lesions.json's ``dicom_seg``: the SEG's form, why (bytes vs budget), its frames, and the
-    lesions it shows partly or not at all (label-map form only; the stacked form shows every one whole)."""
-    from lesionprop.scan.outputs import LABEL_MAP
+def _write_dicom(out: Path, vol: CTVolume, sources, rows, table, masks, plan, labels, coverage) -> int:
+    """lesions_seg.dcm and lesions_sr.dcm (the SR measures the SEG's segments); returns the segments."""
+    from lesionprop.fileio import atomic_write
+    from lesionprop.scan.outputs import build_dicom_seg
+    from lesionprop.scan.report_sr import build_measurement_report, write_measurement_report
 
-    label_map = plan.form == LABEL_MAP
-    absent = sorted(coverage.hidden(ids)) if label_map else []
-    partial = ([int(ids[i]) for i in np.flatnonzero((coverage.in_label_map > 0) &
-                                                   (coverage.in_label_map < coverage.voxels))]
-               if label_map else [])
-    r1, r2, c1, c2 = plan.box
-    return {"form": plan.form, "segments": int(len(ids)), "stacked_bytes_needed": int(plan.stacked_bytes),
-            "memory_budget_bytes": int(plan.budget_bytes), "frames_slices": int(plan.frames.size),
-            "frame_rows": r2 - r1, "frame_columns": c2 - c1, "frame_first_row": r1, "frame_first_column": c1,
-            "lesions_absent": absent, "lesions_partial": partial}
-
-
-def _size(n: int) -> str:
-    return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.1f} MiB" if n >= 2 ** 20 else f"{n} bytes"
-
-
-def seg_note(seg: dict) -> str:
-    """Which SEG form was written, why, and which lesions it shows partly or not at all (one line;
-    the command prints it after ``DICOM SEG: ``, the page next to the SEG's link)."""
-    need, budget = _size(seg["stacked_bytes_needed"]), _size(seg["memory_budget_bytes"])
-    if seg["form"] == "stacked":
-        return f"every lesion whole, segments may overlap (stacked form: {need}, budget {budget})"
-    text = (f"label-map form, one lesion per voxel as in lesions.nii.gz (the stacked form needs {need} "
-            f"> budget {budget}, --seg-memory-gb)")
-    if not seg["lesions_absent"] and not seg["lesions_partial"]:
-        return text + "; no lesions overlap, so every lesion is whole"
-    if seg["lesions_absent"]:
-        text += "; no voxel in the SEG: " + ", ".join(map(str, seg["lesions_absent"]))
-    if seg["lesions_partial"]:
-        text += "; partial: " + ", ".join(map(str, seg["lesions_partial"]))
-    return text
-
-
-def hidden_text(hidden: dict[int, tuple[int, ...]]) -> str:
-    """``"39 (under 12), 49 (under 3)"``: the lesions the label volume does not show, and what covers them."""
-    return ", ".join(f"{i} (under {' and '.join(map(str, by))})" for i, by in sorted(hidden.items()))
-
-
-SHIPPED_NOTE = ("trained on synthetic phantom data only: on a real scan it is a demo of the workflow, not a "
-                "clinical detector")
+    seg = build_dicom_seg(vol, masks, table.id, table.score, plan=plan, labels_zyx=labels, coverage=coverage,
+                          sources=sources)
+    sr = build_measurement_report(vol, rows, table.key_z, table.key_box, seg, sources)
+    with atomic_write(out / "lesions_seg.dcm", "wb") as fh:
+        seg.save_as(fh)
+    write_measurement_report(out / "lesions_sr.dcm", sr)
+    return len(masks)
 
 
 def _write_page(out: Path, src: Path, vol: CTVolume, ckpt_name: str, rows: list[dict], table, z: np.ndarray,
-                boxes: np.ndarray, score: float, tta: str, segments: int, n_boxes: int,
-                hidden: dict[int, tuple[int, ...]], shipped: bool, seg: dict | None) -> None:
-    from lesionprop.scan.page import lesion_figures, write_page
+                boxes: np.ndarray, settings: Settings, segments: int, n_boxes: int,
+                hidden: dict[int, tuple[int, ...]], shipped: bool, seg: dict | None, notes: list[str]) -> None:
+    from lesionprop.scan.figures import lesion_figures
+    from lesionprop.scan.page import write_page
+    from lesionprop.scan.record import identification
 
     figures = []
     for i, row in enumerate(rows):
         mine = np.flatnonzero(table.box_lesion == i)
         by_z = {int(z[j]): boxes[j] for j in mine}
         figures.append(lesion_figures(out / "figures", row["id"], vol.hu, int(table.key_z[i]), table.key_box[i],
-                                      by_z))
-    zs, ys, xs = vol.hu.shape
-    facts = [("input", f"{src.name} ({vol.source})"), ("volume", f"{xs} x {ys} x {zs} voxels"),
-             ("spacing", " x ".join(f"{v:.3g}" for v in vol.spacing) + " mm"),
-             ("checkpoint", ckpt_name), ("TTA", tta), ("score threshold", f"{score:g}"),
-             ("lesions", str(len(rows))), ("boxes", str(n_boxes))]
-    notes = ["Soft-tissue window (W 400, L 40). Slices above / below are the neighbours of the key slice in the "
-             "volume (superior / inferior)."]
+                                      by_z, mm_per_px=float(vol.spacing[0])))
+    ident = identification(vol, src.name) + [
+        ("detector", f"{ckpt_name}, TTA {settings.tta}, score >= {settings.score:g}", False),
+        ("found", f"{len(rows)} lesions from {n_boxes} boxes", False)]
+    page_notes = ["Slices are numbered 1 = most superior (as in lesions.csv); above / below = the neighbouring "
+                  "slices of the key slice. Scale bars in mm (column spacing)."]
     whole = bool(segments) and seg is not None and seg["form"] == "stacked"
     if segments:
-        notes.append(f"DICOM SEG with {segments} segments: lesions_seg.dcm (segment number = lesion id, "
-                     + ("each with its whole mask" if whole else "from the label volume") +
-                     "; references the source series).")
+        page_notes.append(f"DICOM SEG with {segments} segments: lesions_seg.dcm (segment number = lesion id, "
+                          + ("each with its whole mask" if whole else "from the label volume") +
+                          "; references the source series); DICOM SR lesions_sr.dcm measures each segment.")
     warnings_ = [f"Detector: the shipped {ckpt_name}, {SHIPPED_NOTE}."] if shipped else []
+    warnings_ += [n[len("warning: "):] if n.startswith("warning: ") else n for n in notes if n.startswith("warning")]
     if hidden:
         where = (", in lesions.csv and in the DICOM SEG" if whole else
                  " and in lesions.csv (the DICOM SEG describes them, without voxels)" if segments
@@ -231,5 +260,7 @@ def _write_page(out: Path, src: Path, vol: CTVolume, ckpt_name: str, rows: list[
         warnings_.append(f"{len(hidden)} of {len(rows)} lesions have no voxel in the label volume lesions.nii.gz: "
                          f"{hidden_text(hidden)}, a better-scoring lesion covers all of their voxels. They are "
                          "listed here" + where + ".")
-    write_page(out, f"lesionprop detect: {src.name}", facts, rows, figures, notes, warnings_,
-               seg_note(seg) if segments and seg is not None else None)
+    title = vol.dicom.series.get("SeriesDescription", "") if vol.dicom is not None else ""
+    write_page(out, f"lesionprop detect: {title or src.name}", ident, rows, figures,
+               page_notes + [n for n in notes if not n.startswith("warning")], warnings_,
+               seg_note(seg) if segments and seg is not None else None, slices=int(vol.hu.shape[0]))
