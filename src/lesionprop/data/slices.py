@@ -235,3 +235,40 @@ class SliceReader:
             got = (vol, {int(i): z for z, i in enumerate(indices)})
             self._volumes[series] = got
         return got
+
+
+class VolumeReader:
+    """The :class:`SliceReader` interface over one CT volume in memory: slice ``first + z`` of
+    series ``series`` is ``hu[z]``, a slice outside the volume falls back to the nearest one toward
+    the sample's centre (as a missing PNG does).  The volume lives in shared memory (a torch
+    tensor), so loader workers receive a handle to it, not a copy.
+    """
+
+    def __init__(self, series: str, hu: np.ndarray, first: int = 1):
+        import torch
+
+        self.series, self.first = series, int(first)
+        self._hu = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.int16)).share_memory_()
+        self.fallbacks = 0
+        self.decoded = 0
+
+    def resolve(self, series: str, slice_index: int, toward: int | None = None) -> int:
+        if series != self.series:
+            raise SliceReadError(f"series {series} is not the volume in memory ({self.series})")
+        idx, lo, hi = int(slice_index), self.first, self.first + self._hu.shape[0] - 1
+        if lo <= idx <= hi:
+            return idx
+        if toward is None or not lo <= int(toward) <= hi:
+            raise SliceReadError(f"slice {idx} of series {series} is outside the volume ({lo}..{hi})")
+        self.fallbacks += 1
+        return min(max(idx, lo), hi)
+
+    def read_hu(self, series: str, slice_index: int, toward: int | None = None) -> np.ndarray:
+        """``(H, W)`` int16 HU of a slice (read-only)."""
+        arr = self._hu[self.resolve(series, slice_index, toward) - self.first].numpy()
+        arr.flags.writeable = False
+        return arr
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator["VolumeReader"]:
+        yield self                          # nothing to decode: every slice is in memory already

@@ -234,7 +234,8 @@ def predict(checkpoint: str | Path, data_root: str | Path, annotations_path: str
             slices: str = "key", split: str = "test", tta: str = "none", out_csv: str | Path | None = None,
             file_names: list[str] | None = None, batch_size: int | None = None, device: str | None = None,
             progress: bool = True, window: int | None = None, run_cfg: Config | None = None,
-            overrides: Sequence[str] | Mapping[str, Any] = ()):
+            overrides: Sequence[str] | Mapping[str, Any] = (), reader: Any = None,
+            geometry: dict[str, SeriesInfo] | None = None):
     """Predict boxes (FILE frame) on the chosen slices; write ``out_csv`` on rank 0 when given.
 
     ``file_names`` overrides ``slices``/``split`` (e.g. an imported CT: the
@@ -242,8 +243,10 @@ def predict(checkpoint: str | Path, data_root: str | Path, annotations_path: str
     only K - window ... K + window of each sub-volume.  Inference settings (TTA scales, merge,
     batch size, AMP, loader workers and caches) come from ``run_cfg`` (a run's config) and then
     ``overrides`` (``predict.merge=nms``), never from the checkpoint's training run
-    (:func:`lesionprop.config.inference_config`).  Returns ``Predictions`` on rank 0, None on
-    the other ranks.
+    (:func:`lesionprop.config.inference_config`).  ``reader`` and ``geometry``: slices from
+    another source than the PNG layout under ``data_root`` (e.g.
+    :class:`lesionprop.data.slices.VolumeReader`, a CT in memory) and their series' spacing.
+    Returns ``Predictions`` on rank 0, None on the other ranks.
     """
     from lesionprop.predictions import Predictions, write_predictions
 
@@ -256,14 +259,16 @@ def predict(checkpoint: str | Path, data_root: str | Path, annotations_path: str
         if annotations_path is None:
             raise InputError("predict needs an annotation file or explicit file_names")
         file_names = slice_names(lesions, data_root, slices, split, window)
-    geometry = series_geometry(data_root, lesions)
+    if geometry is None:
+        geometry = series_geometry(data_root, lesions)
     model, trained = load_model(ckpt, dist.device)
     extra = dict(overrides) if isinstance(overrides, Mapping) else list(overrides)
     if batch_size is not None:
         extra = {**extra, "predict.batch_size": batch_size} if isinstance(extra, dict) else \
             extra + [f"predict.batch_size={int(batch_size)}"]
     cfg = inference_config(trained, run_cfg, extra)
-    result = infer(model, cfg, data_root, list(file_names), geometry, tta=tta, dist=dist, progress=progress)
+    result = infer(model, cfg, data_root, list(file_names), geometry, tta=tta, dist=dist, progress=progress,
+                   reader=reader)
     preds = None
     if result is not None:
         rows, fboxes, fscores = flatten(*result)

@@ -4,21 +4,20 @@ index.html.  A folder of several series: :mod:`lesionprop.scan.study`.
 Steps: load the scan (:func:`lesionprop.data.volumes.load_ct` for a DICOM folder or
 NIfTI file, same checks and errors as ``lesionprop import``; or a series folder
 ``ROOT/Images_png/PPPPPP_SS_SS`` of a DeepLesion-layout dataset), check that the derived
-DICOM objects can reference the source (before any detection), write the volume in the
-DeepLesion layout to a temporary folder (DICOM / NIfTI), predict every slice with the
-existing inference (:func:`lesionprop.engine.predict.predict`, TTA), keep boxes scoring
+DICOM objects can reference the source (before any detection), predict every slice with the
+inference every command uses (:func:`lesionprop.engine.predict.predict`, TTA; slices read from
+the volume in memory, :class:`lesionprop.data.slices.VolumeReader`), keep boxes scoring
 ``>= score``, link them into 3D lesions (:func:`lesionprop.labels.link.link_boxes`), then
 write the outputs.
 
 Boxes: predictions come back in the FILE frame of the slices; they are converted
 once to the pixel frame (``file - 1``) of the display-orientation volume, the
 frame :mod:`lesionprop.scan.lesions` works in.  ``predictions.csv`` keeps the
-file frame (slice names as in the temporary / source dataset).
+file frame (slice names ``SERIES_NNN.png``, NNN = slice number, or the source dataset's).
 """
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,21 +120,28 @@ def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str
 
 
 def _predict(vol: CTVolume, ckpt: Path, out: Path, settings: Settings, device, progress, layout):
-    from lesionprop.data.volumes import write_series
+    """Every slice's boxes: from the PNGs of a DeepLesion-layout series, else straight from the
+    volume in memory (slices numbered 1..Z, as ``lesionprop import`` would write them)."""
+    from lesionprop.data.deeplesion import SeriesInfo
+    from lesionprop.data.slices import VolumeReader
     from lesionprop.engine.predict import predict
 
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".detect-", dir=out) as tmp:
-        if layout is not None:
-            root, series, numbers = layout
-        else:
-            root, series = Path(tmp), SERIES_NAME
-            write_series(root, series, vol.hu, vol.spacing, source=f"detect:{vol.source}")
-            numbers = np.arange(1, vol.hu.shape[0] + 1, dtype=np.int64)
-        names = [f"{series}_{k:03d}.png" for k in numbers]
-        with warnings.catch_warnings():      # the first / last slice's 3D context repeats the edge slice
-            warnings.filterwarnings("ignore", message=r".*is missing, using slice", category=UserWarning)
-            preds = predict(ckpt, root, None, tta=settings.tta, file_names=names, device=device, progress=progress)
+    reader, geometry = None, None
+    if layout is not None:
+        root, series, numbers = layout
+    else:
+        root, series = out, SERIES_NAME
+        numbers = np.arange(1, vol.hu.shape[0] + 1, dtype=np.int64)
+        reader = VolumeReader(series, vol.hu, first=1)
+        geometry = {series: SeriesInfo(series, tuple(float(v) for v in vol.spacing),  # type: ignore[arg-type]
+                                       (int(vol.hu.shape[1]), int(vol.hu.shape[2])),
+                                       (1, int(vol.hu.shape[0])), f"detect:{vol.source}")}
+    names = [f"{series}_{k:03d}.png" for k in numbers]
+    with warnings.catch_warnings():      # the first / last slice's 3D context repeats the edge slice
+        warnings.filterwarnings("ignore", message=r".*is missing, using slice", category=UserWarning)
+        preds = predict(ckpt, root, None, tta=settings.tta, file_names=names, device=device, progress=progress,
+                        reader=reader, geometry=geometry)
     return preds, numbers
 
 
