@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import FAST, S1, S2, loops, make_lesion, name, preds
-from lesionprop.eval.froc import evaluate, froc_curve, pair_iou_padded, sensitivity_at
+from lesionprop.boxes import pair_iou
+from lesionprop.eval.froc import evaluate, froc_curve, sensitivity_at
 
 froc_loop = loops.froc_loop
 
@@ -74,10 +75,10 @@ def test_one_detection_finds_several_lesions_and_iou_boundary():
 def test_mulan_iou_pad_is_0p8_mm_over_the_images_pixel_spacing():
     gt, det = (10, 10, 14, 14), (11, 11, 15, 15)
     # continuous IoU 9 / 23 = 0.39; pad 1 (0.8 mm pixels): 16 / 34 = 0.47; pad 2 (0.4 mm): 25 / 47 = 0.53
-    np.testing.assert_allclose(pair_iou_padded(np.array([det], float), np.array([gt], float), [0.0, 1.0, 2.0][0]),
+    np.testing.assert_allclose(pair_iou(np.array([det], float), np.array([gt], float), [0.0, 1.0, 2.0][0]),
                                [9 / 23])
-    np.testing.assert_allclose(pair_iou_padded(np.array([det] * 2, float), np.array([gt] * 2, float),
-                                               np.array([1.0, 2.0])), [16 / 34, 25 / 47])
+    np.testing.assert_allclose(pair_iou(np.array([det] * 2, float), np.array([gt] * 2, float),
+                                        np.array([1.0, 2.0])), [16 / 34, 25 / 47])
     # two images in one evaluation, each with its own spacing: only the 0.4 mm one is a hit
     les = [spaced(make_lesion(A, gt, split=3), 0.8), spaced(make_lesion(B, gt, split=3), 0.4)]
     res = evaluate(les, preds((S1, 10, det, 0.9), (S1, 20, det, 0.8)), fps=(1,))

@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
-from lesionprop.complete_labels import (
+from lesionprop.eval.complete_labels import (
     assign_units, detections_from_boxes, load_pickle, parse_unit, read_complete_labels, read_linked_predictions,
     read_prediction_pickle, truth_labels, unit_name, units_from_key_slices,
 )

@@ -94,7 +94,7 @@ def test_split_and_empty_inputs():
 def test_pred_index_orders_runs_like_a_stable_sort(seed):
     """PredIndex builds the (slice, file order) order from runs of equal slices; a slice may
     come back in several runs (as K+1 of one key slice and K-1 of the next)."""
-    from lesionprop.grouping import PredIndex, slice_keys
+    from lesionprop.slice_index import PredIndex, slice_keys
     from lesionprop.predictions import Predictions
 
     rng = np.random.default_rng(seed)

@@ -5,7 +5,7 @@ Boxes are xyxy in the file frame (see :mod:`lesionprop.boxes`).
 IoU as MULAN and AlignShift compute it: their IoU adds +1 pixel to every width and
 height (both boxes and the intersection) in the frame where they evaluate, slices
 resampled to 0.8 mm pixels; in the file's pixels that is ``+ 0.8 / spacing`` with
-``spacing`` the image's ``Spacing_mm_px_`` x (:func:`pair_iou_padded`).  MULAN also
+``spacing`` the image's ``Spacing_mm_px_`` x (:func:`lesionprop.boxes.pair_iou`'s ``pad``).  MULAN also
 caps the resampled slice at 512 px after clipping the black border, so on a large
 field of view its pad is smaller than ``0.8 / spacing``: a box file cannot know the
 border, so we use the uncapped pad.  The label tools keep continuous IoU.
@@ -48,9 +48,11 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from lesionprop.annotations import LESION_TYPES, Annotations, Lesion, Source, as_annotations
+from lesionprop.boxes import pair_iou
 from lesionprop.errors import InputError
-from lesionprop.grouping import Vocab, segment_pairs, slice_keys
 from lesionprop.predictions import Predictions
+from lesionprop.segments import segment_pairs
+from lesionprop.slice_index import Vocab, slice_keys
 
 DEFAULT_FPS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
 CONVENTIONS = ("mulan", "3dce")
@@ -64,21 +66,6 @@ def size_group(long_mm: np.ndarray) -> np.ndarray:
     """Index into :data:`SIZE_GROUPS` of each long diameter (mm); -1 where it is not finite."""
     d = np.asarray(long_mm, dtype=np.float64)
     return np.select([d < 10.0, d <= 30.0, d > 30.0], [0, 1, 2], -1)
-
-
-def pair_iou_padded(a: np.ndarray, b: np.ndarray, pad: float | np.ndarray = 0.0) -> np.ndarray:
-    """IoU of row-aligned ``(P, 4)`` boxes with ``pad`` added to every width and height
-    (both boxes and the intersection; ``pad`` scalar or ``(P,)``).  ``pad=1`` is 3DCE's and
-    MULAN's +1 in their own frame; ``pad=0`` is the continuous IoU of valid boxes."""
-    pad = np.asarray(pad, dtype=np.float64)
-    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + pad
-    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + pad
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0] + pad, 0, None) * np.clip(a[:, 3] - a[:, 1] + pad, 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0] + pad, 0, None) * np.clip(b[:, 3] - b[:, 1] + pad, 0, None)
-    union = area_a + area_b - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 @dataclass
@@ -104,7 +91,7 @@ def match_detections(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: n
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rank detections and match them to lesions of their own image.
 
-    ``pad``: scalar or per image (``pad[image]``), see :func:`pair_iou_padded`.  Returns
+    ``pad``: scalar or per image (``pad[image]``), see :func:`lesionprop.boxes.pair_iou`.  Returns
     ``(order (D,), is_fp (D,) in input order, found_at (G,))``: the ranking (score
     descending, ties in input order), whether each detection is a false positive, and
     per lesion the rank of the detection that found it (D when never found).
@@ -125,7 +112,7 @@ def match_detections(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: n
     best = np.zeros(n_det)
     found_at = np.full(n_gt, n_det, dtype=np.int64)
     for d, _, gpos in segment_pairs(np.arange(n_det), np.ones(n_det, np.int64), g_start, g_count):
-        v = pair_iou_padded(det_boxes[d], gt_boxes[gt_order[gpos]], pad if pad.ndim == 0 else pad[det_image[d]])
+        v = pair_iou(det_boxes[d], gt_boxes[gt_order[gpos]], pad if pad.ndim == 0 else pad[det_image[d]])
         np.maximum.at(best, d, v)
         hit = v >= iou
         np.minimum.at(found_at, gt_order[gpos[hit]], rank[d[hit]])

@@ -30,10 +30,10 @@ from typing import Sequence
 
 import numpy as np
 
+from lesionprop.boxes import pair_iou
 from lesionprop.errors import InputError
-from lesionprop.eval.froc import pair_iou_padded
 from lesionprop.eval.lens import ProtocolResult, add_breakdowns, ap_from_found, protocol_result, unit_pairs
-from lesionprop.grouping import slice_keys
+from lesionprop.slice_index import slice_keys
 
 HARVESTER_FPS: tuple[float, ...] = tuple(2.0 ** p for p in range(-3, 5))
 HARVESTER_IOU = 0.5
@@ -51,7 +51,7 @@ def harvester_hits(box_lesion: np.ndarray, box_unit: np.ndarray, box_slice: np.n
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
     for q, g in unit_pairs(box_key, gt_key):
-        hit = pair_iou_padded(boxes[q], gt_boxes[g], 1.0) >= iou
+        hit = pair_iou(boxes[q], gt_boxes[g], 1.0) >= iou
         ds.append(np.asarray(box_lesion, np.int64)[q[hit]])
         gs.append(g[hit])
     d, g = np.concatenate(ds), np.concatenate(gs)
@@ -94,8 +94,8 @@ def harvester_froc(det_unit: np.ndarray, det_scores: np.ndarray, box_lesion: np.
 
 def evaluate_harvester(labels, dets, *, iou: float = HARVESTER_IOU,
                        fps: Sequence[float] = HARVESTER_FPS) -> ProtocolResult:
-    """Harvester protocol on :class:`~lesionprop.complete_labels.CompleteLabels` (2D boxes)
-    and :class:`~lesionprop.complete_labels.Detections3D` (with per-slice boxes)."""
+    """Harvester protocol on :class:`~lesionprop.eval.complete_labels.CompleteLabels` (2D boxes)
+    and :class:`~lesionprop.eval.complete_labels.Detections3D` (with per-slice boxes)."""
     if not labels.has2d:
         raise InputError(f"the harvester protocol needs per-slice ground-truth boxes; the {labels.source} truth "
                          "has 3D boxes only (use --protocol lens)")

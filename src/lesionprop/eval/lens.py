@@ -34,7 +34,7 @@ import numpy as np
 
 from lesionprop.errors import InputError
 from lesionprop.eval.froc import SIZE_GROUPS, Outcomes, SubResult, size_group
-from lesionprop.grouping import segment_pairs
+from lesionprop.segments import segment_pairs
 
 LENS_FPS: tuple[float, ...] = tuple(2.0 ** p for p in range(-3, 4))
 LENS_IOBB = 0.3
@@ -288,8 +288,8 @@ def _subset_units(mask: np.ndarray, det_unit: np.ndarray, gt_unit: np.ndarray):
 
 
 def evaluate_lens(labels, dets, *, iobb: float = LENS_IOBB, fps: Sequence[float] = LENS_FPS) -> ProtocolResult:
-    """LENS protocol on :class:`~lesionprop.complete_labels.CompleteLabels` (3D boxes) and
-    :class:`~lesionprop.complete_labels.Detections3D`, with breakdowns and bootstrap outcomes
+    """LENS protocol on :class:`~lesionprop.eval.complete_labels.CompleteLabels` (3D boxes) and
+    :class:`~lesionprop.eval.complete_labels.Detections3D`, with breakdowns and bootstrap outcomes
     (resampling unit: the patient)."""
     if not labels.has3d:
         raise InputError(f"the lens protocol needs 3D ground-truth boxes; the {labels.source} truth has "

@@ -183,7 +183,7 @@ def read_binary(path: Path, fmt: str, *, skip_bad_rows: bool = False,
     codes, uniques, null_name = _name_codes(path, table)
     boxes = _box_view(table)
     if boxes is None:
-        boxes = np.empty((4, table.num_rows), np.float64).T    # column-major: no copy in grouping.BoxCols
+        boxes = np.empty((4, table.num_rows), np.float64).T    # column-major: no copy in boxes.BoxCols
         for j, c in enumerate(COLUMNS[1:5]):
             _numbers(path, table, c, boxes[:, j])
     scores = _numbers(path, table, "score")

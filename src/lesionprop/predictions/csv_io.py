@@ -194,7 +194,7 @@ def read_csv(path: Path, *, skip_bad_rows: bool = False, known_series: Collectio
     record_line = _row_lines(f, breaks, table.num_rows + len(invalid))
 
     codes, uniques = _names(table)
-    boxes = np.empty((4, table.num_rows), np.float64).T    # column-major: no copy in grouping.BoxCols
+    boxes = np.empty((4, table.num_rows), np.float64).T    # column-major: no copy in boxes.BoxCols
     for j, c in enumerate(COLUMNS[1:5]):
         boxes[:, j] = _column(table, c)
     scores = _column(table, "score")

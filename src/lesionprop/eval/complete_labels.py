@@ -33,6 +33,7 @@ import numpy as np
 
 from lesionprop.errors import InputError
 from lesionprop.fileio import require_file
+from lesionprop.segments import segment_pairs
 
 UNIT_RE = re.compile(r"^(\d{6}_\d{2}_\d{2})_(\d+)-(\d+)(?:\.annot)?$")
 FORMATS = ("truth-csv", "lens", "harvester-2d", "harvester-3d")
@@ -268,8 +269,6 @@ def assign_units(unit_series: np.ndarray, unit_top: np.ndarray, unit_bottom: np.
                  slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs ``(box, unit)``: every unit of the box's series whose slices hold the box's slice
     (a box in overlapping units belongs to each; a box outside every unit to none)."""
-    from lesionprop.grouping import segment_pairs
-
     unit_series = np.asarray(unit_series, dtype=object)
     series = np.asarray(series, dtype=object)
     slices = np.asarray(slices, dtype=np.int64)
