@@ -131,6 +131,16 @@ def test_sensitivity_at_conventions():
     assert sensitivity_at([], [], [1, 2]).tolist() == [0, 0]
 
 
+def test_sensitivity_at_lens_and_harvester_readings():
+    fp, s = [0.5, 0.5, 1.0], [0.0, 0.2, 0.3]
+    assert sensitivity_at(fp, s, [0.25, 0.5, 0.75, 1.0, 4.0], "mulan").tolist() == [0.0, 0.2, 0.25, 0.3, 0.3]
+    assert sensitivity_at(fp, s, [0.25, 0.5, 0.75, 1.0, 4.0], "harvester").tolist() == [0.0, 0.0, 0.25, 0.3, 0.3]
+    assert sensitivity_at([0.5, 1.0], [0.2, 0.4], [0.25], "mulan").tolist() == [0.0]    # 0 below the first point
+    assert sensitivity_at([], [], [1.0], "harvester").tolist() == [0.0]
+    with pytest.raises(ValueError, match="reading"):
+        sensitivity_at(fp, s, [1.0], "middle")
+
+
 def test_3dce_convention_uses_plus_one_boxes():
     les = [spaced(make_lesion(A, (0, 0, 9, 9), split=3), 1.6)]
     det = preds((S1, 10, (0, 0, 9, 4), 0.9))   # +0.5 (MULAN at 1.6 mm): 42.75/90.25 = .47; +1: 50/100 = .5

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lesionprop.annotations import Annotations, Source, Split
@@ -39,12 +38,4 @@ class Validator:
                                      tta="none", dist=self.dist, progress=False)
         preds = Predictions.from_arrays(*flatten(names, boxes, scores))
         result = evaluate(self.val, preds, split="val", fps=(VAL_FPS,))
-        return sensitivity_at(result, VAL_FPS)
-
-
-def sensitivity_at(result, fps: float) -> float:
-    """The sensitivity of a ``FrocResult`` at ``fps`` false positives per image."""
-    sens = result.sensitivity
-    if isinstance(sens, dict):
-        return float(sens[fps] if fps in sens else sens[int(fps)])
-    return float(np.asarray(sens).reshape(-1)[0])
+        return float(result.sensitivity[0])

@@ -142,18 +142,56 @@ def froc_curve(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndar
     return fp_curve, sens_curve, found_at
 
 
+#: how a curve is read at a rate (:func:`sensitivity_at`), named for the protocols that read it so
+READINGS = ("mulan", "harvester", "3dce")
+
+
 def sensitivity_at(fp_curve: np.ndarray, sens_curve: np.ndarray, rates: Sequence[float],
-                   convention: str = "mulan") -> np.ndarray:
-    """Sensitivity at each FP rate read from the curve (see the module docstring)."""
+                   reading: str = "mulan") -> np.ndarray:
+    """Sensitivity at each FP rate read from a curve (points in rank order, FP rate not decreasing).
+
+    ``reading`` (:data:`READINGS`) says which point holds where several share a requested
+    rate exactly, and what holds beyond the curve's ends:
+
+    * ``mulan`` (MULAN, AlignShift, LENS): linear interpolation, the LAST point of equal
+      rate, 0 below the first point, the last value past the end (``numpy.interp``; a curve
+      of ranked detections starts at 0 FPs or with sensitivity 0, so 0 below it is
+      ``numpy.interp``'s own reading);
+    * ``harvester`` (Lesion Harvester): the same with the FIRST point of equal rate;
+    * ``3dce`` (3DCE's script): the first point of equal rate, linear extrapolation past
+      either end (a flat end segment, where 3DCE's scipy call would divide by zero, gives
+      that segment's value).
+
+    An empty curve reads 0 at every rate.
+    """
+    if reading not in READINGS:
+        raise InputError(f"reading must be one of {', '.join(READINGS)}; got {reading!r}")
     rates = np.asarray(rates, dtype=np.float64)
     fp = np.asarray(fp_curve, dtype=np.float64)
     s = np.asarray(sens_curve, dtype=np.float64)
     if fp.size == 0:
         return np.zeros(rates.shape)
-    if convention == "mulan":
-        return np.interp(rates, fp, s)
-    if convention != "3dce":
-        raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if reading == "mulan":
+        return np.interp(rates, fp, s, left=0.0, right=s[-1])
+    if reading == "harvester":
+        return _first_of_equal(fp, s, rates)
+    return _extrapolated(fp, s, rates)
+
+
+def _first_of_equal(fp: np.ndarray, s: np.ndarray, rates: np.ndarray) -> np.ndarray:
+    """The ``harvester`` reading of :func:`sensitivity_at` (a non-empty curve)."""
+    i = np.searchsorted(fp, rates, side="left")
+    ic = np.clip(i, 0, fp.size - 1)
+    lo = np.clip(i - 1, 0, fp.size - 1)
+    dx = fp[ic] - fp[lo]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lin = s[lo] + (s[ic] - s[lo]) * (rates - fp[lo]) / np.where(dx > 0, dx, 1.0)
+    out = np.where(i >= fp.size, s[-1], np.where(fp[ic] == rates, s[ic], lin))
+    return np.where((i == 0) & (fp[0] != rates), 0.0, out)
+
+
+def _extrapolated(fp: np.ndarray, s: np.ndarray, rates: np.ndarray) -> np.ndarray:
+    """The ``3dce`` reading of :func:`sensitivity_at` (a non-empty curve)."""
     if fp.size == 1:
         return np.full(rates.shape, s[0])
     hi = np.clip(np.searchsorted(fp, rates, side="left"), 1, fp.size - 1)

@@ -86,8 +86,7 @@ def harvester_froc(det_unit: np.ndarray, det_scores: np.ndarray, box_lesion: np.
     box_lesion = np.asarray(box_lesion, dtype=np.int64)
     hd, hg = harvester_hits(box_lesion, det_unit[box_lesion], box_slice, boxes, gt_unit, gt_slice, gt_boxes,
                             iou=iou)
-    result, order, found_at = protocol_result("harvester", det_scores, det_unit, gt_unit, hd, hg, n_units, fps,
-                                              "first")
+    result, order, found_at = protocol_result("harvester", det_scores, det_unit, gt_unit, hd, hg, n_units, fps)
     result.ap = voc_ap(order, hd, hg, len(gt_unit))
     return result, found_at
 
@@ -117,7 +116,7 @@ def evaluate_harvester(labels, dets, *, iou: float = HARVESTER_IOU,
                               dets.box_slice[q], dets.boxes2d[q], new_id[labels.box_unit[gm]],
                               labels.box_slice[gm], labels.boxes2d[gm], int(mask.sum()), iou=iou, fps=fps)[0]
 
-    add_breakdowns(result, found_at, labels.box_unit, labels.box_long_mm, labels.unit_interval, run, "first")
+    add_breakdowns(result, found_at, labels.box_unit, labels.box_long_mm, labels.unit_interval, run)
     patients, unit_patient = np.unique(labels.unit_patient, return_inverse=True)
     result.outcomes.image_unit = unit_patient.reshape(-1).astype(np.int64)
     result.outcomes.units = patients
