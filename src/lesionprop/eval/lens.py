@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lesionprop.errors import InputError
-from lesionprop.eval.froc import SIZE_GROUPS, Outcomes, SubResult, sensitivity_at, size_group
+from lesionprop.eval.froc import SIZE_GROUPS, Outcomes, SubResult, curve, sensitivity_at, size_group
 from lesionprop.segments import segment_pairs
 
 LENS_FPS: tuple[float, ...] = tuple(2.0 ** p for p in range(-3, 4))
@@ -98,16 +98,6 @@ def rank_and_match(scores: np.ndarray, n_gt: int, hit_det: np.ndarray, hit_gt: n
     found_at = np.full(int(n_gt), n, dtype=np.int64)
     np.minimum.at(found_at, np.asarray(hit_gt, dtype=np.int64), rank[hit_det])
     return order, is_fp, found_at
-
-
-def curve(order: np.ndarray, is_fp: np.ndarray, found_at: np.ndarray, n_units: int
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """FROC points after each ranked detection: ``(fp_curve, sens_curve, found_per_rank)``."""
-    n = order.size
-    found = np.bincount(found_at[found_at < n], minlength=n)[:n]
-    fp = np.cumsum(is_fp[order]) / float(max(n_units, 1))
-    sens = np.cumsum(found) / float(found_at.size) if found_at.size else np.zeros(n)
-    return fp, sens, found
 
 
 @dataclass
