@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lesionprop.errors import InputError
+from lesionprop.eval.bootstrap import draw_weights, percentile_ci
 from lesionprop.eval.froc import SIZE_GROUPS, Outcomes, SubResult, curve, sensitivity_at, size_group
 from lesionprop.segments import segment_pairs
 
@@ -164,8 +165,6 @@ def bootstrap_protocol(result: ProtocolResult, *, level: float = 0.95, n_boot: i
     One numpy pass per resample (no loop over detections).  ``weights`` (B, patients)
     overrides the draw.
     """
-    from lesionprop.eval.bootstrap import draw_weights, percentile_ci
-
     o = result.outcomes
     weights = draw_weights(o.units.size, n_boot, seed) if weights is None else np.asarray(weights, np.int64)
     n_boot = weights.shape[0]

@@ -20,12 +20,13 @@ message naming the file, the line or row, the column and the value.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Collection, Sequence
 
 import numpy as np
 
 from lesionprop.fileio import require_file
+from lesionprop.predictions.binary import read_binary, write_binary
+from lesionprop.predictions.csv_io import read_csv, write_csv
 from lesionprop.predictions.table import (
     BINARY_SUFFIXES, COLUMNS, PredictionError, Predictions, _bad_values, _binary_format, _object_array, _value_problem,
     check_rows, output_format,
@@ -51,11 +52,7 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
     path = require_file(path, "prediction file")
     fmt = _binary_format(path)
     if fmt is not None:
-        from lesionprop.predictions.binary import read_binary
-
         return read_binary(path, fmt, skip_bad_rows=skip_bad_rows, known_series=known_series)
-    from lesionprop.predictions.csv_io import read_csv
-
     return read_csv(path, skip_bad_rows=skip_bad_rows, known_series=known_series)
 
 
@@ -80,10 +77,6 @@ def write_predictions(path: str | os.PathLike, file_names: Sequence[str], boxes:
                               f"{bad.size} bad row(s), nothing written")
     fmt = output_format(path)
     if fmt != "csv":
-        from lesionprop.predictions.binary import write_binary
-
         write_binary(path, fmt, names, b, s)
         return
-    from lesionprop.predictions.csv_io import write_csv
-
     write_csv(path, names, b, s)
