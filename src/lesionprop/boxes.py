@@ -70,13 +70,16 @@ def pair_iou(a: np.ndarray, b: np.ndarray, pad: float | np.ndarray = 0.0) -> np.
     ``pad=0`` is :func:`box_iou`'s continuous IoU; ``pad=1`` is DeepLesion's, 3DCE's and
     MULAN's +1 in their own frame.
     """
+    sides = [np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]),       # intersection w, h
+             np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]),
+             a[:, 2] - a[:, 0], a[:, 3] - a[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]]
     pad = np.asarray(pad, dtype=np.float64)
-    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + pad
-    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + pad
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0] + pad, 0, None) * np.clip(a[:, 3] - a[:, 1] + pad, 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0] + pad, 0, None) * np.clip(b[:, 3] - b[:, 1] + pad, 0, None)
-    union = area_a + area_b - inter
+    if pad.ndim or pad != 0:            # the label tools' continuous IoU skips six additions of 0
+        for side in sides:
+            side += pad
+    iw, ih, wa, ha, wb, hb = (np.clip(x, 0, None) for x in sides)
+    inter = iw * ih
+    union = wa * ha + wb * hb - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
@@ -133,7 +136,7 @@ def overlap_iou(a: BoxCols, ia: np.ndarray, b: BoxCols, ib: np.ndarray) -> tuple
     """IoU of the pairs ``(a[ia[k]], b[ib[k]])`` that overlap (positive intersection).
 
     Returns ``(k, iou)`` for those pairs only; every other pair has IoU 0.  The
-    values equal :func:`pair_iou`'s bit for bit; pruning on x first makes a test
+    values equal :func:`pair_iou`'s (``pad=0``) bit for bit; pruning on x first makes a test
     like ``IoU > tau`` (tau >= 0) over millions of pairs cheap.
     """
     iw = np.minimum(a.x2[ia], b.x2[ib])

@@ -334,9 +334,9 @@ def evaluate(lesions: Annotations | Iterable[Lesion], predictions: Predictions, 
 
     result.by_interval = interval_breakdown(keyrows.spacing[first, 2], det_img, det_boxes, det_scores, gt_img,
                                             gts.boxes, iou=iou, pad=pad, fps=fps, convention=convention)
-    for t in np.unique(gts.lesion_type):
-        result.by_type[LESION_TYPES.get(int(t), str(int(t)))] = along_curve(result, found_at, gt_img,
-                                                                             gts.lesion_type == t)
+    types = gts.lesion_type
+    for t in np.unique(types):
+        result.by_type[LESION_TYPES.get(int(t), str(int(t)))] = along_curve(result, found_at, gt_img, types == t)
     groups = size_group(gts.diameters_px.max(axis=1) * spacing_x[gt_img])      # NaN where not 2 diameters
     for k, label in enumerate(SIZE_GROUPS):
         if (groups == k).any():
