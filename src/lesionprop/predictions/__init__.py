@@ -25,8 +25,6 @@ from typing import Collection, Sequence
 import numpy as np
 
 from lesionprop.fileio import require_file
-from lesionprop.predictions.binary import read_binary, write_binary
-from lesionprop.predictions.csv_io import read_csv, write_csv
 from lesionprop.predictions.table import (
     BINARY_SUFFIXES, COLUMNS, PredictionError, Predictions, _bad_values, _binary_format, _object_array, _value_problem,
     check_rows, output_format,
@@ -51,8 +49,14 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
     """
     path = require_file(path, "prediction file")
     fmt = _binary_format(path)
+    # each format's module is imported when a file of that format is read or written: the
+    # CLI's start (``--help``) and the other format's runs skip it (~5 ms for the CSV module)
     if fmt is not None:
+        from lesionprop.predictions.binary import read_binary
+
         return read_binary(path, fmt, skip_bad_rows=skip_bad_rows, known_series=known_series)
+    from lesionprop.predictions.csv_io import read_csv
+
     return read_csv(path, skip_bad_rows=skip_bad_rows, known_series=known_series)
 
 
@@ -77,6 +81,10 @@ def write_predictions(path: str | os.PathLike, file_names: Sequence[str], boxes:
                               f"{bad.size} bad row(s), nothing written")
     fmt = output_format(path)
     if fmt != "csv":
+        from lesionprop.predictions.binary import write_binary
+
         write_binary(path, fmt, names, b, s)
         return
+    from lesionprop.predictions.csv_io import write_csv
+
     write_csv(path, names, b, s)
