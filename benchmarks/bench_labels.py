@@ -36,7 +36,7 @@ from bench_io import HEADER, PER_SLICE, dl_info_rows, label_world  # noqa: E402
 
 from lesionprop.annotations import Source, concat, read_annotations, write_annotations  # noqa: E402
 from lesionprop.eval.froc import evaluate  # noqa: E402
-from lesionprop.grouping import PredIndex, Vocab, key_slices  # noqa: E402
+from lesionprop.slice_index import PredIndex, Vocab, key_slices  # noqa: E402
 from lesionprop.labels.distill import distill, distill_arrays  # noqa: E402
 from lesionprop.labels.mine import mine, mine_arrays  # noqa: E402
 from lesionprop.labels.propagate import REFERENCE_SOURCES, propagate, propagate_arrays  # noqa: E402

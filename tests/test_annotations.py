@@ -408,7 +408,7 @@ def test_synthetic_dataset_reads_column_wise(tiny_synth, tmp_path):
 
 def test_truth_csv_gets_the_same_checks(tiny_synth, tmp_path):
     """A complete-label truth.csv (the lens / harvester --truth) is read by the same reader."""
-    from lesionprop.complete_labels import read_complete_labels
+    from lesionprop.eval.complete_labels import read_complete_labels
 
     lines = (tiny_synth / "truth.csv").read_text().splitlines()
     fields = next(csv.reader([lines[4]]))

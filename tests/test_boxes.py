@@ -2,8 +2,7 @@
 
 import numpy as np
 
-from lesionprop.boxes import box_area, box_iou, file_to_pixel, pixel_to_file
-from lesionprop.grouping import BoxCols, overlap_iou, pair_iou, segment_pairs
+from lesionprop.boxes import BoxCols, box_area, box_iou, file_to_pixel, overlap_iou, pair_iou, pixel_to_file
 
 
 def test_frames_round_trip():
@@ -30,9 +29,3 @@ def test_overlap_iou_equals_pair_iou_bit_for_bit():
     k, v = overlap_iou(BoxCols(a), ia, BoxCols(b), ia)
     full = pair_iou(a, b)
     assert np.array_equal(full[k], v) and np.all(np.delete(full, k) == 0) and np.all(v > 0)
-
-
-def test_segment_pairs_enumerates_every_pair_in_order():
-    got = [np.stack(x, 1) for x in segment_pairs([0, 2, 5], [2, 0, 1], [10, 20, 30], [2, 3, 3], chunk=3)]
-    got = np.concatenate(got).tolist()
-    assert got == [[0, 0, 10], [0, 0, 11], [0, 1, 10], [0, 1, 11], [2, 5, 30], [2, 5, 31], [2, 5, 32]]

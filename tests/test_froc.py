@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import FAST, S1, S2, loops, make_lesion, name, preds
-from lesionprop.eval.froc import evaluate, froc_curve, pair_iou_padded, sensitivity_at
+from lesionprop.boxes import pair_iou
+from lesionprop.eval.froc import evaluate, froc_curve, sensitivity_at
 
 froc_loop = loops.froc_loop
 
@@ -74,10 +75,10 @@ def test_one_detection_finds_several_lesions_and_iou_boundary():
 def test_mulan_iou_pad_is_0p8_mm_over_the_images_pixel_spacing():
     gt, det = (10, 10, 14, 14), (11, 11, 15, 15)
     # continuous IoU 9 / 23 = 0.39; pad 1 (0.8 mm pixels): 16 / 34 = 0.47; pad 2 (0.4 mm): 25 / 47 = 0.53
-    np.testing.assert_allclose(pair_iou_padded(np.array([det], float), np.array([gt], float), [0.0, 1.0, 2.0][0]),
+    np.testing.assert_allclose(pair_iou(np.array([det], float), np.array([gt], float), [0.0, 1.0, 2.0][0]),
                                [9 / 23])
-    np.testing.assert_allclose(pair_iou_padded(np.array([det] * 2, float), np.array([gt] * 2, float),
-                                               np.array([1.0, 2.0])), [16 / 34, 25 / 47])
+    np.testing.assert_allclose(pair_iou(np.array([det] * 2, float), np.array([gt] * 2, float),
+                                        np.array([1.0, 2.0])), [16 / 34, 25 / 47])
     # two images in one evaluation, each with its own spacing: only the 0.4 mm one is a hit
     les = [spaced(make_lesion(A, gt, split=3), 0.8), spaced(make_lesion(B, gt, split=3), 0.4)]
     res = evaluate(les, preds((S1, 10, det, 0.9), (S1, 20, det, 0.8)), fps=(1,))
@@ -128,6 +129,16 @@ def test_sensitivity_at_conventions():
     # 3DCE: first point of equal FP rate, linear extrapolation past the end
     np.testing.assert_allclose(sensitivity_at(fp, sens, [0.5, 1, 1.5, 3], "3dce"), [0.25, 0.3, 0.55, 0.7])
     assert sensitivity_at([], [], [1, 2]).tolist() == [0, 0]
+
+
+def test_sensitivity_at_lens_and_harvester_readings():
+    fp, s = [0.5, 0.5, 1.0], [0.0, 0.2, 0.3]
+    assert sensitivity_at(fp, s, [0.25, 0.5, 0.75, 1.0, 4.0], "mulan").tolist() == [0.0, 0.2, 0.25, 0.3, 0.3]
+    assert sensitivity_at(fp, s, [0.25, 0.5, 0.75, 1.0, 4.0], "harvester").tolist() == [0.0, 0.0, 0.25, 0.3, 0.3]
+    assert sensitivity_at([0.5, 1.0], [0.2, 0.4], [0.25], "mulan").tolist() == [0.0]    # 0 below the first point
+    assert sensitivity_at([], [], [1.0], "harvester").tolist() == [0.0]
+    with pytest.raises(ValueError, match="reading"):
+        sensitivity_at(fp, s, [1.0], "middle")
 
 
 def test_3dce_convention_uses_plus_one_boxes():

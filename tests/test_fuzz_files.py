@@ -136,7 +136,7 @@ pickled = st.recursive(leaf, lambda kids: st.one_of(st.lists(kids, max_size=4), 
 @fuzz(800)
 @given(obj=pickled, fmt=st.sampled_from(["auto", "lens", "harvester-3d", "harvester-2d"]), evil=st.booleans())
 def test_label_pickles_never_run_code_and_refuse_or_read(tmp_path, obj, fmt, evil):
-    from lesionprop.complete_labels import read_complete_labels
+    from lesionprop.eval.complete_labels import read_complete_labels
 
     path = tmp_path / "labels.pkl"
     path.write_bytes(pickle.dumps({"test": {"000001_01_01_001-005": [Evil()]}} if evil else obj, protocol=2))
@@ -149,7 +149,7 @@ def test_label_pickles_never_run_code_and_refuse_or_read(tmp_path, obj, fmt, evi
 @fuzz(200)
 @given(n=st.integers(1, 5), cols=st.integers(1, 8), cut=st.floats(0, 1))
 def test_lens_pickle_wrong_box_shapes_or_truncated(tmp_path, n, cols, cut):
-    from lesionprop.complete_labels import read_complete_labels
+    from lesionprop.eval.complete_labels import read_complete_labels
 
     path = tmp_path / "lens.pkl"
     boxes = np.arange(n * cols, dtype=float).reshape(n, cols) + 1

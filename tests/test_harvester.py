@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from lesionprop.complete_labels import read_complete_labels, read_linked_predictions, truth_labels
+from lesionprop.eval.complete_labels import read_complete_labels, read_linked_predictions, truth_labels
 from lesionprop.eval.harvester import HARVESTER_FPS, evaluate_harvester, harvester_froc, harvester_hits, voc_ap
 
 # ground truth: unit 0 has g0 (slice 10) and g1 (slice 12); unit 1 has g2 (slice 5)

@@ -9,11 +9,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lesionprop"
 
 #: room (top-level module or package) -> floor, bottom (0) to top
 FLOORS = {
-    "boxes": 0, "errors": 0, "variants": 0, "fileio": 0, "numtext": 0, "cli": 0, "__init__": 0, "__main__": 0,
+    "boxes": 0, "errors": 0, "variants": 0, "fileio": 0, "numtext": 0, "segments": 0, "cli": 0, "__init__": 0,
+    "__main__": 0,
     "config": 1, "configs": 1,
     "data": 2, "model": 2,
     "annotations": 3, "predictions": 3, "synth": 3, "dataset_stats": 3, "coco": 3,
-    "grouping": 4, "complete_labels": 4,
+    "slice_index": 4,
     "labels": 5, "eval": 5,
     "engine": 6,
     "pipeline": 7, "scan": 7, "review": 7,

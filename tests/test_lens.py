@@ -9,12 +9,12 @@ import pickle
 import numpy as np
 import pytest
 
-from lesionprop.complete_labels import (
+from lesionprop.eval.complete_labels import (
     assign_units, detections_from_boxes, load_pickle, parse_unit, read_complete_labels, read_linked_predictions,
     read_prediction_pickle, truth_labels, unit_name, units_from_key_slices,
 )
 from lesionprop.annotations import read_annotations
-from lesionprop.eval.lens import LENS_FPS, evaluate_lens, iobb3d, lens_froc, read_curve
+from lesionprop.eval.lens import LENS_FPS, evaluate_lens, iobb3d, lens_froc
 
 A = [10, 10, 5, 19, 19, 9]            # 10 x 10 x 5 voxels with the +1 convention
 
@@ -70,16 +70,6 @@ def test_bootstrap_is_the_evaluation_of_the_resampled_units():
     again, _ = lens_froc(np.array([0, 0, 2, 1, 1]), boxes, np.array([0.9, 0.8, 0.7, 0.9, 0.8]), np.array([0, 1]),
                          np.array([A, A], float), 3)
     assert ci.samples.tolist() == [again.sensitivity.tolist()]
-
-
-def test_read_curve_rules():
-    fp, s = [0.5, 0.5, 1.0], [0.0, 0.2, 0.3]
-    assert read_curve(fp, s, [0.25, 0.5, 0.75, 1.0, 4.0], "last").tolist() == [0.0, 0.2, 0.25, 0.3, 0.3]
-    assert read_curve(fp, s, [0.25, 0.5, 0.75, 1.0, 4.0], "first").tolist() == [0.0, 0.0, 0.25, 0.3, 0.3]
-    assert read_curve([0.5, 1.0], [0.2, 0.4], [0.25], "last").tolist() == [0.0]    # 0 below the first point
-    assert read_curve([], [], [1.0]).tolist() == [0.0]
-    with pytest.raises(ValueError, match="ties"):
-        read_curve(fp, s, [1.0], "middle")
 
 
 def test_lens_rejects_no_lesions():

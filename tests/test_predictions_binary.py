@@ -67,7 +67,7 @@ def test_large_arrow_file_boxes_are_a_read_only_view(tmp_path):
     write_predictions(tmp_path / "p.arrow", names, boxes, rng.random(n))
     p = read_predictions(tmp_path / "p.arrow")
     assert np.array_equal(p.boxes, boxes) and not p.boxes.flags.writeable
-    assert p.boxes[:, 0].flags.c_contiguous                 # columns ready for grouping.BoxCols
+    assert p.boxes[:, 0].flags.c_contiguous                 # columns ready for boxes.BoxCols
 
 
 def test_files_written_by_other_tools(tmp_path):

@@ -1,6 +1,5 @@
 """Algorithm 1 (label propagation): hand-worked rules and a property test against the per-box loop."""
 
-import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -88,30 +87,3 @@ def test_split_and_empty_inputs():
         propagate(les, p, iou=-0.1)
     with pytest.raises(ValueError, match="split"):
         propagate(les, p, split="training")
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_pred_index_orders_runs_like_a_stable_sort(seed):
-    """PredIndex builds the (slice, file order) order from runs of equal slices; a slice may
-    come back in several runs (as K+1 of one key slice and K-1 of the next)."""
-    from lesionprop.grouping import PredIndex, slice_keys
-    from lesionprop.predictions import Predictions
-
-    rng = np.random.default_rng(seed)
-    slices = np.repeat(rng.integers(1, 12 if seed else 2, 40), rng.integers(1, 5, 40))
-    if seed == 3:
-        slices = np.sort(slices)                                  # grouped already: no reordering
-    names = [f"00000{1 + s % 2 * (seed != 3)}_01_01_{s:03d}.png" for s in slices.tolist()]
-    xy = rng.uniform(0, 100, (slices.size, 2))
-    p = Predictions.from_arrays(names, np.concatenate([xy, xy + 5], 1), rng.random(slices.size))
-    index = PredIndex(p)
-    keys = slice_keys(p.series_index, p.slices)
-    order = np.argsort(keys, kind="stable")
-    assert index.rows.tolist() == order.tolist() and index.identity == bool(np.all(np.diff(keys) >= 0))
-    assert index.identity or seed != 3
-    assert index.ukeys.tolist() == sorted(set(keys.tolist()))
-    assert index.counts.tolist() == [int((keys == k).sum()) for k in index.ukeys.tolist()]
-    assert np.array_equal(keys[order][index.starts], index.ukeys)
-    sub = index.above(0.5)
-    assert sub.rows.tolist() == [r for r in order.tolist() if p.scores[r] > 0.5]
-    assert np.array_equal(sub.boxes, p.boxes[sub.rows]) and np.array_equal(sub.scores, p.scores[sub.rows])

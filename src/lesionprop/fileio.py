@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator, TextIO
 
@@ -180,9 +182,7 @@ def exclusive_lock(lock_file: str | os.PathLike, timeout_s: float = 0.0, busy: s
     and then raises :class:`LockHeldError` naming that holder.  The kernel releases the
     lock when its holder dies (SIGKILL included), so a stale file never blocks a rerun.
     """
-    import fcntl
-    import socket
-    import time
+    import fcntl        # POSIX only: the rest of the module imports on any system
 
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)

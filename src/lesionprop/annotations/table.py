@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -140,8 +140,6 @@ def derived_lesion(template: Lesion, *, slice_index: int, box: Sequence[float], 
                    score: float, lesion_type: int = -1) -> Lesion:
     """One pseudo-label row, the row-by-row definition of :meth:`Annotations.derive` (which
     makes many at once): ``template``'s series, slice ``slice_index``, ``box`` (file frame)."""
-    from dataclasses import replace
-
     x1, y1, x2, y2 = (float(c) for c in box)
     w, h = template.image_size[1], template.image_size[0]
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2

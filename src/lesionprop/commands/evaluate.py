@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     """``--protocol`` and the options of the complete-label protocols (``lens``, ``harvester``)."""
-    from lesionprop.complete_labels import FORMATS
+    from lesionprop.eval.complete_labels import FORMATS
 
     for action in parser._actions:                                     # noqa: SLF001
         if action.dest == "annotations":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lesionprop.annotations import Annotations, Source, Split
@@ -42,13 +41,5 @@ class Validator:
         sens = None
         if result is not None:
             preds = Predictions.from_arrays(*flatten(*result))
-            sens = sensitivity_at(evaluate(self.val, preds, split="val", fps=(VAL_FPS,)), VAL_FPS)
+            sens = float(evaluate(self.val, preds, split="val", fps=(VAL_FPS,)).sensitivity[0])
         return float(distributed.broadcast_object(sens))
-
-
-def sensitivity_at(result, fps: float) -> float:
-    """The sensitivity of a ``FrocResult`` at ``fps`` false positives per image."""
-    sens = result.sensitivity
-    if isinstance(sens, dict):
-        return float(sens[fps] if fps in sens else sens[int(fps)])
-    return float(np.asarray(sens).reshape(-1)[0])

@@ -24,7 +24,7 @@ import numpy as np
 
 from lesionprop.errors import InputError
 from lesionprop.eval.bootstrap import MEAN_FPS, draw_weights, percentile_ci, point_sensitivity, sample_statistics
-from lesionprop.eval.froc import Outcomes
+from lesionprop.eval.froc import Outcomes, evaluate
 
 
 @dataclass
@@ -145,7 +145,5 @@ def compare(lesions, predictions: Sequence, names: Sequence[str], *, split: str 
             fps: Sequence[float] = MEAN_FPS, iou: float = 0.5, level: float = 0.95, n_boot: int = 1000,
             seed: int | None = 0) -> Comparison:
     """Evaluate each of ``predictions`` on the same annotations, then :func:`paired_comparison`."""
-    from lesionprop.eval.froc import evaluate
-
     results = [evaluate(lesions, p, split=split, iou=iou, fps=fps, truth=truth) for p in predictions]
     return paired_comparison([r.outcomes for r in results], names, fps, level=level, n_boot=n_boot, seed=seed)

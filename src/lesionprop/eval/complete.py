@@ -1,7 +1,7 @@
 """Complete-label evaluation from files: the ``lens`` and ``harvester`` protocols of
 ``lesionprop evaluate`` (and of the pipeline's report).
 
-Boxes and frames as in :mod:`lesionprop.complete_labels` (file frame x, y; series slice
+Boxes and frames as in :mod:`lesionprop.eval.complete_labels` (file frame x, y; series slice
 z).  Predictions: a per-box CSV with ``Lesion_id`` (``lesionprop link``) or a LENS-style
 pickle (n x 7 per sub-volume, ``lens`` only).  Ground truth: truth.csv, the LENS
 pickle or the Lesion Harvester pickles.  With truth.csv the sub-volumes are each
@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lesionprop.complete_labels import (
+from lesionprop.eval.complete_labels import (
     CompleteLabels, Detections3D, read_complete_labels, read_linked_predictions, read_prediction_pickle,
     units_from_key_slices,
 )

@@ -5,7 +5,7 @@ Boxes are xyxy in the file frame (see :mod:`lesionprop.boxes`).
 IoU as MULAN and AlignShift compute it: their IoU adds +1 pixel to every width and
 height (both boxes and the intersection) in the frame where they evaluate, slices
 resampled to 0.8 mm pixels; in the file's pixels that is ``+ 0.8 / spacing`` with
-``spacing`` the image's ``Spacing_mm_px_`` x (:func:`pair_iou_padded`).  MULAN also
+``spacing`` the image's ``Spacing_mm_px_`` x (:func:`lesionprop.boxes.pair_iou`'s ``pad``).  MULAN also
 caps the resampled slice at 512 px after clipping the black border, so on a large
 field of view its pad is smaller than ``0.8 / spacing``: a box file cannot know the
 border, so we use the uncapped pad.  The label tools keep continuous IoU.
@@ -48,9 +48,11 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from lesionprop.annotations import LESION_TYPES, Annotations, Lesion, Source, as_annotations
+from lesionprop.boxes import pair_iou
 from lesionprop.errors import InputError
-from lesionprop.grouping import Vocab, segment_pairs, slice_keys
 from lesionprop.predictions import Predictions
+from lesionprop.segments import segment_pairs
+from lesionprop.slice_index import KeySlices, Vocab, key_slices, slice_keys
 
 DEFAULT_FPS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
 CONVENTIONS = ("mulan", "3dce")
@@ -64,21 +66,6 @@ def size_group(long_mm: np.ndarray) -> np.ndarray:
     """Index into :data:`SIZE_GROUPS` of each long diameter (mm); -1 where it is not finite."""
     d = np.asarray(long_mm, dtype=np.float64)
     return np.select([d < 10.0, d <= 30.0, d > 30.0], [0, 1, 2], -1)
-
-
-def pair_iou_padded(a: np.ndarray, b: np.ndarray, pad: float | np.ndarray = 0.0) -> np.ndarray:
-    """IoU of row-aligned ``(P, 4)`` boxes with ``pad`` added to every width and height
-    (both boxes and the intersection; ``pad`` scalar or ``(P,)``).  ``pad=1`` is 3DCE's and
-    MULAN's +1 in their own frame; ``pad=0`` is the continuous IoU of valid boxes."""
-    pad = np.asarray(pad, dtype=np.float64)
-    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + pad
-    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + pad
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0] + pad, 0, None) * np.clip(a[:, 3] - a[:, 1] + pad, 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0] + pad, 0, None) * np.clip(b[:, 3] - b[:, 1] + pad, 0, None)
-    union = area_a + area_b - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 @dataclass
@@ -104,7 +91,7 @@ def match_detections(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: n
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rank detections and match them to lesions of their own image.
 
-    ``pad``: scalar or per image (``pad[image]``), see :func:`pair_iou_padded`.  Returns
+    ``pad``: scalar or per image (``pad[image]``), see :func:`lesionprop.boxes.pair_iou`.  Returns
     ``(order (D,), is_fp (D,) in input order, found_at (G,))``: the ranking (score
     descending, ties in input order), whether each detection is a false positive, and
     per lesion the rank of the detection that found it (D when never found).
@@ -125,11 +112,22 @@ def match_detections(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: n
     best = np.zeros(n_det)
     found_at = np.full(n_gt, n_det, dtype=np.int64)
     for d, _, gpos in segment_pairs(np.arange(n_det), np.ones(n_det, np.int64), g_start, g_count):
-        v = pair_iou_padded(det_boxes[d], gt_boxes[gt_order[gpos]], pad if pad.ndim == 0 else pad[det_image[d]])
+        v = pair_iou(det_boxes[d], gt_boxes[gt_order[gpos]], pad if pad.ndim == 0 else pad[det_image[d]])
         np.maximum.at(best, d, v)
         hit = v >= iou
         np.minimum.at(found_at, gt_order[gpos[hit]], rank[d[hit]])
     return order, best < iou, found_at
+
+
+def curve(order: np.ndarray, is_fp: np.ndarray, found_at: np.ndarray, n_images: int
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FROC points after each ranked detection: ``(fp_curve, sens_curve, found_per_rank)``
+    (``match_detections``' outcomes; an image is a key slice or a sub-volume)."""
+    n = order.size
+    found = np.bincount(found_at[found_at < n], minlength=n)[:n]
+    fp = np.cumsum(is_fp[order]) / float(max(n_images, 1))
+    sens = np.cumsum(found) / float(found_at.size) if found_at.size else np.zeros(n)
+    return fp, sens, found
 
 
 def froc_curve(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray, gt_image: np.ndarray,
@@ -148,25 +146,60 @@ def froc_curve(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndar
     pad = (1.0 if plus1 else 0.0) if pad is None else pad
     order, is_fp, found_at = match_detections(det_image, det_boxes, det_scores, gt_image, gt_boxes, iou=iou,
                                               pad=pad)
-    n_det = order.size
-    fp_curve = np.cumsum(is_fp[order]) / float(n_images)
-    found = np.bincount(found_at[found_at < n_det], minlength=n_det)[:n_det]
-    sens_curve = np.cumsum(found) / float(found_at.size)
+    fp_curve, sens_curve, _ = curve(order, is_fp, found_at, n_images)
     return fp_curve, sens_curve, found_at
 
 
+#: how a curve is read at a rate (:func:`sensitivity_at`), named for the protocols that read it so
+READINGS = ("mulan", "harvester", "3dce")
+
+
 def sensitivity_at(fp_curve: np.ndarray, sens_curve: np.ndarray, rates: Sequence[float],
-                   convention: str = "mulan") -> np.ndarray:
-    """Sensitivity at each FP rate read from the curve (see the module docstring)."""
+                   reading: str = "mulan") -> np.ndarray:
+    """Sensitivity at each FP rate read from a curve (points in rank order, FP rate not decreasing).
+
+    ``reading`` (:data:`READINGS`) says which point holds where several share a requested
+    rate exactly, and what holds beyond the curve's ends:
+
+    * ``mulan`` (MULAN, AlignShift, LENS): linear interpolation, the LAST point of equal
+      rate, 0 below the first point, the last value past the end (``numpy.interp``; a curve
+      of ranked detections starts at 0 FPs or with sensitivity 0, so 0 below it is
+      ``numpy.interp``'s own reading);
+    * ``harvester`` (Lesion Harvester): the same with the FIRST point of equal rate;
+    * ``3dce`` (3DCE's script): the first point of equal rate, linear extrapolation past
+      either end (a flat end segment, where 3DCE's scipy call would divide by zero, gives
+      that segment's value).
+
+    An empty curve reads 0 at every rate.
+    """
+    if reading not in READINGS:
+        raise InputError(f"reading must be one of {', '.join(READINGS)}; got {reading!r}")
     rates = np.asarray(rates, dtype=np.float64)
     fp = np.asarray(fp_curve, dtype=np.float64)
     s = np.asarray(sens_curve, dtype=np.float64)
     if fp.size == 0:
         return np.zeros(rates.shape)
-    if convention == "mulan":
-        return np.interp(rates, fp, s)
-    if convention != "3dce":
-        raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if reading == "mulan":
+        return np.interp(rates, fp, s, left=0.0, right=s[-1])
+    if reading == "harvester":
+        return _first_of_equal(fp, s, rates)
+    return _extrapolated(fp, s, rates)
+
+
+def _first_of_equal(fp: np.ndarray, s: np.ndarray, rates: np.ndarray) -> np.ndarray:
+    """The ``harvester`` reading of :func:`sensitivity_at` (a non-empty curve)."""
+    i = np.searchsorted(fp, rates, side="left")
+    ic = np.clip(i, 0, fp.size - 1)
+    lo = np.clip(i - 1, 0, fp.size - 1)
+    dx = fp[ic] - fp[lo]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lin = s[lo] + (s[ic] - s[lo]) * (rates - fp[lo]) / np.where(dx > 0, dx, 1.0)
+    out = np.where(i >= fp.size, s[-1], np.where(fp[ic] == rates, s[ic], lin))
+    return np.where((i == 0) & (fp[0] != rates), 0.0, out)
+
+
+def _extrapolated(fp: np.ndarray, s: np.ndarray, rates: np.ndarray) -> np.ndarray:
+    """The ``3dce`` reading of :func:`sensitivity_at` (a non-empty curve)."""
     if fp.size == 1:
         return np.full(rates.shape, s[0])
     hi = np.clip(np.searchsorted(fp, rates, side="left"), 1, fp.size - 1)
@@ -274,56 +307,76 @@ def evaluate(lesions: Annotations | Iterable[Lesion], predictions: Predictions, 
     if not fps or any(not np.isfinite(f) or f < 0 for f in fps):
         raise InputError(f"fps must be non-negative numbers, got {list(fps)}")
     keyrows = as_annotations(lesions).select(split, sources=(Source.HUMAN,), drop_noisy=True)
-    images = keyrows.by_key_slice()
+    images = key_slices(keyrows, Vocab(predictions.series_names))
     if not len(images):
         raise InputError(f"no lesions in split {split!r} after dropping Possibly_noisy != 0 rows")
-    names = images.file_names.astype(str)
-    if truth is None:
-        gts = keyrows
-        gt_img = np.empty(len(keyrows), np.int64)
-        gt_img[images.rows] = np.repeat(np.arange(len(images)), images.count)
-    else:
-        truth = as_annotations(truth)
-        by_name = np.argsort(names)
-        pos = np.clip(np.searchsorted(names[by_name], truth.file_name.astype(str)), 0, names.size - 1)
-        on_image = names[by_name][pos] == truth.file_name.astype(str)
-        gts = truth.take(on_image)
-        gt_img = by_name[pos[on_image]]
-    vocab = Vocab(predictions.series_names)
-    img_keys = slice_keys(vocab.codes(images.series), images.slices)
-    key_order = np.argsort(img_keys)
-    sorted_keys = img_keys[key_order]
-
-    def image_ids(keys: np.ndarray) -> np.ndarray:
-        pos = np.clip(np.searchsorted(sorted_keys, keys), 0, sorted_keys.size - 1)
-        return np.where(sorted_keys[pos] == keys, key_order[pos], -1)
-
-    det_img = image_ids(slice_keys(predictions.series_index, predictions.slices)) if len(predictions) \
-        else np.zeros(0, np.int64)
-    on = det_img >= 0
-    det_img, det_boxes, det_scores = det_img[on], predictions.boxes[on], predictions.scores[on]
-    gt_boxes = gts.boxes
+    gts, gt_img = image_lesions(keyrows, images, truth)
     if gt_img.size == 0:
         raise InputError("no lesions to evaluate")
+    det_img = detections_on(images, predictions)
+    on = det_img >= 0
+    det_img, det_boxes, det_scores = det_img[on], predictions.boxes[on], predictions.scores[on]
     first = images.first_row
     spacing_x = keyrows.spacing[first, 0]
-    pad = image_pads(spacing_x, names) if convention == "mulan" else np.ones(len(names))
+    pad = image_pads(spacing_x, images.file_names.astype(str)) if convention == "mulan" else np.ones(len(images))
 
-    order, is_fp, found_at = match_detections(det_img, det_boxes, det_scores, gt_img, gt_boxes, iou=iou, pad=pad)
+    order, is_fp, found_at = match_detections(det_img, det_boxes, det_scores, gt_img, gts.boxes, iou=iou, pad=pad)
+    fp_curve, sens_curve, found = curve(order, is_fp, found_at, len(images))
+    result = FrocResult(fps, sensitivity_at(fp_curve, sens_curve, fps, convention), len(images), len(gts),
+                        fp_curve, sens_curve, split, float(iou), convention)
     n_det = det_img.size
-    found = np.bincount(found_at[found_at < n_det], minlength=n_det)[:n_det]
-    fp_curve = np.cumsum(is_fp[order]) / float(len(names))
-    sens_curve = np.cumsum(found) / float(gt_img.size)
-    sens = sensitivity_at(fp_curve, sens_curve, fps, convention)
-    result = FrocResult(fps, sens, len(images), len(gts), fp_curve, sens_curve, split, float(iou), convention)
-    units, image_unit = np.unique(keyrows.patient[first], return_inverse=True)
     result.lesion_fp = np.where(found_at < n_det, fp_curve[np.minimum(found_at, max(n_det - 1, 0))]
                                 if n_det else np.inf, np.inf)
     result.lesion_rows = gts
+    units, image_unit = np.unique(keyrows.patient[first], return_inverse=True)
     result.outcomes = Outcomes(det_img[order], is_fp[order], found, image_unit.reshape(-1),
-                               np.bincount(gt_img, minlength=len(names)), units)
+                               np.bincount(gt_img, minlength=len(images)), units)
 
-    interval = keyrows.spacing[first, 2]
+    result.by_interval = interval_breakdown(keyrows.spacing[first, 2], det_img, det_boxes, det_scores, gt_img,
+                                            gts.boxes, iou=iou, pad=pad, fps=fps, convention=convention)
+    types = gts.lesion_type
+    for t in np.unique(types):
+        result.by_type[LESION_TYPES.get(int(t), str(int(t)))] = along_curve(result, found_at, gt_img, types == t)
+    groups = size_group(gts.diameters_px.max(axis=1) * spacing_x[gt_img])      # NaN where not 2 diameters
+    for k, label in enumerate(SIZE_GROUPS):
+        if (groups == k).any():
+            result.by_size[label] = along_curve(result, found_at, gt_img, groups == k)
+    return result
+
+
+def image_lesions(keyrows: Annotations, images: KeySlices, truth: Annotations | Iterable[Lesion] | None
+                  ) -> tuple[Annotations, np.ndarray]:
+    """The lesions of the images and the image of each: the key rows themselves, or with
+    ``truth`` every truth row on an image's slice."""
+    if truth is None:
+        gt_img = np.empty(len(keyrows), np.int64)
+        gt_img[images.rows] = np.repeat(np.arange(len(images)), images.count)
+        return keyrows, gt_img
+    truth = as_annotations(truth)
+    names = images.file_names.astype(str)
+    by_name = np.argsort(names)
+    pos = np.clip(np.searchsorted(names[by_name], truth.file_name.astype(str)), 0, names.size - 1)
+    on_image = names[by_name][pos] == truth.file_name.astype(str)
+    return truth.take(on_image), by_name[pos[on_image]]
+
+
+def detections_on(images: KeySlices, predictions: Predictions) -> np.ndarray:
+    """The image of each prediction (-1: not on a key slice, ignored)."""
+    if not len(predictions):
+        return np.zeros(0, np.int64)
+    key_order = np.argsort(images.keys)
+    sorted_keys = images.keys[key_order]
+    keys = slice_keys(predictions.series_index, predictions.slices)
+    pos = np.clip(np.searchsorted(sorted_keys, keys), 0, sorted_keys.size - 1)
+    return np.where(sorted_keys[pos] == keys, key_order[pos], -1)
+
+
+def interval_breakdown(interval: np.ndarray, det_img: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,
+                       gt_img: np.ndarray, gt_boxes: np.ndarray, *, iou: float, pad: np.ndarray,
+                       fps: Sequence[float], convention: str) -> dict[str, SubResult]:
+    """By slice interval (``interval`` (I,) mm per image): each group of images is a separate
+    evaluation (its own FPs per image)."""
+    out = {}
     for label, img_mask in (("<= 2 mm", interval <= 2.0), ("> 2 mm", interval > 2.0)):
         if not img_mask.any() or not img_mask[gt_img].any():
             continue
@@ -331,21 +384,15 @@ def evaluate(lesions: Annotations | Iterable[Lesion], predictions: Predictions, 
         dm, gm = img_mask[det_img], img_mask[gt_img]
         f, s, _ = froc_curve(new_id[det_img[dm]], det_boxes[dm], det_scores[dm], new_id[gt_img[gm]],
                              gt_boxes[gm], int(img_mask.sum()), iou=iou, pad=pad[img_mask])
-        result.by_interval[label] = SubResult(int(img_mask.sum()), int(gm.sum()),
-                                              sensitivity_at(f, s, fps, convention).tolist())
+        out[label] = SubResult(int(img_mask.sum()), int(gm.sum()), sensitivity_at(f, s, fps, convention).tolist())
+    return out
 
-    def along_curve(mask: np.ndarray) -> SubResult:
-        hit = np.bincount(found_at[mask][found_at[mask] < n_det], minlength=n_det)[:n_det]
-        s = np.cumsum(hit) / float(mask.sum())
-        return SubResult(int(np.unique(gt_img[mask]).size), int(mask.sum()),
-                         sensitivity_at(fp_curve, s, fps, convention).tolist())
 
-    types = gts.lesion_type
-    for t in np.unique(types):
-        result.by_type[LESION_TYPES.get(int(t), str(int(t)))] = along_curve(types == t)
-    long_mm = gts.diameters_px.max(axis=1) * spacing_x[gt_img]      # NaN where not 2 diameters
-    groups = size_group(long_mm)
-    for k, label in enumerate(SIZE_GROUPS):
-        if (groups == k).any():
-            result.by_size[label] = along_curve(groups == k)
-    return result
+def along_curve(result: FrocResult, found_at: np.ndarray, gt_img: np.ndarray, mask: np.ndarray) -> SubResult:
+    """The lesions of ``mask`` (a type, a size group) read along the pooled curve: FPs
+    cannot be given a type or size, so only the found fraction is the group's."""
+    n_det = result.fp_curve.size
+    hit = np.bincount(found_at[mask][found_at[mask] < n_det], minlength=n_det)[:n_det]
+    s = np.cumsum(hit) / float(mask.sum())
+    return SubResult(int(np.unique(gt_img[mask]).size), int(mask.sum()),
+                     sensitivity_at(result.fp_curve, s, result.fps, result.convention).tolist())

@@ -30,10 +30,10 @@ from typing import Sequence
 
 import numpy as np
 
+from lesionprop.boxes import pair_iou
 from lesionprop.errors import InputError
-from lesionprop.eval.froc import pair_iou_padded
 from lesionprop.eval.lens import ProtocolResult, add_breakdowns, ap_from_found, protocol_result, unit_pairs
-from lesionprop.grouping import slice_keys
+from lesionprop.slice_index import slice_keys
 
 HARVESTER_FPS: tuple[float, ...] = tuple(2.0 ** p for p in range(-3, 5))
 HARVESTER_IOU = 0.5
@@ -51,7 +51,7 @@ def harvester_hits(box_lesion: np.ndarray, box_unit: np.ndarray, box_slice: np.n
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
     for q, g in unit_pairs(box_key, gt_key):
-        hit = pair_iou_padded(boxes[q], gt_boxes[g], 1.0) >= iou
+        hit = pair_iou(boxes[q], gt_boxes[g], 1.0) >= iou
         ds.append(np.asarray(box_lesion, np.int64)[q[hit]])
         gs.append(g[hit])
     d, g = np.concatenate(ds), np.concatenate(gs)
@@ -86,16 +86,15 @@ def harvester_froc(det_unit: np.ndarray, det_scores: np.ndarray, box_lesion: np.
     box_lesion = np.asarray(box_lesion, dtype=np.int64)
     hd, hg = harvester_hits(box_lesion, det_unit[box_lesion], box_slice, boxes, gt_unit, gt_slice, gt_boxes,
                             iou=iou)
-    result, order, found_at = protocol_result("harvester", det_scores, det_unit, gt_unit, hd, hg, n_units, fps,
-                                              "first")
+    result, order, found_at = protocol_result("harvester", det_scores, det_unit, gt_unit, hd, hg, n_units, fps)
     result.ap = voc_ap(order, hd, hg, len(gt_unit))
     return result, found_at
 
 
 def evaluate_harvester(labels, dets, *, iou: float = HARVESTER_IOU,
                        fps: Sequence[float] = HARVESTER_FPS) -> ProtocolResult:
-    """Harvester protocol on :class:`~lesionprop.complete_labels.CompleteLabels` (2D boxes)
-    and :class:`~lesionprop.complete_labels.Detections3D` (with per-slice boxes)."""
+    """Harvester protocol on :class:`~lesionprop.eval.complete_labels.CompleteLabels` (2D boxes)
+    and :class:`~lesionprop.eval.complete_labels.Detections3D` (with per-slice boxes)."""
     if not labels.has2d:
         raise InputError(f"the harvester protocol needs per-slice ground-truth boxes; the {labels.source} truth "
                          "has 3D boxes only (use --protocol lens)")
@@ -117,7 +116,7 @@ def evaluate_harvester(labels, dets, *, iou: float = HARVESTER_IOU,
                               dets.box_slice[q], dets.boxes2d[q], new_id[labels.box_unit[gm]],
                               labels.box_slice[gm], labels.boxes2d[gm], int(mask.sum()), iou=iou, fps=fps)[0]
 
-    add_breakdowns(result, found_at, labels.box_unit, labels.box_long_mm, labels.unit_interval, run, "first")
+    add_breakdowns(result, found_at, labels.box_unit, labels.box_long_mm, labels.unit_interval, run)
     patients, unit_patient = np.unique(labels.unit_patient, return_inverse=True)
     result.outcomes.image_unit = unit_patient.reshape(-1).astype(np.int64)
     result.outcomes.units = patients

@@ -18,7 +18,8 @@ Rules (``lens``):
 * after each detection the curve has the point (FPs / units, found / lesions); the
   sensitivity at 2^-3 ... 2^3 FPs per unit is read by linear interpolation: 0 below the
   curve's first point, the last value past its end, and where several points share
-  the requested rate exactly, the LAST of them; the headline is their mean.
+  the requested rate exactly, the LAST of them (MULAN's reading,
+  :func:`~lesionprop.eval.froc.sensitivity_at`); the headline is their mean.
 
 Breakdowns: by slice interval (``<= 2 mm`` / ``> 2 mm``, a separate evaluation on the
 units of that interval) and by lesion size (MULAN's groups, the fraction of the group's
@@ -33,11 +34,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lesionprop.errors import InputError
-from lesionprop.eval.froc import SIZE_GROUPS, Outcomes, SubResult, size_group
-from lesionprop.grouping import segment_pairs
+from lesionprop.eval.bootstrap import draw_weights, percentile_ci
+from lesionprop.eval.froc import SIZE_GROUPS, Outcomes, SubResult, curve, sensitivity_at, size_group
+from lesionprop.segments import segment_pairs
 
 LENS_FPS: tuple[float, ...] = tuple(2.0 ** p for p in range(-3, 4))
 LENS_IOBB = 0.3
+#: how each protocol reads its curve at a rate (:func:`~lesionprop.eval.froc.sensitivity_at`)
+READING = {"lens": "mulan", "harvester": "harvester"}
 
 
 def ap_from_found(found: np.ndarray, n_gt: int) -> float:
@@ -95,39 +99,6 @@ def rank_and_match(scores: np.ndarray, n_gt: int, hit_det: np.ndarray, hit_gt: n
     found_at = np.full(int(n_gt), n, dtype=np.int64)
     np.minimum.at(found_at, np.asarray(hit_gt, dtype=np.int64), rank[hit_det])
     return order, is_fp, found_at
-
-
-def curve(order: np.ndarray, is_fp: np.ndarray, found_at: np.ndarray, n_units: int
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """FROC points after each ranked detection: ``(fp_curve, sens_curve, found_per_rank)``."""
-    n = order.size
-    found = np.bincount(found_at[found_at < n], minlength=n)[:n]
-    fp = np.cumsum(is_fp[order]) / float(max(n_units, 1))
-    sens = np.cumsum(found) / float(found_at.size) if found_at.size else np.zeros(n)
-    return fp, sens, found
-
-
-def read_curve(fp_curve: np.ndarray, sens_curve: np.ndarray, rates: Sequence[float], ties: str = "last"
-               ) -> np.ndarray:
-    """Sensitivity at each rate: linear interpolation, 0 below the first point, the last value
-    past the end; a rate equal to several points' FP rate reads the ``last`` or ``first`` of them."""
-    rates = np.asarray(rates, dtype=np.float64)
-    fp = np.asarray(fp_curve, dtype=np.float64)
-    s = np.asarray(sens_curve, dtype=np.float64)
-    if fp.size == 0:
-        return np.zeros(rates.shape)
-    if ties == "last":
-        return np.interp(rates, fp, s, left=0.0, right=s[-1])
-    if ties != "first":
-        raise InputError(f"ties must be 'last' or 'first', got {ties!r}")
-    i = np.searchsorted(fp, rates, side="left")
-    ic = np.clip(i, 0, fp.size - 1)
-    lo = np.clip(i - 1, 0, fp.size - 1)
-    dx = fp[ic] - fp[lo]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lin = s[lo] + (s[ic] - s[lo]) * (rates - fp[lo]) / np.where(dx > 0, dx, 1.0)
-    out = np.where(i >= fp.size, s[-1], np.where(fp[ic] == rates, s[ic], lin))
-    return np.where((i == 0) & (fp[0] != rates), 0.0, out)
 
 
 @dataclass
@@ -190,14 +161,11 @@ def bootstrap_protocol(result: ProtocolResult, *, level: float = 0.95, n_boot: i
     A resample draws patients with replacement; every detection of a drawn patient's units
     appears once per draw with its own outcome (a detection's outcome depends only on its
     unit), so each resample's ranked outcomes are the originals repeated by their weight;
-    its curve is read with the protocol's own rule (last / first point of equal rate).
+    its curve is read with the protocol's own rule (:data:`READING`).
     One numpy pass per resample (no loop over detections).  ``weights`` (B, patients)
     overrides the draw.
     """
-    from lesionprop.eval.bootstrap import draw_weights, percentile_ci
-
     o = result.outcomes
-    ties = "first" if result.protocol == "harvester" else "last"
     weights = draw_weights(o.units.size, n_boot, seed) if weights is None else np.asarray(weights, np.int64)
     n_boot = weights.shape[0]
     unit_w = weights[:, o.image_unit]                                # (B, units)
@@ -211,8 +179,8 @@ def bootstrap_protocol(result: ProtocolResult, *, level: float = 0.95, n_boot: i
         det_w = unit_w[b, o.det_image]
         fp = np.repeat(o.det_fp, det_w)
         found = np.repeat(o.det_found, det_w)
-        sens[b] = read_curve(np.cumsum(fp) / float(n_units[b]), np.cumsum(found) / float(n_les[b]), result.fps,
-                             ties)
+        sens[b] = sensitivity_at(np.cumsum(fp) / float(n_units[b]), np.cumsum(found) / float(n_les[b]),
+                                 result.fps, READING[result.protocol])
         if result.ap is not None:
             ap[b] = ap_from_found(found, int(n_les[b]))
     lo, hi = percentile_ci(sens, level)
@@ -234,15 +202,15 @@ def lens_hits(det_unit, det_boxes, gt_unit, gt_boxes, iobb: float = LENS_IOBB) -
 
 
 def protocol_result(protocol: str, scores: np.ndarray, det_unit: np.ndarray, gt_unit: np.ndarray,
-                    hit_det: np.ndarray, hit_gt: np.ndarray, n_units: int, fps: Sequence[float], ties: str
+                    hit_det: np.ndarray, hit_gt: np.ndarray, n_units: int, fps: Sequence[float]
                     ) -> tuple[ProtocolResult, np.ndarray, np.ndarray]:
     """The pooled curve and sensitivities from the hits; also ``(order, found_at)``."""
     if len(gt_unit) == 0:
         raise InputError(f"no lesions to evaluate in {n_units} sub-volume(s)")
     order, is_fp, found_at = rank_and_match(scores, len(gt_unit), hit_det, hit_gt)
     fp, sens, found = curve(order, is_fp, found_at, n_units)
-    result = ProtocolResult(protocol, tuple(float(f) for f in fps), read_curve(fp, sens, fps, ties), int(n_units),
-                            int(len(gt_unit)), fp, sens)
+    result = ProtocolResult(protocol, tuple(float(f) for f in fps), sensitivity_at(fp, sens, fps, READING[protocol]),
+                            int(n_units), int(len(gt_unit)), fp, sens)
     result.outcomes = Outcomes(np.asarray(det_unit, np.int64)[order], is_fp[order], found,
                                np.arange(n_units, dtype=np.int64),
                                np.bincount(np.asarray(gt_unit, np.int64), minlength=n_units), np.arange(n_units))
@@ -250,7 +218,7 @@ def protocol_result(protocol: str, scores: np.ndarray, det_unit: np.ndarray, gt_
 
 
 def add_breakdowns(result: ProtocolResult, found_at: np.ndarray, gt_unit: np.ndarray, gt_long_mm: np.ndarray,
-                   unit_interval: np.ndarray, run: Callable[[np.ndarray], ProtocolResult], ties: str) -> None:
+                   unit_interval: np.ndarray, run: Callable[[np.ndarray], ProtocolResult]) -> None:
     """By slice interval (``run(unit_mask)`` re-evaluates on those units) and lesion size."""
     interval = np.asarray(unit_interval, dtype=np.float64)
     gt_unit = np.asarray(gt_unit, dtype=np.int64)
@@ -264,9 +232,9 @@ def add_breakdowns(result: ProtocolResult, found_at: np.ndarray, gt_unit: np.nda
         m = groups == k
         if m.any():
             hit = np.bincount(found_at[m][found_at[m] < n], minlength=n)[:n]
-            s = np.cumsum(hit) / float(m.sum())
-            result.by_size[label] = SubResult(int(np.unique(gt_unit[m]).size), int(m.sum()),
-                                              read_curve(result.fp_curve, s, result.fps, ties).tolist())
+            sens = sensitivity_at(result.fp_curve, np.cumsum(hit) / float(m.sum()), result.fps,
+                                  READING[result.protocol])
+            result.by_size[label] = SubResult(int(np.unique(gt_unit[m]).size), int(m.sum()), sens.tolist())
 
 
 def lens_froc(det_unit: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray, gt_unit: np.ndarray,
@@ -276,7 +244,7 @@ def lens_froc(det_unit: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarra
     if int(n_units) <= 0:
         raise InputError("no sub-volumes to evaluate")
     hd, hg = lens_hits(det_unit, det_boxes, gt_unit, gt_boxes, iobb)
-    result, _, found_at = protocol_result("lens", det_scores, det_unit, gt_unit, hd, hg, n_units, fps, "last")
+    result, _, found_at = protocol_result("lens", det_scores, det_unit, gt_unit, hd, hg, n_units, fps)
     result.mean = float(np.mean(result.sensitivity)) if len(result.fps) else float("nan")
     return result, found_at
 
@@ -288,8 +256,8 @@ def _subset_units(mask: np.ndarray, det_unit: np.ndarray, gt_unit: np.ndarray):
 
 
 def evaluate_lens(labels, dets, *, iobb: float = LENS_IOBB, fps: Sequence[float] = LENS_FPS) -> ProtocolResult:
-    """LENS protocol on :class:`~lesionprop.complete_labels.CompleteLabels` (3D boxes) and
-    :class:`~lesionprop.complete_labels.Detections3D`, with breakdowns and bootstrap outcomes
+    """LENS protocol on :class:`~lesionprop.eval.complete_labels.CompleteLabels` (3D boxes) and
+    :class:`~lesionprop.eval.complete_labels.Detections3D`, with breakdowns and bootstrap outcomes
     (resampling unit: the patient)."""
     if not labels.has3d:
         raise InputError(f"the lens protocol needs 3D ground-truth boxes; the {labels.source} truth has "
@@ -303,7 +271,7 @@ def evaluate_lens(labels, dets, *, iobb: float = LENS_IOBB, fps: Sequence[float]
         return lens_froc(new_id[dets.unit[dm]], dets.boxes3d[dm], dets.scores[dm], new_id[labels.lesion_unit[gm]],
                          labels.boxes3d[gm], int(mask.sum()), iobb=iobb, fps=fps)[0]
 
-    add_breakdowns(result, found_at, labels.lesion_unit, labels.lesion_long_mm, labels.unit_interval, run, "last")
+    add_breakdowns(result, found_at, labels.lesion_unit, labels.lesion_long_mm, labels.unit_interval, run)
     patients, unit_patient = np.unique(labels.unit_patient, return_inverse=True)
     result.outcomes.image_unit = unit_patient.reshape(-1).astype(np.int64)
     result.outcomes.units = patients

@@ -4,8 +4,9 @@ left alone), returned and optionally written atomically."""
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
+
+import numpy as np
 
 from lesionprop.errors import InputError
 from lesionprop.eval.froc import FrocResult
@@ -65,7 +66,6 @@ def plot_forest(comparison, path: str | os.PathLike | None = None, title: str | 
     """Forest plot of a :class:`lesionprop.eval.compare.Comparison`: each variant's difference to
     the first (percentage points) at each FP rate and for the mean, with its CI, one panel per variant.
     Returns the matplotlib Figure; ``path``: also write it there."""
-    import numpy as np
     from matplotlib.figure import Figure      # no pyplot: the caller's backend stays as it is
 
     c = comparison

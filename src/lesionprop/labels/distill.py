@@ -18,11 +18,11 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from lesionprop.annotations import Annotations, Lesion, Source, as_annotations
-from lesionprop.grouping import (
-    KeySlices, PredIndex, Vocab, check_offsets, check_threshold, expand_segments, key_slices, slice_keys,
-)
+from lesionprop.labels.checks import check_offsets, check_threshold
 from lesionprop.labels.propagate import REFERENCE_SOURCES
 from lesionprop.predictions import Predictions
+from lesionprop.segments import expand_segments
+from lesionprop.slice_index import KeySlices, PredIndex, Vocab, key_slices, slice_keys
 
 
 def distill_arrays(ks: KeySlices, index: PredIndex, *, score: float, offsets: Sequence[int]
@@ -33,7 +33,7 @@ def distill_arrays(ks: KeySlices, index: PredIndex, *, score: float, offsets: Se
     key_set = np.sort(ks.keys)
     keys, opos, rows = [], [], []
     for o_pos, o in enumerate(offsets):
-        s_keys = slice_keys(ks.series, ks.slices + o)
+        s_keys = slice_keys(ks.codes, ks.slices + o)
         start, count = hi.segments(*index.find(s_keys))
         count = np.where(np.isin(s_keys, key_set), 0, count)
         k, pos = expand_segments(start, count)

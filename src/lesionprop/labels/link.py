@@ -32,8 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lesionprop.boxes import pair_iou
 from lesionprop.errors import InputError
-from lesionprop.grouping import pair_iou, segment_pairs
+from lesionprop.segments import segment_pairs
 
 _SHIFT = np.int64(1 << 32)
 

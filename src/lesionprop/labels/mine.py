@@ -28,11 +28,11 @@ from typing import Iterable
 import numpy as np
 
 from lesionprop.annotations import Annotations, Lesion, Source, as_annotations
-from lesionprop.grouping import (
-    BoxCols, KeySlices, PredIndex, Vocab, check_iou, check_threshold, expand_segments, key_slices,
-    overlap_iou, segment_pairs, slice_keys,
-)
+from lesionprop.boxes import BoxCols, overlap_iou
+from lesionprop.labels.checks import check_iou, check_threshold
 from lesionprop.predictions import Predictions
+from lesionprop.segments import expand_segments, segment_pairs
+from lesionprop.slice_index import KeySlices, PredIndex, Vocab, key_slices, slice_keys
 
 
 def greedy_match(group: np.ndarray, p: np.ndarray, q: np.ndarray, iou: np.ndarray,
@@ -71,8 +71,8 @@ def mine_arrays(ks: KeySlices, index: PredIndex, *, score: float, iou: float
     """Vectorised core.  Returns ``(key, boxes, scores)``: for each mined box, the position
     of its key slice in ``ks``, the box and its score, in output order."""
     b_start, b_count = index.find(ks.keys)
-    p_start, p_count = index.find(slice_keys(ks.series, ks.slices + 1))
-    q_start, q_count = index.find(slice_keys(ks.series, ks.slices - 1))
+    p_start, p_count = index.find(slice_keys(ks.codes, ks.slices + 1))
+    q_start, q_count = index.find(slice_keys(ks.codes, ks.slices - 1))
     hi = index.above(score)
 
     # step 1: confident boxes on K that overlap a box on K+1 or K-1

@@ -24,12 +24,12 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from lesionprop.annotations import Annotations, Lesion, Source, as_annotations
+from lesionprop.boxes import overlap_iou
 from lesionprop.errors import InputError
-from lesionprop.grouping import (
-    KeySlices, PredIndex, Vocab, check_iou, check_offsets, first_per_group, key_slices, overlap_iou,
-    segment_pairs, slice_keys,
-)
+from lesionprop.labels.checks import check_iou, check_offsets
 from lesionprop.predictions import Predictions
+from lesionprop.segments import first_per_group, segment_pairs
+from lesionprop.slice_index import KeySlices, PredIndex, Vocab, key_slices, slice_keys
 
 REFERENCE_SOURCES = (Source.HUMAN, Source.MINED)
 
@@ -45,7 +45,7 @@ def propagate_arrays(ks: KeySlices, index: PredIndex, *, iou: float, offsets: Se
     key_set = np.sort(ks.keys)
     parts: list[tuple[np.ndarray, ...]] = []
     for o_pos, o in enumerate(offsets):
-        s_keys = slice_keys(ks.series, ks.slices + o)
+        s_keys = slice_keys(ks.codes, ks.slices + o)
         start, count = index.find(s_keys)
         is_key = np.isin(s_keys, key_set)
         count = np.where(is_key, 0, count)

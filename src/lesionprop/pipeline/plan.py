@@ -299,7 +299,7 @@ def read_eval(path: Path) -> dict[str, Any]:
 def _lens_dict(rows: Annotations, preds: Any, truth: Path, window: int) -> dict[str, Any]:
     """``lens`` against truth.csv on the test key slices' sub-volumes K +/- window (overlapping
     ones merged), the predictions linked across slices with ``link``'s defaults."""
-    from lesionprop.complete_labels import detections_from_boxes, read_complete_labels, units_from_key_slices
+    from lesionprop.eval.complete_labels import detections_from_boxes, read_complete_labels, units_from_key_slices
     from lesionprop.eval.lens import bootstrap_protocol, evaluate_lens
     from lesionprop.labels.link import link_boxes
 

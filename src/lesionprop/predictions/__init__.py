@@ -20,7 +20,6 @@ message naming the file, the line or row, the column and the value.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Collection, Sequence
 
 import numpy as np
@@ -50,6 +49,8 @@ def read_predictions(path: str | os.PathLike, *, skip_bad_rows: bool = False,
     """
     path = require_file(path, "prediction file")
     fmt = _binary_format(path)
+    # each format's module is imported when a file of that format is read or written: the
+    # CLI's start (``--help``) and the other format's runs skip it (~5 ms for the CSV module)
     if fmt is not None:
         from lesionprop.predictions.binary import read_binary
 

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lesionprop.annotations.arrow_text import arrow_strings
 from lesionprop.fileio import atomic_write
 from lesionprop.predictions.table import (
     BINARY_SUFFIXES, COLUMNS, PredictionError, Predictions, _factorize, _numpy, _object_array, _shown, check_rows,
@@ -125,8 +126,6 @@ def _name_codes(path: Path, table: pa.Table) -> tuple[np.ndarray, pa.Array, np.n
         codes.append(code if dicts[-1][0] == 0 and kind == "i4" else code.astype(np.int64) + dicts[-1][0])
         nulls.append(_null_mask(idx))
     if not dicts:
-        from lesionprop.annotations.arrow_text import arrow_strings
-
         return np.zeros(0, np.int64), arrow_strings([]), np.zeros(0, bool)
     uniques = pa.concat_arrays([d for _, d in dicts]) if len(dicts) > 1 else dicts[0][1]
     if len(codes) == 1:
@@ -183,7 +182,7 @@ def read_binary(path: Path, fmt: str, *, skip_bad_rows: bool = False,
     codes, uniques, null_name = _name_codes(path, table)
     boxes = _box_view(table)
     if boxes is None:
-        boxes = np.empty((4, table.num_rows), np.float64).T    # column-major: no copy in grouping.BoxCols
+        boxes = np.empty((4, table.num_rows), np.float64).T    # column-major: no copy in boxes.BoxCols
         for j, c in enumerate(COLUMNS[1:5]):
             _numbers(path, table, c, boxes[:, j])
     scores = _numbers(path, table, "score")
@@ -223,8 +222,6 @@ def _float_array(values: np.ndarray) -> pa.Array:
 
 def prediction_table(file_names: Sequence[str], boxes: np.ndarray, scores: np.ndarray) -> pa.Table:
     """The table written to binary files: File_name dictionary-encoded, numbers float64."""
-    from lesionprop.annotations.arrow_text import arrow_strings
-
     names = _object_array(file_names)
     codes, uniques = _factorize(names)
     if len(uniques) >= 2**31:

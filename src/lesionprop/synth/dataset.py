@@ -30,15 +30,18 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from lesionprop.annotations import Lesion, write_annotations
 from lesionprop.data.deeplesion import SeriesInfo, read_series_info, write_series_info
 from lesionprop.data.layout import IMAGES_DIR, series_name, slice_file_name
+from lesionprop.data.volumes import load_ct, load_label_volume
 from lesionprop.errors import InputError
 from lesionprop.fileio import atomic_write
 from lesionprop.synth import phantom as ph
 from lesionprop.synth.policy import PolicyLesion, choose_unlabeled
+from lesionprop.synth.preview import write_preview
 from lesionprop.synth.series import SeriesResult, SeriesTask, make_series
 
 # DeepLesion: 48.3% of series at 1 mm, 48.9% at 5 mm; the rest (0.25-22.5 mm) is represented by 2 mm
@@ -183,8 +186,6 @@ def _init_worker(background: Any) -> None:
 
 
 def _init_pool_worker(background: Any) -> None:
-    import cv2
-
     cv2.setNumThreads(1)        # one process per core already
     _init_worker(background)
 
@@ -205,8 +206,6 @@ def _load_background(background, organ_mask) -> Any:
         if organ_mask is not None:
             raise InputError("--organ-mask needs --background")
         return None
-    from lesionprop.data.volumes import load_ct, load_label_volume
-
     vol = load_ct(background)
     organs = None
     if organ_mask is not None:
@@ -272,8 +271,6 @@ def generate_dataset(out: str | os.PathLike, series: int = 100, seed: int = 0, b
     results = _run_all(tasks, bg, opt)
     summary = _write_tables(out, results, names, split_of, demo, opt, np.random.default_rng([seed, 3]))
     if opt.preview:
-        from lesionprop.synth.preview import write_preview
-
         write_preview(out, out / "preview.png")
     summary.seconds = time.perf_counter() - t0
     summary.cpu_seconds = sum(r.cpu_seconds for r in results)

@@ -12,13 +12,12 @@ import numpy as np
 
 from lesionprop.annotations import read_annotations
 from lesionprop.data.layout import decode_png, parse_file_name, slice_path
+from lesionprop.fileio import save_figure
 
 
 def write_preview(root: Path, path: Path, n: int = 8) -> Path:
     from matplotlib.figure import Figure      # no pyplot: the caller's backend (a notebook's) stays as it is
     from matplotlib.patches import Rectangle
-
-    from lesionprop.fileio import save_figure
 
     truth = read_annotations(root / "truth.csv")
     with open(root / "lesions.csv", newline="", encoding="utf-8") as fh:

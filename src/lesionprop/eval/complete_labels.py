@@ -31,8 +31,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lesionprop.annotations import Source, as_annotations, read_annotations
 from lesionprop.errors import InputError
 from lesionprop.fileio import require_file
+from lesionprop.predictions import read_predictions
+from lesionprop.segments import segment_pairs
 
 UNIT_RE = re.compile(r"^(\d{6}_\d{2}_\d{2})_(\d+)-(\d+)(?:\.annot)?$")
 FORMATS = ("truth-csv", "lens", "harvester-2d", "harvester-3d")
@@ -268,8 +271,6 @@ def assign_units(unit_series: np.ndarray, unit_top: np.ndarray, unit_bottom: np.
                  slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs ``(box, unit)``: every unit of the box's series whose slices hold the box's slice
     (a box in overlapping units belongs to each; a box outside every unit to none)."""
-    from lesionprop.grouping import segment_pairs
-
     unit_series = np.asarray(unit_series, dtype=object)
     series = np.asarray(series, dtype=object)
     slices = np.asarray(slices, dtype=np.int64)
@@ -321,8 +322,6 @@ def units_from_key_slices(lesions: Any, split: str = "test", window: int | None 
                           ) -> list[tuple[str, int, int]]:
     """Sub-volumes of a split's human key slices: ``Slice_range`` (or K - window ... K + window
     inside it), overlapping ones of a series merged.  ``lesions``: Annotations (or Lesion rows)."""
-    from lesionprop.annotations import Source, as_annotations
-
     rows = as_annotations(lesions).select(split, sources=(Source.HUMAN,), drop_noisy=False)
     lo, hi = rows.slice_range[:, 0], rows.slice_range[:, 1]
     if window is not None:
@@ -338,8 +337,6 @@ def truth_labels(rows: Any, units: Sequence[tuple[str, int, int]] | None = None,
     ``Slice_range`` of the split's rows.  A lesion's 3D box in a unit spans its boxes on the
     unit's slices; every box is also a 2D box.
     """
-    from lesionprop.annotations import as_annotations
-
     ann = as_annotations(rows)
     if len(ann) and "Lesion_id" not in ann.extras:
         raise InputError(f"{path}, line 1: no Lesion_id column{TRUTH_HINT}")
@@ -388,8 +385,6 @@ def read_complete_labels(path: str | Path, fmt: str = "auto", *, split: str = "t
     if fmt == "auto":
         fmt = "truth-csv" if path.suffix.lower() == ".csv" else None
     if fmt == "truth-csv":
-        from lesionprop.annotations import read_annotations
-
         return truth_labels(read_annotations(path), units, split=split, path=path)
     obj = load_pickle(path)
     fmt = fmt or detect_format(obj, path)
@@ -437,8 +432,6 @@ def detections_from_boxes(labels: CompleteLabels, series: np.ndarray, slices: np
 def read_linked_predictions(path: str | Path, labels: CompleteLabels) -> Detections3D:
     """A per-box prediction CSV with a ``Lesion_id`` column (what ``lesionprop link`` writes)."""
     import pandas as pd
-
-    from lesionprop.predictions import read_predictions
 
     preds = read_predictions(path)
     ids = pd.read_csv(path, usecols=lambda c: c == "Lesion_id", dtype=str, keep_default_na=False,
