@@ -127,9 +127,12 @@ def same_output(ref: Path, got: Path) -> str:
         a, b = nib.load(str(ref)), nib.load(str(got))
         same = np.array_equal(a.get_fdata(), b.get_fdata()) and np.array_equal(a.affine, b.affine)
         return "" if same else f"{got.name}: voxels or affine differ"
-    if got.name == "metrics.jsonl":                 # every record but its wall-clock seconds
+    if got.name == "metrics.jsonl":                 # every record but what measures the machine (time, memory)
+        from lesionprop.engine.meter import MEASURED_KEYS
+
         def rows(p: Path) -> list[dict]:
-            return [{k: v for k, v in json.loads(t).items() if k != "seconds"} for t in p.read_text().splitlines()]
+            return [{k: v for k, v in json.loads(t).items() if k not in MEASURED_KEYS}
+                    for t in p.read_text().splitlines()]
         return "" if rows(ref) == rows(got) else f"{got.name}: records differ"
     if got.name == "table.json":
         a, b = json.loads(ref.read_text()), json.loads(got.read_text())

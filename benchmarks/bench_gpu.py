@@ -193,13 +193,15 @@ def predict_run(ckpt: Path, root: Path, ann: Path, cfg, out: Path, device: str, 
 
 
 def predict_memory(ckpt: Path, root: Path, ann: Path, cfg, work: Path, device: str) -> dict:
-    """Peak host memory of ``predict`` (every process, PSS) at two slice counts and two worker
-    counts, projected to DeepLesion's 68,757 K / K +/- 1 slices with the default workers."""
+    """Peak host memory of ``predict`` (every process, PSS) at two slice counts (the training key
+    slices and their neighbours, and four times as many: the same slices again) and two worker
+    counts, projected to DeepLesion's 68,757 K / K +/- 1 slices with the default workers.  On a
+    CPU device the model's activations live in host memory too; on a GPU they do not."""
     from lesionprop.engine.loader import resolve_workers
     from lesionprop.engine.predict import slice_names
 
     names = slice_names(read_annotations(ann), root, "both", "train")
-    small, large = names[: max(2, len(names) // 4)], names
+    small, large = names, names * 4                 # the same slices again: only the results grow
     runs = {}
     for key, (subset, workers) in {"small_2": (small, 2), "large_2": (large, 2), "large_4": (large, 4)}.items():
         runs[key] = predict_run(ckpt, root, ann, cfg, work / f"mem_{key}.csv", device, True, tta="none",

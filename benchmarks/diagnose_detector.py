@@ -287,7 +287,7 @@ def anchor_fit(data: Path, ann: Path, preset: str, overrides: list[str], splits:
     from torchvision.models.detection.image_list import ImageList
 
     from lesionprop.config import load_config
-    from lesionprop.data.dataset import DetectionDataset, collate, items_from_lesions
+    from lesionprop.data.dataset import DetectionDataset, collate, items_from_boxes
     from lesionprop.annotations import read_annotations, series_geometry
     from lesionprop.model.detector import build_detector
 
@@ -296,7 +296,7 @@ def anchor_fit(data: Path, ann: Path, preset: str, overrides: list[str], splits:
     lesions = read_annotations(ann)
     geometry = series_geometry(data, lesions)
     rows = [r for s in splits for r in _key_rows(lesions, s)]
-    ds = DetectionDataset(data, items_from_lesions(rows), cfg.data, geometry=geometry, train=False)
+    ds = DetectionDataset(data, items_from_boxes([r.file_name for r in rows], [r.box for r in rows]), cfg.data, geometry=geometry, train=False)
     ious, sizes = [], []
     spacing = {r.file_name: r.spacing[0] for r in rows}
     for images, targets, metas in DataLoader(ds, batch_size=1, collate_fn=collate):

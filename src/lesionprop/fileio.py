@@ -16,13 +16,13 @@ from lesionprop.errors import InputError, LesionpropError, MissingInputError
 
 class OutputWriteError(LesionpropError, OSError, ValueError):
     """Writing an output failed (full disk, read-only folder, ...): one line naming the file; the
-    previous file, if any, is unchanged.  An OSError (same errno) and a ValueError (the CLI's
-    exit code 2)."""
+    previous file, if any, is unchanged.  An OSError (same errno) and a LesionpropError (the CLI's
+    one line, exit code 2)."""
 
 
 class PathKindError(InputError):
     """A folder where a file is expected, or a file where a folder is: one line naming the option
-    (when a command checks its arguments) and the path.  A ValueError: the CLI's exit code 2."""
+    (when a command checks its arguments) and the path.  An InputError: the CLI's one line, exit code 2."""
 
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
@@ -95,7 +95,7 @@ def _refuse_folder_in_the_way(path: Path) -> None:
 
 def refuse_overwrite_of_inputs(out: str | os.PathLike, *inputs: str | os.PathLike | None,
                                option: str = "--out") -> None:
-    """Raise ValueError when ``out`` (given as ``option``) names the same file as one of ``inputs``."""
+    """Raise InputError when ``out`` (given as ``option``) names the same file as one of ``inputs``."""
     out_p = Path(out).resolve()
     for inp in inputs:
         if inp is None:
@@ -108,7 +108,7 @@ def check_output_file(out: str | os.PathLike, *inputs: str | os.PathLike | None,
     """Before any work: ``out`` (the value of ``option``) must be writable as a file.
 
     Raises :class:`PathKindError` when it is an existing folder or when a file stands where one of
-    its folders would be created, and ValueError when it names one of ``inputs``.
+    its folders would be created, and InputError when it names one of ``inputs``.
     """
     p = Path(out)
     if p.is_dir():

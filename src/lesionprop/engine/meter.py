@@ -71,6 +71,12 @@ def peak_host_rss_mb() -> float:
     return _status_kb("self", "VmHWM") / 1024
 
 
+#: the keys of a metrics.jsonl record that measure the machine, not the training: they differ between
+#: two runs of the same training (e.g. one resumed after a kill)
+MEASURED_KEYS = frozenset({"seconds", "images_per_s", "data_wait_share", "host_pss_mb", "host_peak_rss_mb",
+                           "gpu_peak_mb"})
+
+
 class ThroughputMeter:
     """Times one logging window: :meth:`waited` after each batch arrives, :meth:`stepped` after
     each optimiser step, :meth:`exclude` after work that is not training (validation,
@@ -78,6 +84,7 @@ class ThroughputMeter:
 
     def __init__(self, device: torch.device):
         self.device = device
+        self.start = time.perf_counter()
         self._reset()
 
     def _reset(self) -> None:
@@ -106,7 +113,7 @@ class ThroughputMeter:
 
     def window(self) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.t0 - self.excluded, 1e-9)
-        rec = {"images_per_s": round(self.images / elapsed, 3), "data_wait_share": round(self.wait / elapsed, 4),
+        rec = {"seconds": round(time.perf_counter() - self.start, 3), "images_per_s": round(self.images / elapsed, 3), "data_wait_share": round(self.wait / elapsed, 4),
                "host_pss_mb": round(host_pss_mb(), 1), "host_peak_rss_mb": round(peak_host_rss_mb(), 1)}
         if self.device.type == "cuda":
             rec["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2 ** 20, 1)
