@@ -779,3 +779,20 @@ def test_detect_missing_checkpoint_and_file_out(tmp_path, capsys):
     assert main(["detect", str(tmp_path / "src"), "--checkpoint", str(tmp_path / "none.pt"), "--out",
                  str(tmp_path / "src" / "o")]) == 2
     assert "must not be inside the input" in capsys.readouterr().err
+
+
+def test_detect_takes_inference_settings_and_refuses_the_models_own(tmp_path, capsys):
+    """--set predict.* reaches the inference; --set data.window (the model's) is one line, before any work."""
+    from lesionprop.cli import main
+    from lesionprop.data.volumes import write_series
+
+    hu = np.full((4, 64, 64), -1000, dtype=np.int16)
+    hu[:, 16:48, 16:48] = 40
+    write_series(tmp_path / "ds", "000007_01_01", hu, (0.8, 0.8, 2.0))
+    src = tmp_path / "ds" / "Images_png" / "000007_01_01"
+    assert main(["detect", str(src), "--checkpoint", "synthetic-cpu-detector", "--out", str(tmp_path / "bad"),
+                 "--set", "data.window=[0, 100]"]) == 2
+    assert "--set data.window: at inference only" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["detect", str(src), "--checkpoint", "synthetic-cpu-detector", "--out", str(tmp_path / "ok"),
+                 "--set", "predict.batch_size=1", "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "ok" / "lesions.json").read_text())["inference"] == ["predict.batch_size=1"]

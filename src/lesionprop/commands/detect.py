@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-gap", type=int, default=1, help="link across up to this many slices (default 1)")
     p.add_argument("--max-lesions", type=int, default=100, help="report at most this many lesions (best first)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="an inference setting: predict.* (tta_scales, merge, batch_size, amp) or data.num_workers "
+                        "/ data.cache_mb (repeatable); the model's own settings come from the checkpoint")
     p.add_argument("--seg-memory-gb", type=float, default=None,
                    help="memory budget (GiB) for the DICOM SEG with every lesion whole; above it the SEG is "
                         "written from the label volume, one lesion per voxel (default 1)")
@@ -63,8 +66,11 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
     src, out = Path(args.src), Path(args.out)
     check_paths(src, out)
+    from lesionprop.config import inference_config, load_config
+
+    inference_config(load_config(), None, args.overrides)         # a bad --set is refused before any work
     settings = Settings(args.tta, args.score, args.link_iou, args.max_gap, args.max_lesions, args.seg_memory_gb,
-                        args.seg_crop)
+                        args.seg_crop, tuple(args.overrides))
     if src.is_dir() and not is_layout_series(src):
         from lesionprop.data.dicom_scan import scan_folder
 
@@ -89,7 +95,7 @@ def _one_series(src: Path, out: Path, args, settings, scan) -> int:
     if scan is None:
         res = detect(src, args.checkpoint, out, tta=args.tta, score=args.score, iou=args.link_iou,
                      max_gap=args.max_gap, max_lesions=args.max_lesions, device=args.device,
-                     seg_memory_gb=args.seg_memory_gb, seg_crop=args.seg_crop)
+                     seg_memory_gb=args.seg_memory_gb, seg_crop=args.seg_crop, inference=tuple(args.overrides))
     else:
         vol = load_series(scan.series[0])
         extra = tuple(n for n in (scan.skipped_note(), *scan.notes) if n)

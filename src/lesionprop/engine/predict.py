@@ -35,6 +35,7 @@ from lesionprop.engine.tta import merge_views, tta_views
 from lesionprop.errors import InputError
 from lesionprop.fileio import refuse_overwrite_of_inputs
 from lesionprop.model.detector import build_detector
+from lesionprop.predictions import Predictions, write_predictions
 
 SLICE_MODES = ("key", "adjacent", "both", "range")
 
@@ -248,7 +249,6 @@ def predict(checkpoint: str | Path, data_root: str | Path, annotations_path: str
     :class:`lesionprop.data.slices.VolumeReader`, a CT in memory) and their series' spacing.
     Returns ``Predictions`` on rank 0, None on the other ranks.
     """
-    from lesionprop.predictions import Predictions, write_predictions
 
     ckpt = resolve_checkpoint(checkpoint)
     if out_csv is not None:

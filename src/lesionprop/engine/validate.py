@@ -15,6 +15,8 @@ from lesionprop.config import Config
 from lesionprop.data.deeplesion import SeriesInfo
 from lesionprop.engine import distributed
 from lesionprop.engine.predict import flatten, infer
+from lesionprop.eval.froc import evaluate
+from lesionprop.predictions import Predictions
 
 VAL_FPS = 4.0
 
@@ -33,8 +35,6 @@ class Validator:
     def __call__(self, model: torch.nn.Module) -> float:
         """Sensitivity at 4 FPs per image of ``model`` on the val key slices; the prediction is
         sharded over the ranks, rank 0 evaluates and every rank gets its number."""
-        from lesionprop.eval.froc import evaluate
-        from lesionprop.predictions import Predictions
 
         result = infer(model, self.cfg, self.data_root, self.file_names, self.geometry,
                        tta="none", dist=self.dist, progress=False)

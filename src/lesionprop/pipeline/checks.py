@@ -17,6 +17,7 @@ from lesionprop.config import Config
 from lesionprop.data.layout import parse_file_name, slice_path
 from lesionprop.engine.tta import TTA_MODES
 from lesionprop.errors import ConfigError, InputError, MissingInputError
+from lesionprop.model.pretrain import SHIPPED, SHIPPED_DETECTORS, resolve
 from lesionprop.pipeline.plan import DataPaths, retrain_config, variants
 
 
@@ -66,7 +67,6 @@ def check_settings(cfg: Config, world: int = 1) -> None:
 
 def _check_weights(cfg: Config) -> None:
     """The starting weights the config names exist (the files are read when training starts)."""
-    from lesionprop.model.pretrain import SHIPPED_DETECTORS, SHIPPED, resolve
 
     m = cfg.model
     if m.init_backbone:

@@ -65,7 +65,7 @@ def _draw(ax, boxes: np.ndarray, color: str, style: str = "-", width: float = 1.
 
 def render_cases(root: Path, cases: Sequence[Lesion], rows_by: dict[str, list[Lesion]],
                  truth_by: dict[str, list[Lesion]], key_names: set[str], title: str, path: Path) -> None:
-    from matplotlib.figure import Figure      # no pyplot: the caller's backend (a notebook's) stays as it is
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's) stays as it is
 
     from lesionprop.data.slices import SliceReader
 

@@ -30,10 +30,22 @@ from typing import Any
 
 from lesionprop.annotations import Annotations, read_annotations
 from lesionprop.config import Config
+from lesionprop.engine import distributed
+from lesionprop.engine.checkpoint import load_checkpoint
+from lesionprop.engine import predict as inference
+from lesionprop.engine import train as training
 from lesionprop.errors import ConfigError
-from lesionprop.eval.froc import DEFAULT_FPS, FrocResult
+from lesionprop.eval.complete_labels import detections_from_boxes, read_complete_labels, units_from_key_slices
+from lesionprop.eval.froc import DEFAULT_FPS, FrocResult, evaluate
+from lesionprop.eval.lens import bootstrap_protocol, evaluate_lens
 from lesionprop.fileio import atomic_write
+from lesionprop.labels.link import link_boxes
+from lesionprop.labels.sets import label_sets, write_label_sets
+from lesionprop.pipeline.report import BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL, describe_setup, write_report
+from lesionprop.pipeline.rounds import round_dir, write_rounds
 from lesionprop.pipeline.stages import Stage, StageContext
+from lesionprop.predictions import read_predictions
+from lesionprop.synth.dataset import generate_dataset
 from lesionprop.variants import BY_NAME, LABEL_SETS
 
 #: the FP rates of every evaluation and report (the paper's 0.5, 1, 2, 4, 8 per image)
@@ -131,11 +143,6 @@ def model_dir(name: str, finetune: bool) -> str:
     return "models/baseline_finetuned" if name == "baseline" and finetune else f"models/{name}"
 
 
-def round_dir(r: int) -> str:
-    """Where round ``r``'s files live in the run folder: round 1 at the top, round r in ``round<r>/``."""
-    return "" if r == 1 else f"round{r}/"
-
-
 def teacher(r: int) -> str:
     """The checkpoint whose TTA predictions make round ``r``'s label sets: the baseline in round 1,
     the previous round's MM + LP model after it."""
@@ -188,7 +195,6 @@ def build_stages(cfg: Config, paths: DataPaths) -> list[Stage]:
                                 outputs=(f"{d}eval/{v}.json", f"{d}preds/test_{v}.csv"), ranks="all",
                                 params={"variant": v, "checkpoint": checkpoints[(r, v)],
                                         "json": f"{d}eval/{v}.json", "preds": f"{d}preds/test_{v}.csv"}))
-    from lesionprop.pipeline.report import BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL
 
     label_files = {v: label_input(v) for v in names if v != "baseline"}
     later = [f"{round_dir(r)}{kind}" for r in range(2, rounds + 1) for kind in
@@ -207,7 +213,6 @@ def build_stages(cfg: Config, paths: DataPaths) -> list[Stage]:
 
 # ---------------------------------------------------------------------- stage bodies
 def synth_body(ctx: StageContext) -> dict[str, Any]:
-    from lesionprop.synth.dataset import generate_dataset
 
     root = ctx.run_dir / "data"
     partial = root.with_name(root.name + ".partial")
@@ -223,8 +228,6 @@ def synth_body(ctx: StageContext) -> dict[str, Any]:
 
 def train_body(ctx: StageContext) -> dict[str, Any]:
     """Train one model; continue it when the runner says an earlier start of the same inputs was cut."""
-    from lesionprop.engine.checkpoint import load_checkpoint
-    from lesionprop.engine.train import train
 
     if ctx.threads:
         import torch
@@ -239,23 +242,20 @@ def train_body(ctx: StageContext) -> dict[str, Any]:
     run.mkdir(parents=True, exist_ok=True)
     init = ctx.params["init"]
     kwargs = {"init_checkpoint": ctx.run_dir / init} if init else {}
-    result = train(cfg, ctx.path("root"), ctx.path(ctx.params["labels"]), run, resume=resume,
+    result = training.train(cfg, ctx.path("root"), ctx.path(ctx.params["labels"]), run, resume=resume,
                    progress=ctx.progress, device=ctx.device, **kwargs)
     return {"best_checkpoint": str(result.best_checkpoint), "resumed": resume}
 
 
 def predict_train_body(ctx: StageContext) -> dict[str, Any]:
-    from lesionprop.engine.predict import predict
 
-    p = predict(ctx.run_dir / ctx.params["teacher"], ctx.path("root"), ctx.path("annotations"),
+    p = inference.predict(ctx.run_dir / ctx.params["teacher"], ctx.path("root"), ctx.path("annotations"),
                 slices="both", split="train", tta=ctx.cfg.pipeline.label_tta,
                 out_csv=ctx.run_dir / ctx.params["out"], run_cfg=ctx.cfg)
     return {} if p is None else {"predictions": len(p.scores)}        # None: not rank 0
 
 
 def labels_body(ctx: StageContext) -> dict[str, Any]:
-    from lesionprop.labels.sets import label_sets, write_label_sets
-    from lesionprop.predictions import read_predictions
 
     rows = read_annotations(ctx.path("annotations"))
     sets = label_sets(rows, read_predictions(ctx.run_dir / ctx.params["preds"]), ctx.cfg.labels, split="train")
@@ -267,14 +267,11 @@ def eval_body(ctx: StageContext) -> dict[str, Any]:
     """Predict on the test key slices (and, with ``pipeline.eval_3d_slices = n``, on K - n ... K + n
     of each) once, on every rank; rank 0 evaluates: the key-slice evaluation reads the key slices,
     the 3D ``lens`` one all of them."""
-    from lesionprop.engine import distributed
-    from lesionprop.engine.predict import predict
-    from lesionprop.eval.froc import evaluate
 
     n3d = ctx.cfg.pipeline.eval_3d_slices
     annotations, truth = ctx.path("annotations"), ctx.sources.get("truth")
     truth = Path(truth) if truth is not None and Path(truth).is_file() else None
-    preds = predict(ctx.run_dir / ctx.params["checkpoint"], ctx.path("root"), annotations,
+    preds = inference.predict(ctx.run_dir / ctx.params["checkpoint"], ctx.path("root"), annotations,
                     slices="range" if n3d else "key", split="test", tta="none",
                     out_csv=ctx.run_dir / ctx.params["preds"], window=n3d or None, run_cfg=ctx.cfg)
     if not distributed.setup().main:
@@ -299,9 +296,6 @@ def read_eval(path: Path) -> dict[str, Any]:
 def _lens_dict(rows: Annotations, preds: Any, truth: Path, window: int) -> dict[str, Any]:
     """``lens`` against truth.csv on the test key slices' sub-volumes K +/- window (overlapping
     ones merged), the predictions linked across slices with ``link``'s defaults."""
-    from lesionprop.eval.complete_labels import detections_from_boxes, read_complete_labels, units_from_key_slices
-    from lesionprop.eval.lens import bootstrap_protocol, evaluate_lens
-    from lesionprop.labels.link import link_boxes
 
     labels = read_complete_labels(truth, "truth-csv", split="test", units=units_from_key_slices(rows, "test", window))
     ids = link_boxes(preds.series_index, preds.slices, preds.boxes, preds.scores)
@@ -337,7 +331,6 @@ def collect_results(run_dir: Path, names: list[str]) -> PipelineResult:
 
 
 def report_body(ctx: StageContext) -> dict[str, Any]:
-    from lesionprop.pipeline.report import describe_setup, write_report
 
     names = ctx.params["variants"]
     result = collect_results(ctx.run_dir, names)
@@ -349,8 +342,6 @@ def report_body(ctx: StageContext) -> dict[str, Any]:
                         pred_files={v: ctx.run_dir / "preds" / f"test_{v}.csv" for v in names},
                         setup=describe_setup(ctx.cfg), train_preds=train_preds if train_preds.is_file() else None)
     if ctx.params["rounds"] > 1:
-        from lesionprop.pipeline.rounds import write_rounds
-
         write_rounds(ctx.run_dir, ctx.run_dir / "report", ctx.params["rounds"], names, ctx.path("annotations"),
                      Path(truth) if truth else None, FPS)
     return info

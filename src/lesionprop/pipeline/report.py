@@ -20,9 +20,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from lesionprop.annotations import read_annotations
-from lesionprop.eval.froc import FrocResult
+from lesionprop.engine.metrics_log import read_metrics
+from lesionprop.eval.compare import compare
+from lesionprop.eval.froc import FrocResult, evaluate
 from lesionprop.fileio import atomic_write, save_figure
 from lesionprop.pipeline.quality import label_quality
+from lesionprop.predictions import read_predictions
 from lesionprop.variants import VARIANTS
 from lesionprop.variants import title as variant_title
 
@@ -71,8 +74,6 @@ def comparisons(rows: Any, truth: Any | None, pred_files: dict[str, Path], fps: 
                 ) -> tuple[Any, Any | None]:
     """Paired comparisons of the variants' test predictions (baseline first) on the annotation
     rows ``rows``: official labels, and complete labels ``truth`` (annotation rows) when given."""
-    from lesionprop.eval.compare import compare
-    from lesionprop.predictions import read_predictions
 
     names = sorted(pred_files, key=lambda v: (v != "baseline", list(pred_files).index(v)))
     preds = [read_predictions(pred_files[v]) for v in names]
@@ -146,7 +147,7 @@ def _csv_text(official: Any, truth: Any | None, fps: Sequence[float]) -> str:
 
 
 def froc_plot(results: dict[str, FrocResult], truth: dict[str, FrocResult], path: Path) -> None:
-    from matplotlib.figure import Figure      # no pyplot: the caller's backend (a notebook's) stays as it is
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's) stays as it is
 
     panels = [("official key-slice labels", results)] + ([("complete truth labels", truth)] if truth else [])
     fig = Figure(figsize=(6 * len(panels), 4.5))
@@ -198,8 +199,6 @@ def training_fit(rows: Any, truth: Any | None, train_preds: Path, fps: Sequence[
     """The baseline's sensitivity on its own training key slices (annotation rows ``rows``, and
     complete labels ``truth`` when given), from the predictions the label tools used
     (``RUN/preds/train_tta.csv``): does the detector fit what it was trained on?"""
-    from lesionprop.eval.froc import evaluate
-    from lesionprop.predictions import read_predictions
 
     preds = read_predictions(train_preds)
     labels = {"official": None} if truth is None else {"official": None, "truth": truth}
@@ -228,7 +227,6 @@ def model_validation(models_dir: Path, variants: Sequence[str]) -> dict[str, dic
     variants are fine-tunes) and each variant, with the model's difference to the baseline.
     A fine-tune far below the baseline on val moved away from what the baseline had learnt:
     its test numbers then say more about the fine-tune than about its labels."""
-    from lesionprop.engine.metrics_log import read_metrics
 
     names = ["baseline"] + (["baseline_finetuned"] if (models_dir / "baseline_finetuned").is_dir() else [])
     names += [v for v in variants if v != "baseline"]

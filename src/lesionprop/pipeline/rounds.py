@@ -15,11 +15,15 @@ from typing import Any, Sequence
 
 from lesionprop.annotations import read_annotations
 from lesionprop.fileio import atomic_write
-from lesionprop.pipeline.plan import round_dir
 from lesionprop.pipeline.quality import label_quality
 from lesionprop.pipeline.report import _clean, _pct, comparisons, variant_entries
 from lesionprop.variants import BY_NAME, LABEL_SETS
 from lesionprop.variants import title as variant_title
+
+
+def round_dir(r: int) -> str:
+    """Where round ``r``'s files live in the run folder: round 1 at the top, round r in ``round<r>/``."""
+    return "" if r == 1 else f"round{r}/"
 
 
 def round_entries(run_dir: Path, rounds: int, names: Sequence[str], annotations: Path, truth: Path | None,

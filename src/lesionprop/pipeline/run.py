@@ -13,9 +13,18 @@ from pathlib import Path
 from typing import Callable
 
 from lesionprop.config import Config, save_config
+from lesionprop.engine import distributed
 from lesionprop.pipeline.checks import check_data, check_settings
-from lesionprop.pipeline.plan import (FPS, PipelineResult, build_stages, collect_results, data_paths,  # noqa: F401
-                                      retrain_config, sources, variants)
+from lesionprop.pipeline.plan import (  # noqa: F401
+    FPS,
+    PipelineResult,
+    build_stages,
+    collect_results,
+    data_paths,
+    retrain_config,
+    sources,
+    variants,
+)
 from lesionprop.pipeline.stages import StageRunner
 from lesionprop.pipeline.workers import run_group
 
@@ -27,7 +36,6 @@ def run_pipeline(cfg: Config, run_dir: str | os.PathLike, log: Callable[[str], N
     Settings that cannot work are refused before anything runs, and data that cannot give a
     result before the first training (:mod:`lesionprop.pipeline.checks`).
     """
-    from lesionprop.engine import distributed
 
     dist = distributed.setup(device)
     check_settings(cfg, dist.world)

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from lesionprop.config import RUN_ONLY_SETTINGS, Config
 from lesionprop.data.layout import IMAGES_DIR
+from lesionprop.engine.distributed import broadcast_object
 from lesionprop.errors import LesionpropError
 from lesionprop.fileio import atomic_write, exclusive_lock
 
@@ -334,7 +335,6 @@ class StageRunner:
         """Rank 0's ``obj`` on every rank (itself without a process group)."""
         if self.world == 1:
             return obj
-        from lesionprop.engine.distributed import broadcast_object
 
         return broadcast_object(obj)
 

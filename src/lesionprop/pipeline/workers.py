@@ -10,13 +10,19 @@ Under ``torchrun`` the stages run one after another, each on every rank.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import multiprocessing as mp
 import os
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from lesionprop.engine.metrics_log import read_metrics
+from lesionprop.pipeline.plan import retrain_config
 from lesionprop.pipeline.stages import Stage, StageContext, StageRunner
 
 
@@ -82,14 +88,12 @@ def _side_by_side(runner: StageRunner, chunk: list[tuple[Stage, str, bool]]) -> 
 
 
 def _iterations_of(ctx: StageContext) -> int:
-    from lesionprop.pipeline.plan import retrain_config
 
     return (retrain_config(ctx.cfg) if ctx.params.get("retrain") else ctx.cfg).train.iterations
 
 
 def _iterations_done(ctx: StageContext) -> int:
     """Last iteration logged in the training's ``metrics.jsonl`` (0 when none yet)."""
-    from lesionprop.engine.metrics_log import read_metrics
 
     records = read_metrics(ctx.run_dir / ctx.params["run"] / "metrics.jsonl")
     return int(records[-1].get("iteration", 0)) if records else 0
@@ -102,10 +106,6 @@ def die_with_parent(parent_pid: int) -> None:
     Either way a pipeline killed before this ran (while the worker was starting) is caught by
     comparing the parent pid.
     """
-    import ctypes
-    import signal
-    import sys
-    import threading
 
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG

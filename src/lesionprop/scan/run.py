@@ -24,10 +24,40 @@ from pathlib import Path
 
 import numpy as np
 
+from lesionprop.annotations import read_annotations, series_geometry
 from lesionprop.boxes import file_to_pixel
-from lesionprop.data.volumes import CTVolume, VolumeError, load_ct, spacing_affine
+from lesionprop.data.deeplesion import SeriesInfo
+from lesionprop.data.layout import decode_png, list_slices
+from lesionprop.data.slices import VolumeReader
+from lesionprop.data.volumes import CTVolume, VolumeError, file_voxel_index, load_ct, spacing_affine
+from lesionprop.engine.checkpoint import resolve_checkpoint, shipped_name
+from lesionprop.engine import predict as inference
 from lesionprop.errors import InputError, MissingInputError
-from lesionprop.scan.record import SHIPPED_NOTE, hidden_text, seg_note  # noqa: F401  (the command's API)
+from lesionprop.fileio import atomic_write
+from lesionprop.labels.link import link_boxes
+from lesionprop.predictions import write_predictions
+from lesionprop.scan.figures import lesion_figures
+from lesionprop.scan.lesions import (
+    file_voxel_box,
+    label_coverage,
+    label_volume,
+    lesion_hu,
+    lesion_masks,
+    lesion_table,
+    table_rows,
+)
+from lesionprop.scan.outputs import build_dicom_seg, plan_seg, source_datasets, write_label_nifti, write_tables
+from lesionprop.scan.page import write_page
+from lesionprop.scan.record import (  # noqa: F401  (the command's API)
+    SHIPPED_NOTE,
+    hidden_text,
+    identification,
+    loader_notes,
+    seg_note,
+    seg_record,
+    series_record,
+)
+from lesionprop.scan.report_sr import build_measurement_report, write_measurement_report
 
 SERIES_NAME = "000001_01_01"
 
@@ -43,6 +73,7 @@ class Settings:
     max_lesions: int = 100
     seg_memory_gb: float | None = None
     seg_crop: bool = False
+    inference: tuple[str, ...] = ()        # --set predict.* / data.num_workers ... (engine.predict's overrides)
 
 
 @dataclass
@@ -61,8 +92,6 @@ class DetectResult:
 
 def load_layout_series(folder: Path) -> tuple[CTVolume, Path, str, np.ndarray]:
     """``ROOT/Images_png/SERIES`` -> (volume, ROOT, SERIES, slice numbers); spacing from series_info / DL_info."""
-    from lesionprop.annotations import read_annotations, series_geometry
-    from lesionprop.data.layout import decode_png, list_slices
 
     root, series = folder.parent.parent, folder.name
     numbers = np.array(sorted(list_slices(folder)), dtype=np.int64)
@@ -98,7 +127,7 @@ def check_paths(src: Path, out: Path) -> None:
 def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str = "none", score: float = 0.5,
            iou: float = 0.5, max_gap: int = 1, max_lesions: int = 100, device: str | None = None,
            progress: bool = True, seg_memory_gb: float | None = None,
-           seg_crop: bool = False) -> DetectResult:
+           seg_crop: bool = False, inference: tuple[str, ...] = ()) -> DetectResult:
     """One series (module docstring); returns counts.
 
     ``seg_memory_gb``: memory budget (GiB) of the DICOM SEG's stacked form, default
@@ -106,12 +135,11 @@ def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str
     label volume (:func:`lesionprop.scan.outputs.plan_seg`).  ``seg_crop``: SEG frames cover only
     the lesions' region instead of whole slices (less memory; some viewers mishandle them).
     """
-    from lesionprop.engine.checkpoint import resolve_checkpoint
 
     src, out = Path(src), Path(out)
     check_paths(src, out)
     ckpt = resolve_checkpoint(checkpoint)
-    settings = Settings(tta, score, iou, max_gap, max_lesions, seg_memory_gb, seg_crop)
+    settings = Settings(tta, score, iou, max_gap, max_lesions, seg_memory_gb, seg_crop, tuple(inference))
     if is_layout_series(src):
         vol, root, series, numbers = load_layout_series(src)
         return detect_volume(vol, src, checkpoint, ckpt, out, settings, device=device, progress=progress,
@@ -122,9 +150,6 @@ def detect(src: str | Path, checkpoint: str | Path, out: str | Path, *, tta: str
 def _predict(vol: CTVolume, ckpt: Path, out: Path, settings: Settings, device, progress, layout):
     """Every slice's boxes: from the PNGs of a DeepLesion-layout series, else straight from the
     volume in memory (slices numbered 1..Z, as ``lesionprop import`` would write them)."""
-    from lesionprop.data.deeplesion import SeriesInfo
-    from lesionprop.data.slices import VolumeReader
-    from lesionprop.engine.predict import predict
 
     out.mkdir(parents=True, exist_ok=True)
     reader, geometry = None, None
@@ -140,8 +165,8 @@ def _predict(vol: CTVolume, ckpt: Path, out: Path, settings: Settings, device, p
     names = [f"{series}_{k:03d}.png" for k in numbers]
     with warnings.catch_warnings():      # the first / last slice's 3D context repeats the edge slice
         warnings.filterwarnings("ignore", message=r".*is missing, using slice", category=UserWarning)
-        preds = predict(ckpt, root, None, tta=settings.tta, file_names=names, device=device, progress=progress,
-                        reader=reader, geometry=geometry)
+        preds = inference.predict(ckpt, root, None, tta=settings.tta, file_names=names, device=device, progress=progress,
+                        reader=reader, geometry=geometry, overrides=settings.inference)
     return preds, numbers
 
 
@@ -157,15 +182,6 @@ def detect_volume(vol: CTVolume, src: Path, checkpoint, ckpt: Path, out: Path, s
                   device: str | None = None, progress: bool = True, layout=None) -> DetectResult:
     """Detect on a loaded volume and write every output to ``out`` (``layout``: (ROOT, SERIES, slice
     numbers) of a DeepLesion-layout series, predicted in place)."""
-    from lesionprop.data.volumes import file_voxel_index
-    from lesionprop.engine.checkpoint import shipped_name
-    from lesionprop.labels.link import link_boxes
-    from lesionprop.predictions import write_predictions
-    from lesionprop.scan.lesions import (
-        file_voxel_box, label_coverage, label_volume, lesion_hu, lesion_masks, lesion_table, table_rows,
-    )
-    from lesionprop.scan.outputs import plan_seg, source_datasets, write_label_nifti, write_tables
-    from lesionprop.scan.record import loader_notes, seg_record, series_record
 
     sources = source_datasets(vol) if vol.source == "dicom" else None    # unreadable headers fail before detecting
     preds, numbers = _predict(vol, ckpt, out, settings, device, progress, layout)
@@ -193,7 +209,7 @@ def detect_volume(vol: CTVolume, src: Path, checkpoint, ckpt: Path, out: Path, s
         seg = seg_record(plan, table.id, coverage)
     notes = loader_notes(vol)
     header = {"source": str(src), "input_kind": vol.source, "checkpoint": str(ckpt), "shipped_detector": shipped,
-              "tta": settings.tta, "score_threshold": settings.score, "link_iou": settings.iou,
+              "tta": settings.tta, "inference": list(settings.inference), "score_threshold": settings.score, "link_iou": settings.iou,
               "link_max_gap": settings.max_gap, "max_lesions": settings.max_lesions,
               "seg_memory_gb": settings.seg_memory_gb, "seg_crop": settings.seg_crop,
               "shape_zyx": list(vol.hu.shape), "spacing_xyz_mm": list(vol.spacing),
@@ -221,9 +237,6 @@ def detect_volume(vol: CTVolume, src: Path, checkpoint, ckpt: Path, out: Path, s
 
 def _write_dicom(out: Path, vol: CTVolume, sources, rows, table, masks, plan, labels, coverage) -> int:
     """lesions_seg.dcm and lesions_sr.dcm (the SR measures the SEG's segments); returns the segments."""
-    from lesionprop.fileio import atomic_write
-    from lesionprop.scan.outputs import build_dicom_seg
-    from lesionprop.scan.report_sr import build_measurement_report, write_measurement_report
 
     seg = build_dicom_seg(vol, masks, table.id, table.score, plan=plan, labels_zyx=labels, coverage=coverage,
                           sources=sources)
@@ -237,9 +250,6 @@ def _write_dicom(out: Path, vol: CTVolume, sources, rows, table, masks, plan, la
 def _write_page(out: Path, src: Path, vol: CTVolume, ckpt_name: str, rows: list[dict], table, z: np.ndarray,
                 boxes: np.ndarray, settings: Settings, segments: int, n_boxes: int,
                 hidden: dict[int, tuple[int, ...]], shipped: bool, seg: dict | None, notes: list[str]) -> None:
-    from lesionprop.scan.figures import lesion_figures
-    from lesionprop.scan.page import write_page
-    from lesionprop.scan.record import identification
 
     figures = []
     for i, row in enumerate(rows):

@@ -24,8 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lesionprop.data.dicom_scan import DicomScan, SeriesFiles, scan_folder, series_fingerprint, skip_reason
+from lesionprop.data.dicom_series import content_uid, load_series
+from lesionprop.engine.checkpoint import resolve_checkpoint
 from lesionprop.errors import InputError, LesionpropError
 from lesionprop.fileio import atomic_write
+from lesionprop.scan.run import detect_volume
 
 CSV_COLUMNS = ("series", "status", "lesions", "slices", "series_number", "description", "modality", "series_uid",
                "folder", "message")
@@ -70,7 +73,6 @@ def plan_study(scan: DicomScan) -> list[Entry]:
 def shared_study_uids(entries: list[Entry]) -> dict[str, str]:
     """A generated StudyInstanceUID shared by the series without one that belong together: same
     patient / study attributes and same parent folder.  Series key -> UID."""
-    from lesionprop.data.dicom_series import content_uid
 
     groups: dict[tuple, list[SeriesFiles]] = {}
     for e in entries:
@@ -149,9 +151,6 @@ def run_study(src: Path, checkpoint, out: Path, settings, *, device: str | None 
     """Every CT series under ``src`` -> ``out/<name>/`` (module docstring); returns the rows."""
     from tqdm.auto import tqdm
 
-    from lesionprop.data.dicom_series import load_series
-    from lesionprop.engine.checkpoint import resolve_checkpoint
-    from lesionprop.scan.run import detect_volume
 
     scan = scan_folder(src) if scan is None else scan
     ckpt = resolve_checkpoint(checkpoint)
